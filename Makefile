@@ -1,0 +1,43 @@
+# omnivae: set up, run the demo, run the tests. Everything installs into ./.venv.
+# TORCH_SPEC pins torch so that a CPU-only machine never pulls the CUDA build from the registry;
+# on a GPU machine, set TORCH_SPEC to the torch build you want (e.g. TORCH_SPEC=torch).
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-all lint typecheck clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet "$(TORCH_SPEC)" -e ".[test,peers]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/omnivae demo --out omnivae_demo
+
+# Fast tests + real-data tests, lint and type check (what CI runs).
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -m "not slow and not gpu" --doctest-modules src tests
+
+# Everything, including slow tests.
+test-all: $(STAMP)
+	$(PY) -m pytest -m "not gpu" --doctest-modules src tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) omnivae_demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,42 @@
+"""omnivae: multimodal variational autoencoders for single-cell multi-omics on MuData.
+
+Public API
+----------
+- :class:`omnivae.Model` — train, embed, predict missing modalities, save/load.
+- :mod:`omnivae.tl` — scanpy-style ``integrate`` and ``impute`` writing into MuData.
+- :mod:`omnivae.datasets` — ``simulate`` multi-omics counts; ``load`` real public datasets.
+- :mod:`omnivae.metrics` — clustering agreement, prediction scores, baselines.
+
+Submodules load lazily, so the pure-torch layer (``omnivae.module`` and below) can be
+imported without AnnData, MuData or Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Model", "datasets", "metrics", "tl"]
+
+_LAZY = {"Model": ("omnivae.model", "Model"), "datasets": ("omnivae.datasets", None),
+         "metrics": ("omnivae.metrics", None), "tl": ("omnivae.tools", None)}
+
+if TYPE_CHECKING:
+    from omnivae import datasets, metrics
+    from omnivae import tools as tl
+    from omnivae.model import Model
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'omnivae' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = getattr(module, attribute) if attribute else module
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

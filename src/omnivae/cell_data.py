@@ -1,0 +1,68 @@
+"""Model-ready arrays of a multimodal dataset: no AnnData, no Lightning.
+
+The MuData layer (:mod:`omnivae.data`) builds a :class:`CellData`; the training layer turns
+minibatches of it into :class:`~omnivae._types.BatchData` on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from omnivae._types import BatchData
+
+
+@dataclass(frozen=True)
+class CellData:
+    """Counts of every modality aligned to one list of cells.
+
+    Parameters
+    ----------
+    modalities
+        Modality names, in the model's order.
+    counts
+        Per modality, a float32 CSR ``(n_cells, n_features)``; rows of cells that lack the
+        modality are empty (and ignored because of ``mask``).
+    mask
+        ``(n_cells, n_modalities)`` boolean membership, from MuData (never from zero rows).
+    batch_index
+        ``(n_cells,)`` int64 batch codes.
+    library
+        Per modality ``(n_cells,)`` float32 library sizes used by the decoder (total counts;
+        number of non-zero features for a Bernoulli modality); 1 where absent.
+    """
+
+    modalities: tuple[str, ...]
+    counts: dict[str, sp.csr_matrix]
+    mask: np.ndarray
+    batch_index: np.ndarray
+    library: dict[str, np.ndarray]
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.mask.shape[0])
+
+    def batch(self, rows: Sequence[int] | np.ndarray) -> BatchData:
+        """Gather ``rows`` into a dense :class:`BatchData` on the CPU.
+
+        Examples
+        --------
+        >>> import numpy as np, scipy.sparse as sp
+        >>> data = CellData(("a",), {"a": sp.csr_matrix(np.eye(3, dtype="float32"))},
+        ...                 np.ones((3, 1), bool), np.zeros(3, "int64"), {"a": np.ones(3, "float32")})
+        >>> data.batch([2, 0]).counts["a"].tolist()
+        [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        return BatchData(
+            counts={m: torch.from_numpy(self.counts[m][rows].toarray()) for m in self.modalities},
+            mask=torch.from_numpy(self.mask[rows]),
+            batch_index=torch.from_numpy(self.batch_index[rows]),
+            library={
+                m: torch.from_numpy(self.library[m][rows]).unsqueeze(-1) for m in self.modalities
+            },
+        )

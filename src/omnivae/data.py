@@ -1,0 +1,300 @@
+"""MuData in: choose modalities and likelihoods, validate counts, build :class:`CellData`.
+
+Which cells have which modality comes from MuData membership: a cell absent from
+``mdata.mod[name]`` lacks that modality. An all-zero row is an observed cell with no counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from omnivae.cell_data import CellData
+from omnivae.likelihoods import REQUIRES_INTEGER_COUNTS, check_likelihood_name
+
+# Default likelihood by modality kind. The kind is read from the modality's name or from the
+# 10x ``var["feature_types"]`` column; anything unrecognised is treated as counts (NB).
+_KIND_BY_NAME = {
+    "rna": "nb", "gex": "nb", "gene": "nb", "genes": "nb", "expression": "nb",
+    "atac": "poisson", "peaks": "poisson", "peak": "poisson", "chromatin": "poisson",
+    "adt": "nb_mixture", "protein": "nb_mixture", "proteins": "nb_mixture", "prot": "nb_mixture",
+    "cite": "nb_mixture", "antibody": "nb_mixture",
+}
+_KIND_BY_FEATURE_TYPE = {
+    "gene expression": "nb", "peaks": "poisson", "antibody capture": "nb_mixture",
+}
+
+
+def default_likelihood(name: str, adata: ad.AnnData) -> str:
+    """The default likelihood of a modality: NB for RNA, Poisson for ATAC, the NB
+    background/foreground mixture for protein; NB when the kind is unknown.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> default_likelihood("ADT", ad.AnnData(np.zeros((2, 3))))
+    'nb_mixture'
+    """
+    key = name.lower()
+    if key in _KIND_BY_NAME:
+        return _KIND_BY_NAME[key]
+    if "feature_types" in adata.var:
+        types = adata.var["feature_types"].astype(str).str.lower().value_counts()
+        if len(types) and types.index[0] in _KIND_BY_FEATURE_TYPE:
+            return _KIND_BY_FEATURE_TYPE[types.index[0]]
+    return "nb"
+
+
+@dataclass(frozen=True)
+class SetupInfo:
+    """How a MuData was turned into model inputs; saved with a model and checked on load."""
+
+    modalities: tuple[str, ...]
+    likelihoods: dict[str, str]
+    layers: dict[str, str | None]
+    batch_key: str | None
+    batch_categories: tuple[str, ...]
+    var_names: dict[str, list[str]]
+    library_scale: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SetupInfo:
+        data = dict(data)
+        data["modalities"] = tuple(data["modalities"])
+        data["batch_categories"] = tuple(data["batch_categories"])
+        return cls(**data)
+
+
+def obs_column(mdata: md.MuData, key: str) -> pd.Series:
+    """A cell-level column for every cell of ``mdata``, from ``mdata.obs`` or the modalities.
+
+    Looks in ``mdata.obs[key]``, then in each modality's ``obs[key]`` (a cell takes the value
+    of the first modality that has it). Values that disagree between modalities are an error.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(50, modalities=("rna",), seed=0)
+    >>> obs_column(sim, "batch").shape
+    (50,)
+    """
+    if key in mdata.obs:
+        return mdata.obs[key]
+    pieces = [a.obs[key] for a in mdata.mod.values() if key in a.obs]
+    if not pieces:
+        columns = sorted({c for a in mdata.mod.values() for c in a.obs} | set(mdata.obs))
+        raise KeyError(
+            f"Column {key!r} is neither in mdata.obs nor in any modality's obs. "
+            f"Available columns: {', '.join(columns) or '(none)'}."
+        )
+    merged = pd.concat(pieces).astype(object)
+    conflicts = merged.groupby(level=0).nunique(dropna=True)
+    if (conflicts > 1).any():
+        bad = conflicts.index[conflicts > 1][:5].tolist()
+        raise ValueError(f"Column {key!r} disagrees between modalities for cells {bad}.")
+    merged = merged[~merged.index.duplicated(keep="first")]
+    return merged.reindex(mdata.obs_names)
+
+
+def _counts_matrix(adata: ad.AnnData, layer: str | None, name: str) -> sp.csr_matrix:
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(
+            f"Modality {name!r} has no layer {layer!r}; its layers are {list(adata.layers)}. "
+            "Pass layer=None to read counts from X."
+        )
+    matrix = adata.layers[layer] if layer is not None else adata.X
+    if matrix is None:
+        raise ValueError(f"Modality {name!r} has no X; pass layer= naming its counts layer.")
+    if not isinstance(matrix, (np.ndarray, sp.spmatrix, sp.sparray)):
+        matrix = matrix[:] if hasattr(matrix, "__getitem__") else np.asarray(matrix)  # backed
+    return sp.csr_matrix(matrix, dtype=np.float32)
+
+
+def _check_counts(matrix: sp.csr_matrix, name: str, likelihood: str, obs_names: pd.Index,
+                  where: str) -> None:
+    values = matrix.data
+    if values.size == 0:
+        return
+    finite = np.isfinite(values)
+    problems = []
+    if not finite.all():
+        problems.append(("NaN or infinite values", ~finite))
+    elif (values < 0).any():
+        problems.append(("negative values", values < 0))
+    elif REQUIRES_INTEGER_COUNTS[likelihood] and not np.array_equal(values, np.round(values)):
+        problems.append(("non-integer values", values != np.round(values)))
+    for what, bad in problems:
+        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))[bad]
+        cells = obs_names[np.unique(rows)[:3]].tolist()
+        fix = (
+            "pass raw counts (layer='counts' if they are in a layer), or choose a likelihood "
+            "that accepts them"
+            if what == "non-integer values"
+            else "remove or fix those cells/values before training"
+        )
+        raise ValueError(
+            f"Modality {name!r} ({where}) has {int(bad.sum())} {what}, e.g. in cells {cells}; "
+            f"the {likelihood!r} likelihood needs non-negative"
+            f"{' integer' if REQUIRES_INTEGER_COUNTS[likelihood] else ''} counts: {fix}."
+        )
+
+
+def _background_init(matrix: sp.csr_matrix, library: np.ndarray, scale: float) -> np.ndarray:
+    """Log of a low quantile of depth-normalised counts per feature (protein background)."""
+    dense = matrix.toarray() / (library[:, None] / scale)
+    return np.log(np.percentile(dense, 30, axis=0) + 0.5).astype(np.float32)
+
+
+def setup_mudata(
+    mdata: md.MuData,
+    *,
+    modalities: Sequence[str] | None = None,
+    likelihoods: Mapping[str, str] | None = None,
+    layer: str | Mapping[str, str | None] | None = None,
+    batch_key: str | None = None,
+    reference: SetupInfo | None = None,
+) -> tuple[CellData, SetupInfo]:
+    """Validate ``mdata`` and turn it into :class:`CellData`.
+
+    Parameters
+    ----------
+    mdata
+        The data; each modality holds raw counts in ``X`` or in ``layer``.
+    modalities
+        Names of the modalities to use (default: all of ``mdata.mod``).
+    likelihoods
+        Per-modality likelihood overrides (see :func:`default_likelihood` for the defaults).
+    layer
+        A layer name for all modalities, or a mapping per modality; ``None`` reads ``X``.
+    batch_key
+        Cell-level batch column (in ``mdata.obs`` or a modality's ``obs``); ``None``: one batch.
+    reference
+        The setup of a trained model: features and batch categories must match it.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(60, modalities=("rna", "adt"), seed=0)
+    >>> data, info = setup_mudata(sim, batch_key="batch")
+    >>> info.likelihoods
+    {'rna': 'nb', 'adt': 'nb_mixture'}
+    """
+    if reference is not None:
+        modalities, likelihoods = reference.modalities, reference.likelihoods
+        layer, batch_key = reference.layers, reference.batch_key
+    names = tuple(modalities) if modalities is not None else tuple(mdata.mod)
+    if not names:
+        raise ValueError("mdata has no modalities; add at least one AnnData to mdata.mod.")
+    unknown = [m for m in names if m not in mdata.mod]
+    if unknown:
+        raise KeyError(f"Modalities {unknown} are not in mdata (it has {list(mdata.mod)}).")
+    extra = set(likelihoods or {}) - set(names)
+    if extra:
+        raise KeyError(f"likelihoods given for {sorted(extra)}, which are not among {names}.")
+    if not mdata.obs_names.is_unique:
+        dup = mdata.obs_names[mdata.obs_names.duplicated()][:3].tolist()
+        raise ValueError(f"Cell names are not unique (e.g. {dup}); call mdata.obs_names_make_unique().")
+    obs_names = mdata.obs_names
+    layers = dict(layer) if isinstance(layer, Mapping) else dict.fromkeys(names, layer)
+    counts, library, liks, scales, var_names = {}, {}, {}, {}, {}
+    background: dict[str, list[float]] = {}
+    mask = np.zeros((len(obs_names), len(names)), dtype=bool)
+    for m, name in enumerate(names):
+        adata = mdata.mod[name]
+        if adata.n_vars == 0:
+            raise ValueError(f"Modality {name!r} has no features; drop it with modalities=[...].")
+        if adata.n_obs == 0:
+            raise ValueError(f"Modality {name!r} has no cells; drop it with modalities=[...].")
+        if not adata.obs_names.is_unique or not adata.var_names.is_unique:
+            raise ValueError(
+                f"Modality {name!r} has duplicate cell or feature names; make them unique "
+                "(obs_names_make_unique / var_names_make_unique)."
+            )
+        lik = check_likelihood_name((likelihoods or {}).get(name) or default_likelihood(name, adata))
+        if reference is not None and list(adata.var_names) != reference.var_names[name]:
+            ref = reference.var_names[name]
+            missing = [v for v in ref if v not in set(adata.var_names)][:5]
+            raise ValueError(
+                f"Modality {name!r} has {adata.n_vars} features but the model was trained on "
+                f"{len(ref)} (missing e.g. {missing}); subset and order them as in training: "
+                f"mdata.mod[{name!r}] = mdata.mod[{name!r}][:, model.var_names[{name!r}]]."
+            )
+        matrix = _counts_matrix(adata, layers.get(name), name)
+        _check_counts(matrix, name, lik, adata.obs_names, f"layer {layers.get(name)!r}"
+                      if layers.get(name) else "X")
+        rows = obs_names.get_indexer(adata.obs_names)
+        if (rows < 0).any():
+            raise ValueError(f"Modality {name!r} has cells not in mdata.obs_names; call mdata.update().")
+        mask[rows, m] = True
+        place = sp.csr_matrix(  # (n_cells, n_obs_m): puts the modality's rows at its cells
+            (np.ones(len(rows), np.float32), (rows, np.arange(len(rows)))),
+            shape=(len(obs_names), len(rows)),
+        )
+        aligned = (place @ matrix).tocsr()
+        lib = (np.asarray((aligned > 0).sum(1)) if lik == "bernoulli"
+               else np.asarray(aligned.sum(1))).ravel().astype(np.float32)
+        present = lib[mask[:, m]]
+        scale = reference.library_scale[name] if reference else float(max(np.median(present), 1.0))
+        lib = np.where(mask[:, m], np.maximum(lib, 1.0), 1.0).astype(np.float32)
+        counts[name], library[name], liks[name], scales[name] = aligned, lib, lik, scale
+        var_names[name] = [str(v) for v in adata.var_names]
+        if lik == "nb_mixture":
+            background[name] = _background_init(matrix, lib[rows], scale).tolist()
+    empty = ~mask.any(axis=1)
+    if empty.any():
+        raise ValueError(
+            f"{int(empty.sum())} cells have no data in any of the modalities {list(names)} "
+            f"(e.g. {obs_names[empty][:3].tolist()}); drop them, e.g. "
+            "mdata = mdata[mdata.obs_names.isin(set().union(*(a.obs_names for a in mdata.mod.values())))]."
+        )
+    batch_index, categories = _batch_codes(mdata, batch_key, reference)
+    info = SetupInfo(
+        modalities=names, likelihoods=liks, layers={m: layers.get(m) for m in names},
+        batch_key=batch_key, batch_categories=categories, var_names=var_names,
+        library_scale=scales,
+        extra={"background_init": background} if reference is None else reference.extra,
+    )
+    return CellData(names, counts, mask, batch_index, library), info
+
+
+def _batch_codes(
+    mdata: md.MuData, batch_key: str | None, reference: SetupInfo | None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    n = mdata.n_obs
+    if batch_key is None:
+        return np.zeros(n, dtype=np.int64), ()
+    try:
+        column = obs_column(mdata, batch_key)
+    except KeyError as err:
+        raise KeyError(f"batch_key={batch_key!r}: {err.args[0]}") from None
+    if column.isna().any():
+        cells = column.index[column.isna()][:3].tolist()
+        raise ValueError(
+            f"Batch column {batch_key!r} is missing for {int(column.isna().sum())} cells "
+            f"(e.g. {cells}); fill it (e.g. with 'unknown') or drop those cells."
+        )
+    values = column.astype(str)
+    if reference is not None:
+        categories = reference.batch_categories
+        unseen = sorted(set(values) - set(categories))
+        if unseen:
+            raise ValueError(
+                f"Batch labels {unseen[:5]} in column {batch_key!r} were not seen in training "
+                f"(known: {list(categories)[:10]}). Map these cells onto a known batch, or "
+                "retrain including them."
+            )
+    else:
+        categories = tuple(sorted(set(values)))
+    lookup = {c: i for i, c in enumerate(categories)}
+    return values.map(lookup).to_numpy(dtype=np.int64), categories

@@ -1,0 +1,330 @@
+"""The user-facing model: MuData in, embedding and predictions out, save/load."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import lightning.pytorch as pl
+import mudata as md
+import numpy as np
+import pandas as pd
+import torch
+
+from omnivae import _io
+from omnivae.data import SetupInfo, setup_mudata
+from omnivae.fusion import check_fusion_name
+from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
+from omnivae.training import (
+    HistoryCallback,
+    TrainingPlan,
+    default_max_epochs,
+    make_loader,
+    split_cells,
+)
+
+
+class _KeepBest(pl.Callback):
+    """Keeps the weights with the best validation ELBO in memory; restores them at the end."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor, self.best, self.state = monitor, float("inf"), None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and float(value) < self.best and not trainer.sanity_checking:
+            self.best = float(value)
+            self.state = copy.deepcopy(pl_module.state_dict())
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.state is not None:
+            pl_module.load_state_dict(self.state)
+
+
+class Model:
+    """A multimodal VAE trained on a MuData: one joint latent space from all its modalities.
+
+    Parameters
+    ----------
+    mdata
+        Raw counts per modality (``X`` or ``layer``). Cells may lack any modality: a cell
+        absent from ``mdata.mod[m]`` lacks ``m``.
+    modalities
+        Modalities to use (default: all).
+    likelihoods
+        Per-modality likelihood, e.g. ``{"atac": "bernoulli"}``. Defaults by kind: ``nb`` for
+        RNA, ``poisson`` for ATAC, ``nb_mixture`` for protein, ``nb`` otherwise.
+    layer
+        Layer holding the counts (one name, or a mapping per modality); ``None`` reads ``X``.
+    batch_key
+        Batch column in ``mdata.obs`` or a modality's ``obs``; decoders are conditioned on it.
+    fusion
+        ``"poe"`` (product of experts), ``"moe"`` (mixture) or ``"mopoe"`` (mixture of products).
+    n_latent, n_hidden, n_layers, dropout
+        Architecture of every encoder and decoder.
+    seed
+        Seed for weights, the validation split and training.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(200, modalities=("rna", "adt"), seed=0)
+    >>> model = omnivae.Model(sim, batch_key="batch", n_latent=5)
+    >>> model.train(max_epochs=2, progress_bar=False)
+    >>> model.get_latent_representation().shape
+    (200, 5)
+    """
+
+    def __init__(
+        self,
+        mdata: md.MuData,
+        *,
+        modalities: Sequence[str] | None = None,
+        likelihoods: Mapping[str, str] | None = None,
+        layer: str | Mapping[str, str | None] | None = None,
+        batch_key: str | None = None,
+        fusion: str = "mopoe",
+        n_latent: int = 20,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout: float = 0.1,
+        seed: int = 0,
+        _setup: SetupInfo | None = None,
+        _config: ModuleConfig | None = None,
+    ) -> None:
+        self.mdata = mdata
+        self._data, self.setup = setup_mudata(
+            mdata, modalities=modalities, likelihoods=likelihoods, layer=layer,
+            batch_key=batch_key, reference=_setup,
+        )
+        if _setup is not None:
+            self.setup = _setup
+        self.config = _config or ModuleConfig(
+            modalities=tuple(
+                ModalitySpec(m, len(self.setup.var_names[m]), self.setup.likelihoods[m],
+                             self.setup.library_scale[m])
+                for m in self.setup.modalities
+            ),
+            n_batches=max(1, len(self.setup.batch_categories)),
+            n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout,
+            fusion=check_fusion_name(fusion), extra={"seed": seed},
+        )
+        torch.manual_seed(self.config.extra.get("seed", seed))
+        background = {
+            m: torch.tensor(v) for m, v in self.setup.extra.get("background_init", {}).items()
+        }
+        self.module = MultimodalVAE(self.config, background)
+        self.history = pd.DataFrame()
+        self.is_trained = False
+
+    def __repr__(self) -> str:
+        mods = ", ".join(f"{m}: {self.setup.likelihoods[m]}" for m in self.setup.modalities)
+        return (f"omnivae.Model({self._data.n_cells} cells; {mods}; fusion={self.config.fusion}, "
+                f"n_latent={self.config.n_latent}, batches={len(self.setup.batch_categories)}, "
+                f"trained={self.is_trained})")
+
+    @property
+    def var_names(self) -> dict[str, list[str]]:
+        """Feature names per modality, as seen in training."""
+        return self.setup.var_names
+
+    # training ----------------------------------------------------------------------------
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        batch_size: int = 256,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-6,
+        kl_warmup_epochs: float | None = None,
+        validation_fraction: float = 0.1,
+        early_stopping: bool = True,
+        patience: int = 30,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        progress_bar: bool = True,
+        **trainer_kwargs: Any,
+    ) -> None:
+        """Train with PyTorch Lightning.
+
+        Parameters
+        ----------
+        max_epochs
+            Default: :func:`~omnivae.training.default_max_epochs` of the number of cells.
+        batch_size, lr, weight_decay
+            Minibatch size and AdamW settings.
+        kl_warmup_epochs
+            Linear KL warm-up length (default: a quarter of ``max_epochs``).
+        validation_fraction
+            Cells held out to monitor the ELBO; early stopping and the choice of the best
+            weights use it.
+        early_stopping, patience
+            Stop when the validation ELBO has not improved for ``patience`` epochs.
+        accelerator, devices
+            Passed to :class:`lightning.pytorch.Trainer` (``"cpu"``, ``"gpu"``, ``"auto"``).
+        progress_bar
+            Show Lightning's progress bar.
+        **trainer_kwargs
+            Anything else for the Trainer (for example ``logger``, ``precision``).
+        """
+        n = self._data.n_cells
+        max_epochs = max_epochs or default_max_epochs(n)
+        warmup = max_epochs / 4 if kl_warmup_epochs is None else kl_warmup_epochs
+        seed = int(self.config.extra.get("seed", 0))
+        train_idx, val_idx = split_cells(n, validation_fraction, seed)
+        if len(train_idx) < batch_size and len(train_idx) > 1:
+            batch_size = len(train_idx)
+        train_loader = make_loader(self._data, train_idx, batch_size, shuffle=True, seed=seed)
+        val_loader = (make_loader(self._data, val_idx, max(batch_size, 1024), shuffle=False)
+                      if len(val_idx) else None)
+        plan = TrainingPlan(self.module, lr=lr, weight_decay=weight_decay,
+                            kl_warmup_epochs=warmup, n_steps_per_epoch=len(train_loader))
+        history = HistoryCallback()
+        callbacks: list[pl.Callback] = [history]
+        if val_loader is not None:
+            callbacks.append(_KeepBest("validation_elbo"))
+            if early_stopping:
+                callbacks.append(pl.callbacks.EarlyStopping(
+                    "validation_elbo", patience=patience, mode="min",
+                    min_delta=0.0, check_on_train_epoch_end=False))
+        trainer_kwargs.setdefault("logger", False)
+        trainer_kwargs.setdefault("enable_checkpointing", False)
+        trainer_kwargs.setdefault("enable_model_summary", False)
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        trainer = pl.Trainer(
+            max_epochs=max_epochs, accelerator=accelerator, devices=devices,
+            callbacks=callbacks, enable_progress_bar=progress_bar,
+            num_sanity_val_steps=0, deterministic=True, **trainer_kwargs,
+        )
+        pl.seed_everything(seed, verbose=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*Trying to infer the `batch_size`.*")
+            trainer.fit(plan, train_loader, val_loader)
+        self.module.to("cpu").eval()
+        self.history = pd.DataFrame(history.rows).set_index("epoch") if history.rows else pd.DataFrame()
+        self.is_trained = True
+
+    # inference ---------------------------------------------------------------------------
+    def _cell_data(self, mdata: md.MuData | None):
+        if mdata is None or mdata is self.mdata:
+            return self._data
+        data, _ = setup_mudata(mdata, reference=self.setup)
+        return data
+
+    def _device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @torch.no_grad()
+    def get_latent_representation(
+        self, mdata: md.MuData | None = None, *, batch_size: int = 2048
+    ) -> np.ndarray:
+        """Posterior mean of the joint latent for every cell, ``(n_cells, n_latent)``.
+
+        Parameters
+        ----------
+        mdata
+            Cells to embed (default: the training data). New data must have the training
+            features; its batch labels must be known to the model.
+        batch_size
+            Cells per forward pass.
+        """
+        data = self._cell_data(mdata)
+        self.module.eval()
+        out = []
+        for start in range(0, data.n_cells, batch_size):
+            batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
+            out.append(self.module.posterior(batch.to(self._device())).mean.cpu())
+        return torch.cat(out).numpy()
+
+    @torch.no_grad()
+    def predict(
+        self, target: str, *, mdata: md.MuData | None = None, n_samples: int = 0,
+        batch_size: int = 1024, seed: int = 0,
+    ) -> ad.AnnData:
+        """Predict modality ``target`` for every cell from its other modalities.
+
+        Parameters
+        ----------
+        target
+            A modality the model was trained on.
+        mdata
+            Cells to predict for (default: the training data).
+        n_samples
+            0 decodes the posterior mean; ``n > 0`` averages ``n`` posterior draws and adds
+            their standard deviation as ``layers["std"]`` (the model's uncertainty).
+        batch_size, seed
+            Cells per forward pass; seed of the posterior draws.
+
+        Returns
+        -------
+        AnnData over all cells and ``target``'s features: ``X`` holds normalised expression
+        (each row sums to one), ``obs["observed"]`` says whether the cell had ``target``.
+        Cells that have ``target`` are predicted from their other modalities when they have any.
+        """
+        if target not in self.setup.modalities:
+            raise KeyError(
+                f"Unknown target {target!r}; the model was trained on modalities "
+                f"{list(self.setup.modalities)}."
+            )
+        data = self._cell_data(mdata)
+        source = mdata if mdata is not None else self.mdata
+        self.module.eval()
+        generator = torch.Generator(device=self._device()).manual_seed(seed)
+        means, stds = [], []
+        for start in range(0, data.n_cells, batch_size):
+            batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
+            mean, std = self.module.predict_normalized(
+                batch.to(self._device()), target, n_samples, generator)
+            means.append(mean.cpu())
+            if std is not None:
+                stds.append(std.cpu())
+        t = self.setup.modalities.index(target)
+        obs = pd.DataFrame({"observed": data.mask[:, t]}, index=source.obs_names.copy())
+        result = ad.AnnData(
+            X=torch.cat(means).numpy(), obs=obs,
+            var=pd.DataFrame(index=pd.Index(self.setup.var_names[target])),
+        )
+        if stds:
+            result.layers["std"] = torch.cat(stds).numpy()
+        result.uns["omnivae"] = {"target": target, "n_samples": n_samples,
+                                 "normalization": "proportions summing to 1 per cell"}
+        return result
+
+    # persistence -------------------------------------------------------------------------
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
+        """Save to a folder (atomically): ``omnivae.json`` (config, no code) + ``weights.pt``.
+
+        Examples
+        --------
+        >>> import omnivae, tempfile, os
+        >>> sim = omnivae.datasets.simulate(100, modalities=("rna",), seed=0)
+        >>> model = omnivae.Model(sim, n_latent=3)
+        >>> path = os.path.join(tempfile.mkdtemp(), "model")
+        >>> model.save(path)
+        >>> omnivae.Model.load(path, sim).config.n_latent
+        3
+        """
+        meta = {"module": self.config.to_dict(), "setup": self.setup.to_dict(),
+                "is_trained": self.is_trained,
+                "history": self.history.reset_index().to_dict(orient="list")}
+        _io.save_model_folder(Path(path), meta, self.module.state_dict(), overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path, mdata: md.MuData) -> Model:
+        """Load a saved model and attach it to ``mdata`` (features and batches are checked)."""
+        meta, state = _io.load_model_folder(Path(path))
+        setup = SetupInfo.from_dict(meta["setup"])
+        config = ModuleConfig.from_dict(meta["module"])
+        model = cls(mdata, _setup=setup, _config=config)
+        model.module.load_state_dict(state)
+        model.module.eval()
+        model.is_trained = bool(meta.get("is_trained", False))
+        history = pd.DataFrame(meta.get("history") or {})
+        model.history = history.set_index("epoch") if "epoch" in history else history
+        return model

@@ -1,0 +1,116 @@
+"""Scanpy-style functions: data object first, keyword-only options, results written into it.
+
+Parameters of each call are recorded in ``mdata.uns[key_added]["params"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import mudata as md
+
+from omnivae.model import Model
+
+
+def integrate(
+    mdata: md.MuData,
+    *,
+    modalities: Sequence[str] | None = None,
+    batch_key: str | None = None,
+    layer: str | Mapping[str, str | None] | None = None,
+    likelihoods: Mapping[str, str] | None = None,
+    fusion: str = "mopoe",
+    n_latent: int = 20,
+    max_epochs: int | None = None,
+    batch_size: int = 256,
+    accelerator: str = "auto",
+    seed: int = 0,
+    key_added: str = "X_omnivae",
+    progress_bar: bool = True,
+    copy: bool = False,
+    return_model: bool = False,
+    **train_kwargs: Any,
+) -> md.MuData | Model | tuple[md.MuData, Model] | None:
+    """Train an omnivae model and write the joint embedding to ``mdata.obsm[key_added]``.
+
+    Parameters
+    ----------
+    mdata
+        MuData with raw counts per modality (cells may lack modalities).
+    modalities, batch_key, layer, likelihoods, fusion, n_latent
+        As in :class:`omnivae.Model`.
+    max_epochs, batch_size, accelerator
+        As in :meth:`omnivae.Model.train`.
+    seed
+        Random seed.
+    key_added
+        ``obsm`` key of the embedding and ``uns`` key of the recorded parameters.
+    progress_bar
+        Show the training progress bar.
+    copy
+        Return a modified copy instead of writing into ``mdata``.
+    return_model
+        Also return the trained :class:`omnivae.Model`.
+    **train_kwargs
+        Passed to :meth:`omnivae.Model.train`.
+
+    Returns
+    -------
+    ``None`` (or the copy with ``copy=True``); the model too with ``return_model=True``.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(150, modalities=("rna", "atac"), seed=0)
+    >>> omnivae.tl.integrate(sim, batch_key="batch", n_latent=4, max_epochs=2, progress_bar=False)
+    >>> sim.obsm["X_omnivae"].shape, sim.uns["X_omnivae"]["params"]["fusion"]
+    ((150, 4), 'mopoe')
+    """
+    target = mdata.copy() if copy else mdata
+    model = Model(target, modalities=modalities, likelihoods=likelihoods, layer=layer,
+                  batch_key=batch_key, fusion=fusion, n_latent=n_latent, seed=seed)
+    model.train(max_epochs, batch_size=batch_size, accelerator=accelerator,
+                progress_bar=progress_bar, **train_kwargs)
+    target.obsm[key_added] = model.get_latent_representation()
+    target.uns[key_added] = {"params": {
+        "modalities": list(model.setup.modalities), "likelihoods": dict(model.setup.likelihoods),
+        "batch_key": batch_key or "", "fusion": model.config.fusion, "n_latent": n_latent,
+        "epochs_trained": len(model.history), "batch_size": batch_size, "seed": seed,
+    }}
+    if copy:
+        return (target, model) if return_model else target
+    return model if return_model else None
+
+
+def impute(
+    mdata: md.MuData,
+    model: Model,
+    *,
+    target: str,
+    n_samples: int = 0,
+    key_added: str | None = None,
+) -> None:
+    """Predict modality ``target`` for every cell and add it as modality ``key_added``.
+
+    The new modality (default name ``f"{target}_imputed"``) covers all cells of ``mdata``;
+    ``X`` holds normalised expression (rows sum to one), ``obs["observed"]`` marks cells that
+    had ``target``, and with ``n_samples > 0`` ``layers["std"]`` holds the posterior standard
+    deviation. Parameters go to ``mdata.uns[key_added]["params"]``.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(150, modalities=("rna", "adt"), seed=0)
+    >>> model = omnivae.Model(sim, n_latent=4)
+    >>> model.train(max_epochs=2, progress_bar=False)
+    >>> omnivae.tl.impute(sim, model, target="adt", n_samples=5)
+    >>> sim["adt_imputed"].shape == (sim.n_obs, sim["adt"].n_vars)
+    True
+    """
+    key = key_added or f"{target}_imputed"
+    prediction = model.predict(target, mdata=mdata, n_samples=n_samples)
+    mdata.mod[key] = prediction
+    mdata.update()
+    mdata.uns[key] = {"params": {"target": target, "n_samples": n_samples,
+                                 "normalization": "proportions summing to 1 per cell"}}

@@ -1,0 +1,158 @@
+"""Lightning training of a :class:`~omnivae.module.MultimodalVAE`.
+
+Data path: the dataset holds CSR matrices in memory; a minibatch is gathered with one sparse
+row slice per modality (no per-cell Python), densified, and moved to the device by Lightning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from omnivae._types import BatchData
+from omnivae.cell_data import CellData
+from omnivae.module import MultimodalVAE
+
+
+class CellDataset(Dataset):
+    """Map-style dataset over a subset of cells; ``__getitems__`` gathers a whole minibatch."""
+
+    def __init__(self, data: CellData, indices: np.ndarray) -> None:
+        self.data = data
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> BatchData:
+        return self.data.batch(self.indices[[i]])
+
+    def __getitems__(self, positions: Sequence[int]) -> BatchData:
+        return self.data.batch(self.indices[np.asarray(positions, dtype=np.int64)])
+
+
+def _keep(batch: BatchData) -> BatchData:
+    return batch
+
+
+def make_loader(data: CellData, indices: np.ndarray, batch_size: int, shuffle: bool,
+                seed: int = 0) -> DataLoader:
+    """A DataLoader yielding :class:`BatchData` minibatches (no worker processes)."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        CellDataset(data, indices), batch_size=batch_size, shuffle=shuffle,
+        collate_fn=_keep, num_workers=0, generator=generator,
+    )
+
+
+def split_cells(n_cells: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random train/validation split of cell positions.
+
+    Examples
+    --------
+    >>> train, val = split_cells(100, 0.1, seed=0)
+    >>> len(train), len(val)
+    (90, 10)
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
+    order = np.random.default_rng(seed).permutation(n_cells)
+    n_val = int(round(n_cells * validation_fraction))
+    if n_cells - n_val < 1:
+        n_val = 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+class TrainingPlan(pl.LightningModule):
+    """Optimises the negative ELBO with KL warm-up and logs every loss term.
+
+    Parameters
+    ----------
+    module
+        The multimodal VAE.
+    lr, weight_decay
+        AdamW settings.
+    kl_warmup_epochs
+        The KL weight grows linearly from 0 to 1 over this many epochs (0: no warm-up).
+        Validation reports the ELBO at weight 1, so early stopping compares like with like.
+    n_steps_per_epoch
+        Used to make the warm-up smooth within an epoch.
+    """
+
+    def __init__(self, module: MultimodalVAE, *, lr: float = 1e-3, weight_decay: float = 1e-6,
+                 kl_warmup_epochs: float = 0.0, n_steps_per_epoch: int = 1) -> None:
+        super().__init__()
+        self.module = module
+        self.lr, self.weight_decay = lr, weight_decay
+        self.kl_warmup_epochs = kl_warmup_epochs
+        self.n_steps_per_epoch = max(1, n_steps_per_epoch)
+
+    @property
+    def kl_weight(self) -> float:
+        if self.kl_warmup_epochs <= 0:
+            return 1.0
+        progress = self.global_step / self.n_steps_per_epoch
+        return float(min(1.0, progress / self.kl_warmup_epochs))
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return batch.to(device)
+
+    def _log_record(self, prefix: str, record_scalars: dict[str, torch.Tensor], n: int) -> None:
+        for key, value in record_scalars.items():
+            self.log(f"{prefix}_{key}", value, on_step=False, on_epoch=True, batch_size=n,
+                     prog_bar=key == "elbo", sync_dist=True)
+
+    def training_step(self, batch: BatchData, batch_idx: int) -> torch.Tensor:
+        record = self.module.loss(batch, kl_weight=self.kl_weight)
+        if not torch.isfinite(record.loss):
+            bad = [k for k, v in record.reconstruction.items() if not torch.isfinite(v)]
+            raise FloatingPointError(
+                f"Non-finite loss at epoch {self.current_epoch}, step {self.global_step} "
+                f"(modalities with non-finite reconstruction: {bad or 'none'}; "
+                f"KL finite: {bool(torch.isfinite(record.kl))}). Try a lower lr, check the "
+                "counts for extreme values, or pick another likelihood for that modality."
+            )
+        terms = {"loss": record.loss, "elbo": record.elbo, "kl": record.kl}
+        terms.update({f"nll_{k}": v for k, v in record.reconstruction.items()})
+        self._log_record("train", {k: v.detach() for k, v in terms.items()}, batch.n_cells)
+        self.log("kl_weight", self.kl_weight, on_step=False, on_epoch=True, batch_size=1)
+        return record.loss
+
+    def validation_step(self, batch: BatchData, batch_idx: int) -> None:
+        record = self.module.loss(batch, kl_weight=1.0)
+        terms = {"elbo": record.elbo, "kl": record.kl}
+        terms.update({f"nll_{k}": v for k, v in record.reconstruction.items()})
+        self._log_record("validation", terms, batch.n_cells)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.module.parameters(), lr=self.lr,
+                                 weight_decay=self.weight_decay)
+
+
+class HistoryCallback(pl.Callback):
+    """Collects every epoch's logged metrics into ``self.rows`` (one dict per epoch)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        row = {"epoch": float(trainer.current_epoch)}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        self.rows.append(row)
+
+
+def default_max_epochs(n_cells: int) -> int:
+    """Epochs for a dataset of ``n_cells``: 400 for small data, fewer as it grows
+    (about 8M cell-visits), at least 20.
+
+    Examples
+    --------
+    >>> default_max_epochs(600), default_max_epochs(100_000)
+    (400, 80)
+    """
+    return int(np.clip(round(8_000_000 / max(n_cells, 1)), 20, 400))

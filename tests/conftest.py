@@ -1,0 +1,32 @@
+"""Shared fixtures: small simulated data and the real shared datasets."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("OMNIVAE_DATA", ROOT.parent / "shared" / "data"))
+
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED_DATA / f"{name}.h5mu"
+    if not path.is_file():
+        pytest.skip(f"shared dataset {path} not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_sim():
+    """300 cells, RNA + ATAC + protein, 2 batches, 10 % of cells missing one modality."""
+    import omnivae
+
+    return omnivae.datasets.simulate(300, modalities=("rna", "atac", "adt"), n_batches=2,
+                                     n_cell_types=4, missing_fraction=0.1, seed=1)
