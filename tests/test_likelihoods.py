@@ -88,7 +88,7 @@ def test_nb_matches_high_precision_reference_everywhere():
         comb = mpmath.loggamma(xi + ti) - mpmath.loggamma(ti) - mpmath.loggamma(xi + 1)
         return float(comb + ti * mpmath.log(ti / (ti + mi)) + xi * mpmath.log(mi / (ti + mi)))
 
-    ref = np.array([exact(*v) for v in zip(x, mu, theta)])
+    ref = np.array([exact(*v) for v in zip(x, mu, theta, strict=True)])
     np.testing.assert_allclose(ours, ref, rtol=1e-8)
 
 

@@ -1,15 +1,11 @@
 """Count likelihoods (pure torch): NB, ZINB, Poisson, Bernoulli and a totalVI-style NB mixture.
 
-The classes are light containers of parameter tensors that broadcast like
-``torch.distributions``. Nothing is validated or broadcast at construction, because a decoder
-builds one every training step; :meth:`log_prob` is elementwise with no reduction. Logs of
-parameters that may underflow to zero are guarded by ``+ eps`` (default ``1e-8``, as in
-scvi-tools); pass ``eps=0.0`` for the exact density of strictly positive parameters.
-
-Sampling uses the Gamma-Poisson construction of the negative binomial. Every random draw
-(``torch._standard_gamma``, ``torch.poisson``, ``torch.bernoulli``, ``torch.rand``) takes the
-optional ``generator``, which must live on the parameters' device (CPU or CUDA); without one
-the global RNG of that device is used.
+Light containers of parameter tensors that broadcast like ``torch.distributions``; nothing is
+validated or broadcast at construction (a decoder builds one every step) and ``log_prob`` is
+elementwise. Logs of parameters are guarded by ``+ eps`` (default ``1e-8``, as scvi-tools);
+``eps=0.0`` gives the exact density for strictly positive parameters. Sampling is Gamma-Poisson
+for the NBs; every draw takes ``generator`` (on the parameters' device, CPU or CUDA), else the
+device's global RNG is used.
 """
 
 from __future__ import annotations
@@ -19,9 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 LIKELIHOOD_NAMES: tuple[str, ...] = ("nb", "zinb", "poisson", "bernoulli", "nb_mixture")
-REQUIRES_INTEGER_COUNTS: dict[str, bool] = {
-    "nb": True, "zinb": True, "poisson": True, "bernoulli": False, "nb_mixture": True,
-}
+# bernoulli binarizes any non-negative values; the others model integer counts
+REQUIRES_INTEGER_COUNTS: dict[str, bool] = {n: n != "bernoulli" for n in LIKELIHOOD_NAMES}
 _STIRLING_MIN_THETA = 100.0  # above this, lgamma(x + theta) - lgamma(theta) via Stirling
 
 
@@ -49,6 +44,8 @@ def _log_gamma_ratio(x: Tensor, theta: Tensor) -> Tensor:
     In float32 the plain difference loses ~``6e-8 theta log(theta)``: 1 nat at ``theta = 1e6``.
     """
     plain = torch.lgamma(x + theta) - torch.lgamma(theta)
+    if not bool((theta > _STIRLING_MIN_THETA).any()):  # theta is per feature: a cheap check
+        return plain
     th = theta.clamp_min(_STIRLING_MIN_THETA)  # finite, and zero gradient off-branch
     z = th + x
     stirling = (th - 0.5) * torch.log1p(x / th) + x * (torch.log(z) - 1.0 - 1.0 / (12.0 * th * z))
@@ -56,11 +53,8 @@ def _log_gamma_ratio(x: Tensor, theta: Tensor) -> Tensor:
 
 
 def _nb_mu_terms(x: Tensor, mu: Tensor, theta: Tensor, eps: float) -> Tensor:
-    """The part of the NB log-pmf that depends on ``mu``.
-
-    ``theta log(theta/(theta+mu)) + x log(mu/(theta+mu))``; the first term is written as
-    ``-theta log1p(mu/theta)``, which stays exact when ``mu << theta``.
-    """
+    """``theta log(theta/(theta+mu)) + x log(mu/(theta+mu))``, the first term as
+    ``-theta log1p(mu/theta)``, which stays exact when ``mu << theta``."""
     log_theta_mu = torch.log(theta + mu + eps)
     return -theta * torch.log1p(mu / (theta + eps)) + x * (torch.log(mu + eps) - log_theta_mu)
 
@@ -90,10 +84,7 @@ class _CountDistribution:
     def sample(
         self, generator: torch.Generator | None = None, sample_shape: tuple[int, ...] = ()
     ) -> Tensor:
-        """Draw float counts of shape ``sample_shape + batch_shape`` (no gradient).
-
-        ``generator`` must be on the parameters' device; ``None`` uses the global RNG.
-        """
+        """Float counts of shape ``sample_shape + batch_shape`` (no gradient)."""
         with torch.no_grad():
             return self._draw(torch.Size(sample_shape) + self.batch_shape, generator)
 
@@ -108,10 +99,8 @@ class NegativeBinomial(_CountDistribution):
 
     Parameters
     ----------
-    mu
-        Means (> 0).
-    theta
-        Inverse dispersions (> 0), broadcastable with ``mu``.
+    mu, theta
+        Means and inverse dispersions (> 0), broadcastable.
     eps
         Guard added inside logarithms of parameters.
 
@@ -157,7 +146,7 @@ class ZeroInflatedNegativeBinomial(_CountDistribution):
     Parameters
     ----------
     mu, theta
-        NB mean and inverse dispersion.
+        Mean and inverse dispersion of the NB component (> 0).
     zi_logits
         Logits of the zero-inflation (dropout) probability.
     eps
