@@ -121,6 +121,7 @@ class CountDecoder(nn.Module):
             init = background_init if background_init is not None else torch.zeros(n_features)
             self.log_background = nn.Parameter(init.expand(n_batches, n_features).clone())
             self.mixture_head = nn.Linear(n_hidden + n_batches, n_features)
+            nn.init.constant_(self.mixture_head.bias, -2.0)  # start mostly foreground
 
     def _hidden(self, z: Tensor, batch_index: Tensor) -> Tensor:
         onehot = F.one_hot(batch_index, self.n_batches).to(z.dtype)  # (n, b)
@@ -130,9 +131,8 @@ class CountDecoder(nn.Module):
         """The count distribution of ``(n, g)`` counts at observed ``library`` ``(n, 1)``."""
         hidden = self._hidden(z, batch_index)
         if self.likelihood == "nb_mixture":
-            depth = library / self.library_scale
-            background = torch.exp(self.log_background[batch_index]) * depth
-            foreground = background * (1.0 + F.softplus(self.head(hidden)))
+            background = library * torch.softmax(self.log_background[batch_index], dim=-1)
+            foreground = library * torch.softmax(self.head(hidden), dim=-1)
             return lk.NegativeBinomialMixture(
                 background, foreground, torch.exp(self.log_theta), self.mixture_head(hidden)
             )
