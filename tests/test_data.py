@@ -44,7 +44,7 @@ def test_all_zero_row_is_observed_not_missing():
 
 
 def test_default_likelihood_by_name_and_feature_type():
-    assert default_likelihood("atac", ad.AnnData(np.zeros((1, 1)))) == "poisson"
+    assert default_likelihood("atac", ad.AnnData(np.zeros((1, 1)))) == "bernoulli"
     x = ad.AnnData(np.zeros((1, 2)))
     x.var["feature_types"] = ["Antibody Capture"] * 2
     assert default_likelihood("panel7", x) == "nb_mixture"
@@ -77,7 +77,7 @@ def test_missing_batch_column_lists_columns():
 
 def test_batch_from_a_modality_obs_and_nan_batch_is_an_error():
     mdata = _mdata(rna_cells=("a", "b", "c"), adt_cells=("a", "b", "c"))
-    data, info = setup_mudata(mdata, batch_key="batch")
+    _, info = setup_mudata(mdata, batch_key="batch")
     assert info.batch_categories == ("x", "y")
     mdata2 = _mdata()  # cell "d" has no RNA, hence no batch value
     with pytest.raises(ValueError, match="missing for 1 cells"):

@@ -23,12 +23,12 @@ from omnivae.likelihoods import REQUIRES_INTEGER_COUNTS, check_likelihood_name
 # 10x ``var["feature_types"]`` column; anything unrecognised is treated as counts (NB).
 _KIND_BY_NAME = {
     "rna": "nb", "gex": "nb", "gene": "nb", "genes": "nb", "expression": "nb",
-    "atac": "poisson", "peaks": "poisson", "peak": "poisson", "chromatin": "poisson",
+    "atac": "bernoulli", "peaks": "bernoulli", "peak": "bernoulli", "chromatin": "bernoulli",
     "adt": "nb_mixture", "protein": "nb_mixture", "proteins": "nb_mixture", "prot": "nb_mixture",
     "cite": "nb_mixture", "antibody": "nb_mixture",
 }
 _KIND_BY_FEATURE_TYPE = {
-    "gene expression": "nb", "peaks": "poisson", "antibody capture": "nb_mixture",
+    "gene expression": "nb", "peaks": "bernoulli", "antibody capture": "nb_mixture",
 }
 
 
@@ -245,7 +245,7 @@ def setup_mudata(
         lib = (np.asarray((aligned > 0).sum(1)) if lik == "bernoulli"
                else np.asarray(aligned.sum(1))).ravel().astype(np.float32)
         present = lib[mask[:, m]]
-        scale = reference.library_scale[name] if reference else float(max(np.median(present), 1.0))
+        scale = reference.library_scale[name] if reference else max(float(np.median(present)), 1.0)
         lib = np.where(mask[:, m], np.maximum(lib, 1.0), 1.0).astype(np.float32)
         counts[name], library[name], liks[name], scales[name] = aligned, lib, lik, scale
         var_names[name] = [str(v) for v in adata.var_names]

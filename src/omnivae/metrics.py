@@ -36,8 +36,8 @@ def leiden_agreement(
     """
     import scanpy as sc
 
-    labels = np.asarray(labels).astype(str)
-    adata = ad.AnnData(np.zeros((len(labels), 1), dtype=np.float32))
+    label_array = np.asarray(labels).astype(str)
+    adata = ad.AnnData(np.zeros((len(label_array), 1), dtype=np.float32))
     adata.obsm["X_emb"] = np.asarray(embedding, dtype=np.float32)
     sc.pp.neighbors(adata, use_rep="X_emb", n_neighbors=n_neighbors, random_state=seed)
     best = {"ari": -1.0, "nmi": -1.0, "resolution": float("nan"), "n_clusters": 0.0}
@@ -45,17 +45,21 @@ def leiden_agreement(
         sc.tl.leiden(adata, resolution=resolution, random_state=seed, key_added="_leiden",
                      flavor="igraph", n_iterations=2, directed=False)
         clusters = adata.obs["_leiden"].to_numpy()
-        nmi = normalized_mutual_info_score(labels, clusters)
+        nmi = normalized_mutual_info_score(label_array, clusters)
         if nmi > best["nmi"]:
-            best = {"ari": float(adjusted_rand_score(labels, clusters)), "nmi": float(nmi),
+            best = {"ari": float(adjusted_rand_score(label_array, clusters)), "nmi": float(nmi),
                     "resolution": float(resolution),
                     "n_clusters": float(len(np.unique(clusters)))}
     return best
 
 
+def _dense(matrix: np.ndarray | sp.spmatrix) -> np.ndarray:
+    return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float64)  # type: ignore[union-attr]
+
+
 def log_normalize(counts: np.ndarray | sp.spmatrix, target_sum: float = 1e4) -> np.ndarray:
     """``log1p(target_sum * x / x.sum(row))`` as a dense array (rows with no counts stay 0)."""
-    x = counts.toarray() if sp.issparse(counts) else np.asarray(counts, dtype=np.float64)
+    x = _dense(counts)
     total = x.sum(axis=1, keepdims=True)
     return np.log1p(target_sum * x / np.where(total > 0, total, 1.0))
 
@@ -94,7 +98,7 @@ def mean_feature_pearson(predicted: np.ndarray, observed_counts: np.ndarray | sp
 
 def auroc(predicted: np.ndarray, observed_counts: np.ndarray | sp.spmatrix) -> float:
     """AUROC of ``predicted`` scores against ``observed > 0`` over all (cell, feature) pairs."""
-    obs = observed_counts.toarray() if sp.issparse(observed_counts) else np.asarray(observed_counts)
+    obs = _dense(observed_counts)
     return float(roc_auc_score((obs > 0).ravel(), np.asarray(predicted).ravel()))
 
 
@@ -106,7 +110,7 @@ def knn_predict(
 
     Returns normalised expression (rows summing to one) for the query cells.
     """
-    target = train_targets.toarray() if sp.issparse(train_targets) else np.asarray(train_targets)
+    target = _dense(train_targets)
     total = target.sum(axis=1, keepdims=True)
     target = target / np.where(total > 0, total, 1.0)
     k = min(n_neighbors, len(train_inputs))

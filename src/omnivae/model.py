@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -21,29 +20,13 @@ from omnivae.data import SetupInfo, setup_mudata
 from omnivae.fusion import check_fusion_name
 from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
 from omnivae.training import (
+    BestAfterWarmup,
     HistoryCallback,
     TrainingPlan,
     default_max_epochs,
     make_loader,
     split_cells,
 )
-
-
-class _KeepBest(pl.Callback):
-    """Keeps the weights with the best validation ELBO in memory; restores them at the end."""
-
-    def __init__(self, monitor: str) -> None:
-        self.monitor, self.best, self.state = monitor, float("inf"), None
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is not None and float(value) < self.best and not trainer.sanity_checking:
-            self.best = float(value)
-            self.state = copy.deepcopy(pl_module.state_dict())
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.state is not None:
-            pl_module.load_state_dict(self.state)
 
 
 class Model:
@@ -187,11 +170,8 @@ class Model:
         history = HistoryCallback()
         callbacks: list[pl.Callback] = [history]
         if val_loader is not None:
-            callbacks.append(_KeepBest("validation_elbo"))
-            if early_stopping:
-                callbacks.append(pl.callbacks.EarlyStopping(
-                    "validation_elbo", patience=patience, mode="min",
-                    min_delta=0.0, check_on_train_epoch_end=False))
+            callbacks.append(BestAfterWarmup("validation_elbo", start_epoch=int(warmup),
+                                             patience=patience if early_stopping else None))
         trainer_kwargs.setdefault("logger", False)
         trainer_kwargs.setdefault("enable_checkpointing", False)
         trainer_kwargs.setdefault("enable_model_summary", False)

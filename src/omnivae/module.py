@@ -7,7 +7,7 @@ them; nothing here knows which biology a modality holds.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -131,6 +131,10 @@ class MultimodalVAE(nn.Module):
             }
         )
 
+    def decoder(self, name: str) -> CountDecoder:
+        """The decoder of modality ``name``."""
+        return cast(CountDecoder, self.decoders[name])
+
     # inference ---------------------------------------------------------------------------
     def experts(self, batch: BatchData) -> tuple[Tensor, Tensor]:
         """Expert parameters ``(M, n, d)``; each encoder runs only on cells that have its
@@ -208,7 +212,7 @@ class MultimodalVAE(nn.Module):
         has_other = others.any(dim=1, keepdim=True)
         mask = torch.where(has_other, others, mask)
         fused = self.posterior(BatchData(batch.counts, mask, batch.batch_index, batch.library))
-        decoder = self.decoders[target]
+        decoder = self.decoder(target)
         if n_samples <= 0:
             return decoder.normalized(fused.mean, batch.batch_index), None
         draws = torch.stack(

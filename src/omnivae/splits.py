@@ -42,7 +42,7 @@ def withhold_modality(
     for m in require:
         eligible &= target.obs_names.isin(mdata[m].obs_names)
     candidates = np.flatnonzero(eligible)
-    n = int(round(fraction * len(candidates)))
+    n = round(fraction * len(candidates))
     if n == 0:
         raise ValueError(f"No cells of {modality!r} are eligible to withhold (they need another modality).")
     chosen = np.random.default_rng(seed).choice(candidates, size=n, replace=False)

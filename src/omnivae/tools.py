@@ -5,6 +5,7 @@ Parameters of each call are recorded in ``mdata.uns[key_added]["params"]``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -111,6 +112,8 @@ def impute(
     key = key_added or f"{target}_imputed"
     prediction = model.predict(target, mdata=mdata, n_samples=n_samples)
     mdata.mod[key] = prediction
-    mdata.update()
+    with warnings.catch_warnings():  # the imputed modality shares the target's feature names
+        warnings.filterwarnings("ignore", ".*var_names are intersecting.*")
+        mdata.update()
     mdata.uns[key] = {"params": {"target": target, "n_samples": n_samples,
                                  "normalization": "proportions summing to 1 per cell"}}

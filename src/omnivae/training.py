@@ -36,7 +36,7 @@ class CellDataset(Dataset):
         return self.data.batch(self.indices[np.asarray(positions, dtype=np.int64)])
 
 
-def _keep(batch: BatchData) -> BatchData:
+def _keep(batch: Any) -> Any:
     return batch
 
 
@@ -62,7 +62,7 @@ def split_cells(n_cells: int, validation_fraction: float, seed: int) -> tuple[np
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
     order = np.random.default_rng(seed).permutation(n_cells)
-    n_val = int(round(n_cells * validation_fraction))
+    n_val = round(n_cells * validation_fraction)
     if n_cells - n_val < 1:
         n_val = 0
     return np.sort(order[n_val:]), np.sort(order[:n_val])
@@ -144,6 +144,38 @@ class HistoryCallback(pl.Callback):
         row = {"epoch": float(trainer.current_epoch)}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         self.rows.append(row)
+
+
+class BestAfterWarmup(pl.Callback):
+    """Early stopping and best-weights restore that ignore the KL warm-up.
+
+    During warm-up the KL weight is below one, so the weights are not yet those of the model
+    being fitted and a validation ELBO from that phase is not a fair candidate. From
+    ``start_epoch`` on, the weights with the lowest ``monitor`` are kept in memory and
+    restored when training ends; with ``patience`` set, training stops after that many epochs
+    without improvement. The stop decision is reduced over all processes (DDP-safe).
+    """
+
+    def __init__(self, monitor: str, *, start_epoch: int = 0, patience: int | None = None) -> None:
+        self.monitor, self.start_epoch, self.patience = monitor, start_epoch, patience
+        self.best, self.best_epoch = float("inf"), -1
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        epoch = trainer.current_epoch
+        if trainer.sanity_checking or value is None or epoch < self.start_epoch:
+            return
+        if float(value) < self.best:
+            self.best, self.best_epoch = float(value), epoch
+            self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        stop = self.patience is not None and epoch - self.best_epoch >= self.patience
+        if trainer.strategy.reduce_boolean_decision(stop, all=False):
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.state is not None:
+            pl_module.load_state_dict(self.state)
 
 
 def default_max_epochs(n_cells: int) -> int:

@@ -1,0 +1,32 @@
+"""The bundled demo and the tutorials run end to end (quick mode) and write what they promise."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import mudata as md
+import pytest
+from tests.conftest import ROOT, shared_file
+
+from omnivae.cli import main
+
+
+def test_demo_quick_writes_h5mu_umap_and_report(tmp_path):
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    result = md.read_h5mu(tmp_path / "demo.h5mu")
+    assert result.obsm["X_omnivae"].shape[0] == result.n_obs
+    assert {"adt_imputed", "atac_imputed", "rna_imputed"} <= set(result.mod)
+    assert "std" in result["adt_imputed"].layers
+    assert (tmp_path / "umap.png").stat().st_size > 10_000
+    report = (tmp_path / "report.md").read_text()
+    assert "ARI" in report and "Pearson" in report and "kNN" in report
+
+
+@pytest.mark.realdata
+def test_cite_tutorial_runs_in_quick_mode(tmp_path, monkeypatch):
+    shared_file("neurips2021_bmmc_cite_starter")
+    monkeypatch.setenv("OMNIVAE_TUTORIAL_QUICK", "1")
+    monkeypatch.setenv("OMNIVAE_TUTORIAL_FIGURES", str(tmp_path))
+    runpy.run_path(str(ROOT / "tutorials" / "01_cite_seq_quickstart.py"), run_name="__main__")
+    assert Path(tmp_path / "cite_umap.png").is_file()
