@@ -6,6 +6,7 @@ Which cells have which modality comes from MuData membership: a cell absent from
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -74,6 +75,24 @@ class SetupInfo:
         data["modalities"] = tuple(data["modalities"])
         data["batch_categories"] = tuple(data["batch_categories"])
         return cls(**data)
+
+
+def refresh(mdata: md.MuData) -> None:
+    """``mdata.update()`` after a modality changed, without pulling modality columns into
+    ``mdata.obs`` (mudata's coming default) and without its warnings.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(40, modalities=("rna", "adt"), seed=0)
+    >>> sim.mod["adt"] = sim["adt"][:30].copy()
+    >>> refresh(sim)
+    >>> sim.n_obs, sim["adt"].n_obs
+    (40, 30)
+    """
+    with md.set_options(pull_on_update=False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*var_names are intersecting.*")
+        mdata.update()
 
 
 def obs_column(mdata: md.MuData, key: str) -> pd.Series:

@@ -16,7 +16,7 @@ from omnivae.tools import impute
 
 
 def run_demo(
-    out: str | Path = "omnivae_demo", *, n_cells: int = 3000, max_epochs: int | None = None,
+    out: str | Path = "omnivae_demo", *, n_cells: int = 2000, max_epochs: int | None = 150,
     n_latent: int = 20, batch_size: int = 256, accelerator: str = "auto", seed: int = 0,
     progress_bar: bool = True, verbose: bool = True,
 ) -> dict[str, float]:

@@ -6,6 +6,8 @@ import anndata as ad
 import mudata as md
 import numpy as np
 
+from omnivae.data import refresh
+
 
 def withhold_modality(
     mdata: md.MuData, modality: str, *, fraction: float = 0.25, seed: int = 0,
@@ -51,5 +53,5 @@ def withhold_modality(
     masked = mdata.copy()
     truth = target[~keep].copy()
     masked.mod[modality] = masked[modality][keep].copy()
-    masked.update()
+    refresh(masked)
     return masked, truth

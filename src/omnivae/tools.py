@@ -5,12 +5,12 @@ Parameters of each call are recorded in ``mdata.uns[key_added]["params"]``.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import mudata as md
 
+from omnivae.data import refresh
 from omnivae.model import Model
 
 
@@ -112,8 +112,6 @@ def impute(
     key = key_added or f"{target}_imputed"
     prediction = model.predict(target, mdata=mdata, n_samples=n_samples)
     mdata.mod[key] = prediction
-    with warnings.catch_warnings():  # the imputed modality shares the target's feature names
-        warnings.filterwarnings("ignore", ".*var_names are intersecting.*")
-        mdata.update()
+    refresh(mdata)  # the imputed modality shares the target's feature names: no warning
     mdata.uns[key] = {"params": {"target": target, "n_samples": n_samples,
                                  "normalization": "proportions summing to 1 per cell"}}
