@@ -34,7 +34,7 @@ _KIND_BY_FEATURE_TYPE = {
 
 
 def default_likelihood(name: str, adata: ad.AnnData) -> str:
-    """The default likelihood of a modality: NB for RNA, Poisson for ATAC, the NB
+    """The default likelihood of a modality: NB for RNA, Bernoulli for ATAC, the NB
     background/foreground mixture for protein; NB when the kind is unknown.
 
     Examples

@@ -41,7 +41,7 @@ class Model:
         Modalities to use (default: all).
     likelihoods
         Per-modality likelihood, e.g. ``{"atac": "bernoulli"}``. Defaults by kind: ``nb`` for
-        RNA, ``poisson`` for ATAC, ``nb_mixture`` for protein, ``nb`` otherwise.
+        RNA, ``bernoulli`` for ATAC, ``nb_mixture`` for protein, ``nb`` otherwise.
     layer
         Layer holding the counts (one name, or a mapping per modality); ``None`` reads ``X``.
     batch_key
