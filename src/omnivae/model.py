@@ -179,7 +179,7 @@ class Model:
         trainer = pl.Trainer(
             max_epochs=max_epochs, accelerator=accelerator, devices=devices,
             callbacks=callbacks, enable_progress_bar=progress_bar,
-            num_sanity_val_steps=0, deterministic=True, **trainer_kwargs,
+            num_sanity_val_steps=0, **trainer_kwargs,
         )
         pl.seed_everything(seed, verbose=False)
         with warnings.catch_warnings():

@@ -143,14 +143,13 @@ class MultimodalVAE(nn.Module):
         locs, logvars = [], []
         for m, name in enumerate(self.config.names):
             rows = batch.mask[:, m].nonzero(as_tuple=True)[0]
-            loc = batch.mask.new_zeros((n, d), dtype=torch.get_default_dtype())
+            counts = batch.counts[name]
+            loc = counts.new_zeros((n, d))
             logvar = torch.zeros_like(loc)
             if rows.numel():
-                sub_loc, sub_logvar = self.encoders[name](
-                    batch.counts[name][rows], batch.library[name][rows]
-                )
-                loc = loc.index_put((rows,), sub_loc)
-                logvar = logvar.index_put((rows,), sub_logvar)
+                sub_loc, sub_logvar = self.encoders[name](counts[rows], batch.library[name][rows])
+                loc = loc.to(sub_loc.dtype).index_put((rows,), sub_loc)
+                logvar = logvar.to(sub_logvar.dtype).index_put((rows,), sub_logvar)
             locs.append(loc)
             logvars.append(logvar)
         return torch.stack(locs), torch.stack(logvars)
