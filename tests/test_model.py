@@ -110,3 +110,16 @@ def test_cli_help_explains_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--modalities", "--batch-key", "--fusion", "--likelihood", "--max-epochs", "--layer"):
         assert option in text
+
+
+@pytest.mark.gpu
+def test_gpu_training_matches_cpu_quality(small_sim):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    model = omnivae.Model(small_sim, batch_key="batch", n_latent=6, n_hidden=32)
+    model.train(max_epochs=12, accelerator="gpu", devices=1, progress_bar=False)
+    elbo = model.history["validation_elbo"].to_numpy()
+    assert elbo[-1] < elbo[0] * 0.9
+    pred = model.predict("adt", n_samples=3)
+    np.testing.assert_allclose(pred.X.sum(1), 1.0, rtol=1e-4)

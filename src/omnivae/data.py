@@ -84,14 +84,15 @@ def refresh(mdata: md.MuData) -> None:
     Examples
     --------
     >>> import omnivae
-    >>> sim = omnivae.datasets.simulate(40, modalities=("rna", "adt"), seed=0)
-    >>> sim.mod["adt"] = sim["adt"][:30].copy()
+    >>> sim = omnivae.datasets.simulate(40, modalities=("rna", "adt"), missing_fraction=0, seed=0)
+    >>> sim.mod["adt"] = sim["adt"][:30].copy()  # 10 cells lose protein, keep RNA
     >>> refresh(sim)
     >>> sim.n_obs, sim["adt"].n_obs
     (40, 30)
     """
     with md.set_options(pull_on_update=False), warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*var_names are intersecting.*")
+        warnings.filterwarnings("ignore", ".*var_names are not unique.*")
         mdata.update()
 
 
