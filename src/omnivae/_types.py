@@ -67,12 +67,19 @@ class BatchData:
         ``(n,)`` integer batch codes (zeros when there is no batch column).
     library
         Per modality ``(n, 1)`` observed library sizes (total counts); 1 where absent.
+    penalty_codes
+        ``(n, K)`` integer codes of the K batch columns whose mutual information with the
+        latent is penalised (``None`` when no penalty is configured).
+    labels
+        ``(n,)`` integer label codes when the penalty is conditioned on a label column.
     """
 
     counts: dict[str, Tensor]
     mask: Tensor
     batch_index: Tensor
     library: dict[str, Tensor]
+    penalty_codes: Tensor | None = None
+    labels: Tensor | None = None
 
     @property
     def n_cells(self) -> int:
@@ -85,6 +92,9 @@ class BatchData:
             mask=self.mask.to(device, non_blocking=True),
             batch_index=self.batch_index.to(device, non_blocking=True),
             library={k: v.to(device, non_blocking=True) for k, v in self.library.items()},
+            penalty_codes=None if self.penalty_codes is None
+            else self.penalty_codes.to(device, non_blocking=True),
+            labels=None if self.labels is None else self.labels.to(device, non_blocking=True),
         )
 
 

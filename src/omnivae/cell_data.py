@@ -34,6 +34,10 @@ class CellData:
     library
         Per modality ``(n_cells,)`` float32 library sizes used by the decoder (total counts;
         number of non-zero features for a Bernoulli modality); 1 where absent.
+    penalty_codes
+        ``(n_cells, K)`` int64 codes of the batch columns of the mutual-information penalty.
+    labels
+        ``(n_cells,)`` int64 codes of the label column the penalty is conditioned on.
     """
 
     modalities: tuple[str, ...]
@@ -41,6 +45,8 @@ class CellData:
     mask: np.ndarray
     batch_index: np.ndarray
     library: dict[str, np.ndarray]
+    penalty_codes: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
     @property
     def n_cells(self) -> int:
@@ -65,4 +71,7 @@ class CellData:
             library={
                 m: torch.from_numpy(self.library[m][rows]).unsqueeze(-1) for m in self.modalities
             },
+            penalty_codes=None if self.penalty_codes is None
+            else torch.from_numpy(self.penalty_codes[rows]),
+            labels=None if self.labels is None else torch.from_numpy(self.labels[rows]),
         )

@@ -65,6 +65,10 @@ class SetupInfo:
     var_names: dict[str, list[str]]
     library_scale: dict[str, float]
     extra: dict[str, Any] = field(default_factory=dict)
+    penalty_keys: tuple[str, ...] = ()
+    penalty_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    label_key: str | None = None
+    label_categories: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +78,11 @@ class SetupInfo:
         data = dict(data)
         data["modalities"] = tuple(data["modalities"])
         data["batch_categories"] = tuple(data["batch_categories"])
+        data["penalty_keys"] = tuple(data.get("penalty_keys", ()))
+        data["penalty_categories"] = {
+            k: tuple(v) for k, v in data.get("penalty_categories", {}).items()
+        }
+        data["label_categories"] = tuple(data.get("label_categories", ()))
         return cls(**data)
 
 
@@ -183,6 +192,8 @@ def setup_mudata(
     likelihoods: Mapping[str, str] | None = None,
     layer: str | Mapping[str, str | None] | None = None,
     batch_key: str | None = None,
+    penalty_keys: Sequence[str] = (),
+    label_key: str | None = None,
     reference: SetupInfo | None = None,
 ) -> tuple[CellData, SetupInfo]:
     """Validate ``mdata`` and turn it into :class:`CellData`.
@@ -199,6 +210,10 @@ def setup_mudata(
         A layer name for all modalities, or a mapping per modality; ``None`` reads ``X``.
     batch_key
         Cell-level batch column (in ``mdata.obs`` or a modality's ``obs``); ``None``: one batch.
+    penalty_keys
+        Batch columns whose mutual information with the latent is penalised.
+    label_key
+        Label column within whose groups the penalty is computed (optional).
     reference
         The setup of a trained model: features and batch categories must match it.
 
@@ -213,6 +228,7 @@ def setup_mudata(
     if reference is not None:
         modalities, likelihoods = reference.modalities, reference.likelihoods
         layer, batch_key = reference.layers, reference.batch_key
+        penalty_keys, label_key = reference.penalty_keys, reference.label_key
     names = tuple(modalities) if modalities is not None else tuple(mdata.mod)
     if not names:
         raise ValueError("mdata has no modalities; add at least one AnnData to mdata.mod.")
@@ -278,19 +294,32 @@ def setup_mudata(
             f"(e.g. {obs_names[empty][:3].tolist()}); drop them, e.g. "
             "mdata = mdata[mdata.obs_names.isin(set().union(*(a.obs_names for a in mdata.mod.values())))]."
         )
-    batch_index, categories = _batch_codes(mdata, batch_key, reference)
+    batch_index, categories = _batch_codes(
+        mdata, batch_key, reference.batch_categories if reference else None)
+    penalty_columns, penalty_categories = [], {}
+    for key in penalty_keys:
+        column_codes, cats = _batch_codes(
+            mdata, key, reference.penalty_categories[key] if reference else None)
+        penalty_columns.append(column_codes)
+        penalty_categories[key] = cats
+    labels, label_categories = (None, ()) if label_key is None else _batch_codes(
+        mdata, label_key, reference.label_categories if reference else None)
     info = SetupInfo(
         modalities=names, likelihoods=liks, layers={m: layers.get(m) for m in names},
         batch_key=batch_key, batch_categories=categories, var_names=var_names,
         library_scale=scales,
         extra={"background_init": background} if reference is None else reference.extra,
+        penalty_keys=tuple(penalty_keys), penalty_categories=penalty_categories,
+        label_key=label_key, label_categories=label_categories,
     )
-    return CellData(names, counts, mask, batch_index, library), info
+    codes = np.stack(penalty_columns, axis=1) if penalty_columns else None
+    return CellData(names, counts, mask, batch_index, library, codes, labels), info
 
 
 def _batch_codes(
-    mdata: md.MuData, batch_key: str | None, reference: SetupInfo | None
+    mdata: md.MuData, batch_key: str | None, known: tuple[str, ...] | None
 ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Integer codes of a categorical cell column; ``known`` categories are enforced."""
     n = mdata.n_obs
     if batch_key is None:
         return np.zeros(n, dtype=np.int64), ()
@@ -301,16 +330,16 @@ def _batch_codes(
     if column.isna().any():
         cells = column.index[column.isna()][:3].tolist()
         raise ValueError(
-            f"Batch column {batch_key!r} is missing for {int(column.isna().sum())} cells "
+            f"Column {batch_key!r} is missing for {int(column.isna().sum())} cells "
             f"(e.g. {cells}); fill it (e.g. with 'unknown') or drop those cells."
         )
     values = column.astype(str)
-    if reference is not None:
-        categories = reference.batch_categories
+    if known is not None:
+        categories = known
         unseen = sorted(set(values) - set(categories))
         if unseen:
             raise ValueError(
-                f"Batch labels {unseen[:5]} in column {batch_key!r} were not seen in training "
+                f"Labels {unseen[:5]} in column {batch_key!r} were not seen in training "
                 f"(known: {list(categories)[:10]}). Map these cells onto a known batch, or "
                 "retrain including them."
             )

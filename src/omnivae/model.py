@@ -28,6 +28,9 @@ from omnivae.training import (
     split_cells,
 )
 
+# Default weights of the batch penalties, relative to an ELBO summed over features.
+DEFAULT_PENALTY_WEIGHTS = {"hsic": 1000.0, "mmd": 1000.0, "adversarial": 100.0, "pairwise_kl": 5.0}
+
 
 class Model:
     """A multimodal VAE trained on a MuData: one joint latent space from all its modalities.
@@ -50,6 +53,19 @@ class Model:
         ``"poe"`` (product of experts), ``"moe"`` (mixture) or ``"mopoe"`` (mixture of products).
     n_latent, n_hidden, n_layers, dropout
         Architecture of every encoder and decoder.
+    batch_penalty
+        Penalise the mutual information between the latent and the batch: ``"hsic"``,
+        ``"mmd"``, ``"adversarial"`` or ``"pairwise_kl"`` (see :mod:`omnivae.penalties`);
+        ``None`` (default) relies on the batch-conditioned decoders alone.
+    penalty_weight
+        Weight of the penalty (warmed up with the KL weight); default per estimator
+        (:data:`DEFAULT_PENALTY_WEIGHTS`).
+    penalty_keys
+        Batch columns to make the latent independent of (default ``[batch_key]``); several
+        columns (e.g. donor and site) are penalised together.
+    penalty_label_key
+        A label column (e.g. cell type): the penalty is computed within each label group, so
+        biology that differs between batches is not removed.
     seed
         Seed for weights, the validation split and training.
 
@@ -76,14 +92,25 @@ class Model:
         n_hidden: int = 128,
         n_layers: int = 1,
         dropout: float = 0.1,
+        batch_penalty: str | None = None,
+        penalty_weight: float | None = None,
+        penalty_keys: Sequence[str] | None = None,
+        penalty_label_key: str | None = None,
         seed: int = 0,
         _setup: SetupInfo | None = None,
         _config: ModuleConfig | None = None,
     ) -> None:
         self.mdata = mdata
+        if batch_penalty is not None and penalty_keys is None:
+            if batch_key is None:
+                raise ValueError("batch_penalty needs penalty_keys=[...] or a batch_key.")
+            penalty_keys = [batch_key]
+        if batch_penalty is None and (penalty_keys or penalty_label_key):
+            raise ValueError("penalty_keys/penalty_label_key need batch_penalty='hsic', 'mmd', ...")
         self._data, self.setup = setup_mudata(
             mdata, modalities=modalities, likelihoods=likelihoods, layer=layer,
-            batch_key=batch_key, reference=_setup,
+            batch_key=batch_key, penalty_keys=penalty_keys or (),
+            label_key=penalty_label_key, reference=_setup,
         )
         if _setup is not None:
             self.setup = _setup
@@ -96,6 +123,12 @@ class Model:
             n_batches=max(1, len(self.setup.batch_categories)),
             n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout,
             fusion=check_fusion_name(fusion), extra={"seed": seed},
+            batch_penalty=batch_penalty,
+            penalty_weight=(DEFAULT_PENALTY_WEIGHTS.get(batch_penalty or "", 0.0)
+                            if penalty_weight is None else penalty_weight),
+            penalty_n_batches=tuple(len(self.setup.penalty_categories[k])
+                                    for k in self.setup.penalty_keys),
+            penalty_n_labels=len(self.setup.label_categories),
         )
         torch.manual_seed(self.config.extra.get("seed", seed))
         background = {

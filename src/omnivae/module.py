@@ -13,9 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from omnivae._types import BatchData, Gaussian, LossRecord
-from omnivae.fusion import Mixture, check_fusion_name, fuse
+from omnivae.fusion import Mixture, check_fusion_name, fuse, product_of_experts
 from omnivae.likelihoods import check_likelihood_name
 from omnivae.nn import CountDecoder, Encoder
+from omnivae.penalties import BatchClassifier, check_penalty_name, combined_penalty
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,17 @@ class ModuleConfig:
     dropout: float = 0.1
     fusion: str = "poe"
     extra: dict[str, Any] = field(default_factory=dict)
+    batch_penalty: str | None = None
+    penalty_weight: float = 0.0
+    penalty_n_batches: tuple[int, ...] = ()
+    penalty_n_labels: int = 0
 
     def __post_init__(self) -> None:
         check_fusion_name(self.fusion)
+        if self.batch_penalty is not None:
+            check_penalty_name(self.batch_penalty)
+            if not self.penalty_n_batches:
+                raise ValueError("batch_penalty needs at least one batch column to penalise.")
         for spec in self.modalities:
             check_likelihood_name(spec.likelihood)
         if not self.modalities:
@@ -78,6 +87,7 @@ class ModuleConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModuleConfig:
         data = dict(data)
         data["modalities"] = tuple(ModalitySpec(**spec) for spec in data["modalities"])
+        data["penalty_n_batches"] = tuple(data.get("penalty_n_batches", ()))
         return cls(**data)
 
 
@@ -130,6 +140,11 @@ class MultimodalVAE(nn.Module):
                 for s in c.modalities
             }
         )
+        # one batch classifier per penalised column when the penalty is adversarial
+        self.batch_classifiers = nn.ModuleList(
+            BatchClassifier(c.n_latent, n, n_labels=c.penalty_n_labels)
+            for n in (c.penalty_n_batches if c.batch_penalty == "adversarial" else ())
+        )
 
     def decoder(self, name: str) -> CountDecoder:
         """The decoder of modality ``name``."""
@@ -160,9 +175,14 @@ class MultimodalVAE(nn.Module):
         return fuse(loc, logvar, batch.mask, fusion or self.config.fusion)
 
     # loss --------------------------------------------------------------------------------
-    def loss(self, batch: BatchData, kl_weight: float = 1.0) -> LossRecord:
-        """Negative ELBO of a minibatch (see the class docstring)."""
-        mixture = self.posterior(batch)
+    def loss(
+        self, batch: BatchData, kl_weight: float = 1.0, penalty_weight: float = 1.0
+    ) -> LossRecord:
+        """Negative ELBO of a minibatch (see the class docstring), plus
+        ``penalty_weight`` times the batch mutual-information penalty when one is configured
+        (and, for the adversarial penalty, the batch classifiers' own loss)."""
+        loc, logvar = self.experts(batch)
+        mixture = fuse(loc, logvar, batch.mask, self.config.fusion)
         comp, cell = (mixture.weights > 0).nonzero(as_tuple=True)  # (P,) component/cell pairs
         weight = mixture.weights[comp, cell]
         q = Gaussian(mixture.components.loc[comp, cell], mixture.components.logvar[comp, cell])
@@ -184,11 +204,31 @@ class MultimodalVAE(nn.Module):
         n = batch.n_cells
         kl_mean = (weight * kl).sum() / n
         nll_mean = (weight * nll_total).sum() / n
-        return LossRecord(
-            loss=nll_mean + kl_weight * kl_mean,
-            reconstruction=reconstruction,
-            kl=kl_mean,
-            elbo=nll_mean + kl_mean,
+        loss = nll_mean + kl_weight * kl_mean
+        extra: dict[str, Tensor] = {}
+        if self.config.batch_penalty is not None and batch.penalty_codes is not None:
+            penalty, classifier_loss = self.batch_penalty(batch, mixture, loc, logvar)
+            loss = loss + penalty_weight * penalty + classifier_loss
+            extra = {"batch_penalty": penalty.detach(), "classifier_loss": classifier_loss.detach()}
+        return LossRecord(loss=loss, reconstruction=reconstruction, kl=kl_mean,
+                          elbo=nll_mean + kl_mean, extra=extra)
+
+    def batch_penalty(
+        self, batch: BatchData, mixture: Mixture, loc: Tensor, logvar: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The configured estimator of I(z; batch columns) on the cells' joint embedding
+        (the mixture mean; the joint product of experts for ``pairwise_kl``), summed over the
+        penalised columns, and the batch classifiers' loss (0 unless adversarial)."""
+        assert batch.penalty_codes is not None and self.config.batch_penalty is not None
+        columns = list(batch.penalty_codes.unbind(dim=1))
+        z, z_logvar, options = mixture.mean, None, dict[str, Any]()
+        if self.config.batch_penalty == "pairwise_kl":  # pairs of cells from different batches
+            joint = product_of_experts(loc, logvar, batch.mask)
+            z, z_logvar, options = joint.loc, joint.logvar, {"pairs": "across_batches"}
+        return combined_penalty(
+            self.config.batch_penalty, z, columns, self.config.penalty_n_batches,
+            labels=batch.labels, logvar=z_logvar,
+            classifiers=list(self.batch_classifiers) or None, **options,
         )
 
     # generative --------------------------------------------------------------------------

@@ -99,6 +99,11 @@ class TrainingPlan(pl.LightningModule):
         progress = self.global_step / self.n_steps_per_epoch
         return float(min(1.0, progress / self.kl_warmup_epochs))
 
+    @property
+    def penalty_weight(self) -> float:
+        """The batch penalty's weight, warmed up on the same schedule as the KL weight."""
+        return self.module.config.penalty_weight * self.kl_weight
+
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch.to(device)
 
@@ -108,7 +113,8 @@ class TrainingPlan(pl.LightningModule):
                      prog_bar=key == "elbo", sync_dist=True)
 
     def training_step(self, batch: BatchData, batch_idx: int) -> torch.Tensor:
-        record = self.module.loss(batch, kl_weight=self.kl_weight)
+        record = self.module.loss(batch, kl_weight=self.kl_weight,
+                                  penalty_weight=self.penalty_weight)
         if not torch.isfinite(record.loss):
             bad = [k for k, v in record.reconstruction.items() if not torch.isfinite(v)]
             raise FloatingPointError(
@@ -117,15 +123,15 @@ class TrainingPlan(pl.LightningModule):
                 f"KL finite: {bool(torch.isfinite(record.kl))}). Try a lower lr, check the "
                 "counts for extreme values, or pick another likelihood for that modality."
             )
-        terms = {"loss": record.loss, "elbo": record.elbo, "kl": record.kl}
+        terms = {"loss": record.loss, "elbo": record.elbo, "kl": record.kl, **record.extra}
         terms.update({f"nll_{k}": v for k, v in record.reconstruction.items()})
         self._log_record("train", {k: v.detach() for k, v in terms.items()}, batch.n_cells)
         self.log("kl_weight", self.kl_weight, on_step=False, on_epoch=True, batch_size=1)
         return record.loss
 
     def validation_step(self, batch: BatchData, batch_idx: int) -> None:
-        record = self.module.loss(batch, kl_weight=1.0)
-        terms = {"elbo": record.elbo, "kl": record.kl}
+        record = self.module.loss(batch, kl_weight=1.0, penalty_weight=0.0)
+        terms = {"elbo": record.elbo, "kl": record.kl, **record.extra}
         terms.update({f"nll_{k}": v for k, v in record.reconstruction.items()})
         self._log_record("validation", terms, batch.n_cells)
 

@@ -1,0 +1,80 @@
+"""The batch mutual-information penalty, used through omnivae.Model on a strong batch effect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+
+import omnivae
+from omnivae.data import obs_column
+
+
+@pytest.fixture(scope="module")
+def strong_batch():
+    sim = omnivae.datasets.simulate(900, modalities=("rna", "adt"), n_batches=3, n_cell_types=5,
+                                    batch_effect=1.5, missing_fraction=0.1, seed=3)
+    sim.obs["site"] = np.where(obs_column(sim, "batch").astype(str) == "batch-0", "A", "B")
+    return sim
+
+
+def _accuracy(z, labels):
+    return cross_val_score(LogisticRegression(max_iter=2000), z, labels, cv=3).mean()
+
+
+def _fit(mdata, **kwargs):
+    model = omnivae.Model(mdata, batch_key="batch", n_latent=10, seed=0, **kwargs)
+    model.train(max_epochs=40, progress_bar=False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def unpenalised(strong_batch):
+    z = _fit(strong_batch).get_latent_representation()
+    return {"batch": _accuracy(z, obs_column(strong_batch, "batch").astype(str)),
+            "type": _accuracy(z, obs_column(strong_batch, "cell_type").astype(str))}
+
+
+@pytest.mark.parametrize("penalty", ["hsic", "mmd", "adversarial", "pairwise_kl"])
+def test_penalty_removes_batch_from_latent_and_keeps_cell_types(strong_batch, unpenalised, penalty):
+    model = _fit(strong_batch, batch_penalty=penalty)
+    z = model.get_latent_representation()
+    batch_acc = _accuracy(z, obs_column(strong_batch, "batch").astype(str))
+    type_acc = _accuracy(z, obs_column(strong_batch, "cell_type").astype(str))
+    assert unpenalised["batch"] > 0.85  # the batch effect is strong without the penalty
+    assert batch_acc < unpenalised["batch"] - 0.25, (penalty, batch_acc, unpenalised)
+    assert type_acc > unpenalised["type"] - 0.06, (penalty, type_acc, unpenalised)
+    assert "train_batch_penalty" in model.history and np.isfinite(model.history["train_batch_penalty"]).all()
+
+
+def test_several_batch_keys_and_label_conditioning_round_trip(strong_batch, tmp_path):
+    model = omnivae.Model(strong_batch, batch_key="batch", batch_penalty="hsic",
+                          penalty_keys=["batch", "site"], penalty_label_key="cell_type",
+                          n_latent=4, seed=0)
+    assert model.config.penalty_n_batches == (3, 2) and model.config.penalty_n_labels == 5
+    model.train(max_epochs=2, progress_bar=False)
+    model.save(tmp_path / "m")
+    loaded = omnivae.Model.load(tmp_path / "m", strong_batch)
+    assert loaded.setup.penalty_keys == ("batch", "site")
+    np.testing.assert_array_equal(loaded.get_latent_representation(), model.get_latent_representation())
+
+
+def test_adversarial_classifiers_are_trained_and_saved(strong_batch, tmp_path):
+    model = omnivae.Model(strong_batch, batch_key="batch", batch_penalty="adversarial", n_latent=4)
+    before = [p.detach().clone() for p in model.module.batch_classifiers.parameters()]
+    model.train(max_epochs=2, progress_bar=False)
+    after = list(model.module.batch_classifiers.parameters())
+    assert any(not np.allclose(a.detach().numpy(), b.numpy()) for a, b in zip(after, before, strict=True))
+    assert (model.history["train_classifier_loss"] > 0).all()
+
+
+def test_penalty_argument_errors(strong_batch):
+    with pytest.raises(ValueError, match="Unknown penalty"):
+        omnivae.Model(strong_batch, batch_key="batch", batch_penalty="mine")
+    with pytest.raises(ValueError, match="needs penalty_keys"):
+        omnivae.Model(strong_batch, batch_penalty="hsic")
+    with pytest.raises(ValueError, match="need batch_penalty"):
+        omnivae.Model(strong_batch, batch_key="batch", penalty_keys=["site"])
+    with pytest.raises(KeyError, match="donor"):
+        omnivae.Model(strong_batch, batch_key="batch", batch_penalty="mmd", penalty_keys=["donor"])
