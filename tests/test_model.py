@@ -108,7 +108,8 @@ def test_cli_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     text = capsys.readouterr().out
-    for option in ("--modalities", "--batch-key", "--fusion", "--likelihood", "--max-epochs", "--layer"):
+    for option in ("--modalities", "--batch-key", "--fusion", "--likelihood", "--max-epochs", "--layer",
+                   "--batch-penalty", "--penalty-keys", "--penalty-label-key"):
         assert option in text
 
 

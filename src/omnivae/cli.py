@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omnivae.fusion import FUSIONS
 from omnivae.likelihoods import LIKELIHOOD_NAMES
+from omnivae.penalties import PENALTIES
 
 
 def _likelihood_pairs(values: Sequence[str]) -> dict[str, str]:
@@ -62,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--fusion", default="mopoe", choices=FUSIONS,
                      help="How modality posteriors are combined: product of experts (poe), "
                           "mixture (moe) or mixture of products (mopoe, default).")
+    fit.add_argument("--batch-penalty", default=None, choices=PENALTIES,
+                     help="Penalise the mutual information between the latent and the batch "
+                          "(HSIC, multi-scale MMD, adversarial classifier, pairwise-KL bound); "
+                          "default: none (batch-conditioned decoders only).")
+    fit.add_argument("--penalty-weight", type=float, default=None,
+                     help="Weight of the batch penalty (default: per estimator).")
+    fit.add_argument("--penalty-keys", nargs="+", default=None,
+                     help="Batch columns the latent must not depend on (default: --batch-key).")
+    fit.add_argument("--penalty-label-key", default=None,
+                     help="Compute the penalty within groups of this label column (e.g. "
+                          "cell_type), so biology that differs between batches is kept.")
     fit.add_argument("--no-impute", action="store_true", help="Do not write predicted modalities.")
     fit.add_argument("--save-model", type=Path, default=None, help="Also save the trained model to this folder.")
     _add_training_options(fit)
@@ -91,7 +103,10 @@ def _fit(args: argparse.Namespace) -> None:
     mdata = md.read_h5mu(args.input)
     model = omnivae.Model(mdata, modalities=args.modalities, batch_key=args.batch_key,
                           layer=args.layer, likelihoods=_likelihood_pairs(args.likelihood),
-                          fusion=args.fusion, n_latent=args.n_latent, seed=args.seed)
+                          fusion=args.fusion, n_latent=args.n_latent, seed=args.seed,
+                          batch_penalty=args.batch_penalty, penalty_weight=args.penalty_weight,
+                          penalty_keys=args.penalty_keys,
+                          penalty_label_key=args.penalty_label_key)
     print(model)
     model.train(args.max_epochs, batch_size=args.batch_size, accelerator=args.accelerator,
                 progress_bar=not args.no_progress)
