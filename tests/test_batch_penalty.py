@@ -31,9 +31,11 @@ def _fit(mdata, **kwargs):
 
 @pytest.fixture(scope="module")
 def unpenalised(strong_batch):
-    z = _fit(strong_batch).get_latent_representation()
+    model = _fit(strong_batch)
+    z = model.get_latent_representation()
     return {"batch": _accuracy(z, obs_column(strong_batch, "batch").astype(str)),
-            "type": _accuracy(z, obs_column(strong_batch, "cell_type").astype(str))}
+            "type": _accuracy(z, obs_column(strong_batch, "cell_type").astype(str)),
+            "mi": model.history["validation_mi_batch"].dropna().iloc[-1]}
 
 
 @pytest.mark.parametrize("penalty", ["hsic", "mmd", "adversarial", "pairwise_kl"])
@@ -46,6 +48,19 @@ def test_penalty_removes_batch_from_latent_and_keeps_cell_types(strong_batch, un
     assert batch_acc < unpenalised["batch"] - 0.25, (penalty, batch_acc, unpenalised)
     assert type_acc > unpenalised["type"] - 0.06, (penalty, type_acc, unpenalised)
     assert "train_batch_penalty" in model.history and np.isfinite(model.history["train_batch_penalty"]).all()
+    # the held-out probe logged each 5th epoch sees the batch information go down
+    mi = model.history["validation_mi_batch"]
+    assert mi.notna().sum() >= 8 and mi.isna().sum() > 0
+    assert mi.dropna().iloc[-1] < 0.5 * unpenalised["mi"], (mi.dropna().iloc[-1], unpenalised["mi"])
+
+
+def test_history_plot_shows_the_probe(strong_batch, unpenalised, tmp_path):
+    from omnivae.report import plot_history
+
+    model = _fit(strong_batch, batch_penalty="mmd")
+    path = plot_history(model.history, tmp_path / "history.png")
+    assert path.stat().st_size > 10_000
+    assert unpenalised["mi"] > 0.5  # nats; log(3) = 1.10 is the most there is
 
 
 def test_several_batch_keys_and_label_conditioning_round_trip(strong_batch, tmp_path):

@@ -164,6 +164,7 @@ class Model:
         accelerator: str = "auto",
         devices: int | str = "auto",
         progress_bar: bool = True,
+        batch_probe_every: int = 5,
         **trainer_kwargs: Any,
     ) -> None:
         """Train with PyTorch Lightning.
@@ -185,6 +186,11 @@ class Model:
             Passed to :class:`lightning.pytorch.Trainer` (``"cpu"``, ``"gpu"``, ``"auto"``).
         progress_bar
             Show Lightning's progress bar.
+        batch_probe_every
+            Every this many epochs, estimate the information z carries about each batch column
+            (the penalised ones, else ``batch_key``) with a held-out linear probe on the
+            validation cells; logged as ``history["validation_mi_<column>"]`` in nats
+            (plot it with :func:`omnivae.report.plot_history`). 0 disables it.
         **trainer_kwargs
             Anything else for the Trainer (for example ``logger``, ``precision``).
         """
@@ -199,7 +205,8 @@ class Model:
         val_loader = (make_loader(self._data, val_idx, max(batch_size, 1024), shuffle=False)
                       if len(val_idx) else None)
         plan = TrainingPlan(self.module, lr=lr, weight_decay=weight_decay,
-                            kl_warmup_epochs=warmup, n_steps_per_epoch=len(train_loader))
+                            kl_warmup_epochs=warmup, n_steps_per_epoch=len(train_loader),
+                            probe_columns=self._probe_columns(), probe_every=batch_probe_every)
         history = HistoryCallback()
         callbacks: list[pl.Callback] = [history]
         if val_loader is not None:
@@ -222,6 +229,14 @@ class Model:
         self.module.to("cpu").eval()
         self.history = pd.DataFrame(history.rows).set_index("epoch") if history.rows else pd.DataFrame()
         self.is_trained = True
+
+    def _probe_columns(self) -> dict[str, int]:
+        setup = self.setup
+        if setup.penalty_keys:
+            return {k: len(setup.penalty_categories[k]) for k in setup.penalty_keys}
+        if setup.batch_key is not None and len(setup.batch_categories) > 1:
+            return {setup.batch_key: len(setup.batch_categories)}
+        return {}
 
     # inference ---------------------------------------------------------------------------
     def _cell_data(self, mdata: md.MuData | None):

@@ -96,3 +96,45 @@ def markdown_table(rows: Sequence[Mapping[str, object]], digits: int = 3) -> str
         cells = [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot_history(
+    history: pd.DataFrame, path: str | Path, *, columns: Sequence[str] | None = None,
+) -> Path:
+    """Plot training curves, one panel per column (default: ELBOs, KL, batch penalty and the
+    batch-information probe ``validation_mi_*``), and save a PNG.
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile, os
+    >>> h = pd.DataFrame({"train_elbo": [3.0, 2.0], "validation_elbo": [3.5, 2.5]},
+    ...                  index=pd.Index([0.0, 1.0], name="epoch"))
+    >>> os.path.getsize(plot_history(h, os.path.join(tempfile.mkdtemp(), "h.png"))) > 0
+    True
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if columns is None:
+        wanted = ("elbo", "kl", "batch_penalty", "mi_")
+        columns = [c for c in history.columns if any(w in c for w in wanted)]
+    groups: dict[str, list[str]] = {}
+    for column in columns:
+        groups.setdefault(column.split("_", 1)[1] if "_" in column else column, []).append(column)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
+    for ax, (title, names) in zip(axes[0], groups.items(), strict=True):
+        for name in names:
+            series = history[name].dropna()
+            ax.plot(series.index, series.to_numpy(), marker="." if len(series) < 40 else None,
+                    label=name)
+        ax.set_title(title + (" (nats)" if title.startswith("mi_") else ""))
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

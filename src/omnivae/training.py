@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from omnivae._types import BatchData
 from omnivae.cell_data import CellData
 from omnivae.module import MultimodalVAE
+from omnivae.probe import probe_mutual_information
 
 
 class CellDataset(Dataset):
@@ -82,15 +83,28 @@ class TrainingPlan(pl.LightningModule):
         Validation reports the ELBO at weight 1, so early stopping compares like with like.
     n_steps_per_epoch
         Used to make the warm-up smooth within an epoch.
+    probe_columns
+        ``{name: n_categories}`` of batch columns whose information in z is estimated on the
+        validation cells every ``probe_every`` epochs by a held-out linear probe
+        (:func:`omnivae.probe.probe_mutual_information`) and logged as
+        ``validation_mi_<name>`` (NaN on epochs without a probe). Columns are the penalty's
+        batch columns when a penalty is configured, else the decoder's batch.
+    probe_every
+        0 disables the probe.
     """
 
     def __init__(self, module: MultimodalVAE, *, lr: float = 1e-3, weight_decay: float = 1e-6,
-                 kl_warmup_epochs: float = 0.0, n_steps_per_epoch: int = 1) -> None:
+                 kl_warmup_epochs: float = 0.0, n_steps_per_epoch: int = 1,
+                 probe_columns: dict[str, int] | None = None, probe_every: int = 0) -> None:
         super().__init__()
         self.module = module
         self.lr, self.weight_decay = lr, weight_decay
         self.kl_warmup_epochs = kl_warmup_epochs
         self.n_steps_per_epoch = max(1, n_steps_per_epoch)
+        self.probe_columns = probe_columns or {}
+        self.probe_every = probe_every
+        self._probe_z: list[torch.Tensor] = []
+        self._probe_codes: list[torch.Tensor] = []
 
     @property
     def kl_weight(self) -> float:
@@ -134,6 +148,29 @@ class TrainingPlan(pl.LightningModule):
         terms = {"elbo": record.elbo, "kl": record.kl, **record.extra}
         terms.update({f"nll_{k}": v for k, v in record.reconstruction.items()})
         self._log_record("validation", terms, batch.n_cells)
+        if self._probing:
+            codes = (batch.penalty_codes if batch.penalty_codes is not None
+                     else batch.batch_index.unsqueeze(1))
+            self._probe_z.append(self.module.posterior(batch).mean.detach().cpu())
+            self._probe_codes.append(codes.detach().cpu())
+
+    @property
+    def _probing(self) -> bool:
+        return bool(self.probe_columns) and self.probe_every > 0 and (
+            self.current_epoch % self.probe_every == 0
+            or self.current_epoch == (self.trainer.max_epochs or 0) - 1)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.probe_columns or self.probe_every <= 0:
+            return
+        values = dict.fromkeys(self.probe_columns, float("nan"))
+        if self._probe_z:
+            z, codes = torch.cat(self._probe_z), torch.cat(self._probe_codes)
+            for k, (name, n_classes) in enumerate(self.probe_columns.items()):
+                values[name] = probe_mutual_information(z, codes[:, k], n_classes)
+        self._probe_z, self._probe_codes = [], []
+        for name, value in values.items():
+            self.log(f"validation_mi_{name}", value, on_epoch=True, batch_size=1)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.module.parameters(), lr=self.lr,
