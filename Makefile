@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 # Fast tests + real-data tests, lint and type check (what CI runs).
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks tutorials
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -m "not slow and not gpu" --doctest-modules src tests
 
@@ -33,7 +33,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m "not gpu" --doctest-modules src tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks tutorials
 	$(VENV)/bin/ruff format --check src tests
 
 typecheck: $(STAMP)
