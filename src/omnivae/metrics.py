@@ -13,6 +13,23 @@ from sklearn.neighbors import KNeighborsRegressor
 _RESOLUTIONS = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0)
 
 
+def neighbors_graph(embedding: np.ndarray, *, n_neighbors: int = 15, seed: int = 0) -> ad.AnnData:
+    """An AnnData holding ``embedding`` in ``obsm["X_emb"]`` and scanpy's kNN graph of it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> neighbors_graph(np.random.default_rng(0).normal(size=(30, 4))).obsp["connectivities"].shape
+    (30, 30)
+    """
+    import scanpy as sc
+
+    adata = ad.AnnData(np.zeros((len(embedding), 1), dtype=np.float32))
+    adata.obsm["X_emb"] = np.asarray(embedding, dtype=np.float32)
+    sc.pp.neighbors(adata, use_rep="X_emb", n_neighbors=n_neighbors, random_state=seed)
+    return adata
+
+
 def leiden_agreement(
     embedding: np.ndarray, labels: Sequence, *, resolutions: Sequence[float] = _RESOLUTIONS,
     n_neighbors: int = 15, seed: int = 0,
@@ -37,9 +54,7 @@ def leiden_agreement(
     import scanpy as sc
 
     label_array = np.asarray(labels).astype(str)
-    adata = ad.AnnData(np.zeros((len(label_array), 1), dtype=np.float32))
-    adata.obsm["X_emb"] = np.asarray(embedding, dtype=np.float32)
-    sc.pp.neighbors(adata, use_rep="X_emb", n_neighbors=n_neighbors, random_state=seed)
+    adata = neighbors_graph(embedding, n_neighbors=n_neighbors, seed=seed)
     best = {"ari": -1.0, "nmi": -1.0, "resolution": float("nan"), "n_clusters": 0.0}
     for resolution in resolutions:
         sc.tl.leiden(adata, resolution=resolution, random_state=seed, key_added="_leiden",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import anndata as ad
 import numpy as np
 import pandas as pd
+
+from omnivae.metrics import neighbors_graph
 
 
 def cluster_embedding(
@@ -25,9 +27,7 @@ def cluster_embedding(
     """
     import scanpy as sc
 
-    adata = ad.AnnData(np.zeros((len(embedding), 1), dtype=np.float32))
-    adata.obsm["X_emb"] = np.asarray(embedding, dtype=np.float32)
-    sc.pp.neighbors(adata, use_rep="X_emb", n_neighbors=n_neighbors, random_state=seed)
+    adata = neighbors_graph(embedding, n_neighbors=n_neighbors, seed=seed)
     sc.tl.leiden(adata, resolution=resolution, random_state=seed, flavor="igraph",
                  n_iterations=2, directed=False)
     return pd.Categorical(adata.obs["leiden"].astype(str))
@@ -37,9 +37,7 @@ def umap_coordinates(embedding: np.ndarray, *, n_neighbors: int = 15, seed: int 
     """Two-dimensional UMAP of an embedding (scanpy)."""
     import scanpy as sc
 
-    adata = ad.AnnData(np.zeros((len(embedding), 1), dtype=np.float32))
-    adata.obsm["X_emb"] = np.asarray(embedding, dtype=np.float32)
-    sc.pp.neighbors(adata, use_rep="X_emb", n_neighbors=n_neighbors, random_state=seed)
+    adata = neighbors_graph(embedding, n_neighbors=n_neighbors, seed=seed)
     sc.tl.umap(adata, random_state=seed)
     return np.asarray(adata.obsm["X_umap"])
 
@@ -72,10 +70,16 @@ def plot_umap(
                       bbox_to_anchor=(1.0, 0.5))
     if title:
         fig.suptitle(title)
+    return _save(fig, path, dpi=120)
+
+
+def _save(fig: Any, path: str | Path, *, dpi: int) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -132,9 +136,4 @@ def plot_history(
         ax.set_title(title + (" (nats)" if title.startswith("mi_") else ""))
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
