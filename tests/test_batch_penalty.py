@@ -93,3 +93,9 @@ def test_penalty_argument_errors(strong_batch):
         omnivae.Model(strong_batch, batch_key="batch", penalty_keys=["site"])
     with pytest.raises(KeyError, match="donor"):
         omnivae.Model(strong_batch, batch_key="batch", batch_penalty="mmd", penalty_keys=["donor"])
+
+
+def test_penalty_name_is_case_insensitive_everywhere(strong_batch):
+    model = omnivae.Model(strong_batch, batch_key="batch", batch_penalty="Adversarial", n_latent=4)
+    assert model.config.batch_penalty == "adversarial"
+    assert len(model.module.batch_classifiers) == 1  # the classifier exists for the mixed-case name

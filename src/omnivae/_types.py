@@ -12,6 +12,19 @@ import torch
 from torch import Tensor
 
 
+def check_choice(name: str, choices: tuple[str, ...], what: str) -> str:
+    """Return ``name`` if it is in ``choices``, else raise a ValueError listing them.
+
+    Examples
+    --------
+    >>> check_choice("poe", ("poe", "moe"), "fusion")
+    'poe'
+    """
+    if name not in choices:
+        raise ValueError(f"Unknown {what} {name!r}. Choose one of: {', '.join(choices)}.")
+    return name
+
+
 @dataclass(frozen=True)
 class Gaussian:
     """A diagonal Gaussian over the latent space.
@@ -123,9 +136,9 @@ class LossRecord:
     elbo: Tensor
     extra: dict[str, Tensor] = field(default_factory=dict)
 
-    def scalars(self) -> dict[str, float]:
-        """All terms as Python floats, keyed by a flat name (for logging)."""
-        out = {"loss": float(self.loss), "elbo": float(self.elbo), "kl": float(self.kl)}
-        out.update({f"nll_{k}": float(v) for k, v in self.reconstruction.items()})
-        out.update({k: float(v) for k, v in self.extra.items()})
-        return out
+    def terms(self) -> dict[str, Tensor]:
+        """Every term keyed by a flat name (``loss``, ``elbo``, ``kl``, ``nll_<modality>``,
+        extras), detached: what the training layer logs."""
+        out = {"loss": self.loss, "elbo": self.elbo, "kl": self.kl, **self.extra}
+        out.update({f"nll_{k}": v for k, v in self.reconstruction.items()})
+        return {k: v.detach() for k, v in out.items()}

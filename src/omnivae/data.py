@@ -317,20 +317,20 @@ def setup_mudata(
 
 
 def _batch_codes(
-    mdata: md.MuData, batch_key: str | None, known: tuple[str, ...] | None
+    mdata: md.MuData, key: str | None, known: tuple[str, ...] | None
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Integer codes of a categorical cell column; ``known`` categories are enforced."""
     n = mdata.n_obs
-    if batch_key is None:
+    if key is None:
         return np.zeros(n, dtype=np.int64), ()
     try:
-        column = obs_column(mdata, batch_key)
+        column = obs_column(mdata, key)
     except KeyError as err:
-        raise KeyError(f"batch_key={batch_key!r}: {err.args[0]}") from None
+        raise KeyError(f"key={key!r}: {err.args[0]}") from None
     if column.isna().any():
         cells = column.index[column.isna()][:3].tolist()
         raise ValueError(
-            f"Column {batch_key!r} is missing for {int(column.isna().sum())} cells "
+            f"Column {key!r} is missing for {int(column.isna().sum())} cells "
             f"(e.g. {cells}); fill it (e.g. with 'unknown') or drop those cells."
         )
     values = column.astype(str)
@@ -339,7 +339,7 @@ def _batch_codes(
         unseen = sorted(set(values) - set(categories))
         if unseen:
             raise ValueError(
-                f"Labels {unseen[:5]} in column {batch_key!r} were not seen in training "
+                f"Labels {unseen[:5]} in column {key!r} were not seen in training "
                 f"(known: {list(categories)[:10]}). Map these cells onto a known batch, or "
                 "retrain including them."
             )

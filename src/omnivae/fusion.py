@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from omnivae._types import Gaussian
+from omnivae._types import Gaussian, check_choice
 
 FUSIONS: tuple[str, ...] = ("poe", "moe", "mopoe")
 _MAX_MOPOE_MODALITIES = 6  # 2**6 - 1 = 63 components
@@ -43,10 +43,7 @@ def check_fusion_name(fusion: str) -> str:
     >>> check_fusion_name("PoE")
     'poe'
     """
-    name = fusion.lower()
-    if name not in FUSIONS:
-        raise ValueError(f"Unknown fusion {fusion!r}. Choose one of: {', '.join(FUSIONS)}.")
-    return name
+    return check_choice(fusion.lower(), FUSIONS, "fusion")
 
 
 def product_of_experts(loc: Tensor, logvar: Tensor, experts: Tensor) -> Gaussian:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from omnivae._types import check_choice
+
 LIKELIHOOD_NAMES: tuple[str, ...] = ("nb", "zinb", "poisson", "bernoulli", "nb_mixture")
 # bernoulli binarizes any non-negative values; the others model integer counts
 REQUIRES_INTEGER_COUNTS: dict[str, bool] = {n: n != "bernoulli" for n in LIKELIHOOD_NAMES}
@@ -28,11 +30,7 @@ def check_likelihood_name(name: str) -> str:
     >>> check_likelihood_name("zinb")
     'zinb'
     """
-    if name not in LIKELIHOOD_NAMES:
-        raise ValueError(
-            f"Unknown likelihood {name!r}. Choose one of: {', '.join(LIKELIHOOD_NAMES)}."
-        )
-    return name
+    return check_choice(name, LIKELIHOOD_NAMES, "likelihood")
 
 
 def _log_gamma_ratio(x: Tensor, theta: Tensor) -> Tensor:

@@ -16,9 +16,11 @@ import pandas as pd
 import torch
 
 from omnivae import _io
+from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, setup_mudata
 from omnivae.fusion import check_fusion_name
 from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
+from omnivae.penalties import check_penalty_name
 from omnivae.training import (
     BestAfterWarmup,
     HistoryCallback,
@@ -101,6 +103,8 @@ class Model:
         _config: ModuleConfig | None = None,
     ) -> None:
         self.mdata = mdata
+        if batch_penalty is not None:
+            batch_penalty = check_penalty_name(batch_penalty)  # "HSIC" -> "hsic" everywhere
         if batch_penalty is not None and penalty_keys is None:
             if batch_key is None:
                 raise ValueError("batch_penalty needs penalty_keys=[...] or a batch_key.")
@@ -215,7 +219,9 @@ class Model:
         trainer_kwargs.setdefault("logger", False)
         trainer_kwargs.setdefault("enable_checkpointing", False)
         trainer_kwargs.setdefault("enable_model_summary", False)
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        lightning_log = logging.getLogger("lightning.pytorch")
+        previous_level = lightning_log.level
+        lightning_log.setLevel(logging.WARNING)  # no GPU/TPU banners; restored below
         trainer = pl.Trainer(
             max_epochs=max_epochs, accelerator=accelerator, devices=devices,
             callbacks=callbacks, enable_progress_bar=progress_bar,
@@ -225,7 +231,10 @@ class Model:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*Trying to infer the `batch_size`.*")
-            trainer.fit(plan, train_loader, val_loader)
+            try:
+                trainer.fit(plan, train_loader, val_loader)
+            finally:
+                lightning_log.setLevel(previous_level)
         self.module.to("cpu").eval()
         self.history = pd.DataFrame(history.rows).set_index("epoch") if history.rows else pd.DataFrame()
         self.is_trained = True
@@ -239,7 +248,7 @@ class Model:
         return {}
 
     # inference ---------------------------------------------------------------------------
-    def _cell_data(self, mdata: md.MuData | None):
+    def _cell_data(self, mdata: md.MuData | None) -> CellData:
         if mdata is None or mdata is self.mdata:
             return self._data
         data, _ = setup_mudata(mdata, reference=self.setup)

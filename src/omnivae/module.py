@@ -245,11 +245,10 @@ class MultimodalVAE(nn.Module):
         so the prediction is a genuine cross-modal one.
         """
         t = self.config.names.index(target)
-        mask = batch.mask.clone()
-        others = mask.clone()
+        others = batch.mask.clone()
         others[:, t] = False
         has_other = others.any(dim=1, keepdim=True)
-        mask = torch.where(has_other, others, mask)
+        mask = torch.where(has_other, others, batch.mask)
         fused = self.posterior(BatchData(batch.counts, mask, batch.batch_index, batch.library))
         decoder = self.decoder(target)
         if n_samples <= 0:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from omnivae._types import check_choice
+
 PENALTIES: tuple[str, ...] = ("hsic", "mmd", "adversarial", "pairwise_kl")
 
 
@@ -30,10 +32,7 @@ def check_penalty_name(name: str) -> str:
     >>> check_penalty_name("HSIC")
     'hsic'
     """
-    key = name.lower()
-    if key not in PENALTIES:
-        raise ValueError(f"Unknown penalty {name!r}. Choose one of: {', '.join(PENALTIES)}.")
-    return key
+    return check_choice(name.lower(), PENALTIES, "penalty")
 
 
 # helpers -------------------------------------------------------------------------------------

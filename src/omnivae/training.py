@@ -137,17 +137,13 @@ class TrainingPlan(pl.LightningModule):
                 f"KL finite: {bool(torch.isfinite(record.kl))}). Try a lower lr, check the "
                 "counts for extreme values, or pick another likelihood for that modality."
             )
-        terms = {"loss": record.loss, "elbo": record.elbo, "kl": record.kl, **record.extra}
-        terms.update({f"nll_{k}": v for k, v in record.reconstruction.items()})
-        self._log_record("train", {k: v.detach() for k, v in terms.items()}, batch.n_cells)
+        self._log_record("train", record.terms(), batch.n_cells)
         self.log("kl_weight", self.kl_weight, on_step=False, on_epoch=True, batch_size=1)
         return record.loss
 
     def validation_step(self, batch: BatchData, batch_idx: int) -> None:
         record = self.module.loss(batch, kl_weight=1.0, penalty_weight=0.0)
-        terms = {"elbo": record.elbo, "kl": record.kl, **record.extra}
-        terms.update({f"nll_{k}": v for k, v in record.reconstruction.items()})
-        self._log_record("validation", terms, batch.n_cells)
+        self._log_record("validation", record.terms(), batch.n_cells)
         if self._probing:
             codes = (batch.penalty_codes if batch.penalty_codes is not None
                      else batch.batch_index.unsqueeze(1))
