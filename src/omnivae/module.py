@@ -17,6 +17,7 @@ from omnivae.fusion import Mixture, check_fusion_name, fuse, product_of_experts
 from omnivae.likelihoods import check_likelihood_name
 from omnivae.nn import CountDecoder, Encoder
 from omnivae.penalties import BatchClassifier, check_penalty_name, combined_penalty
+from omnivae.priors import check_prior_name, make_prior
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class ModuleConfig:
     n_layers: int = 1
     dropout: float = 0.1
     fusion: str = "poe"
+    prior: str = "normal"
     extra: dict[str, Any] = field(default_factory=dict)
     batch_penalty: str | None = None
     penalty_weight: float = 0.0
@@ -67,6 +69,7 @@ class ModuleConfig:
 
     def __post_init__(self) -> None:
         check_fusion_name(self.fusion)
+        check_prior_name(self.prior)
         if self.batch_penalty is not None:
             check_penalty_name(self.batch_penalty)
             if not self.penalty_n_batches:
@@ -140,6 +143,7 @@ class MultimodalVAE(nn.Module):
                 for s in c.modalities
             }
         )
+        self.prior = make_prior(c.prior, c.n_latent)
         # one batch classifier per penalised column when the penalty is adversarial
         self.batch_classifiers = nn.ModuleList(
             BatchClassifier(c.n_latent, n, n_labels=c.penalty_n_labels)
@@ -187,7 +191,7 @@ class MultimodalVAE(nn.Module):
         weight = mixture.weights[comp, cell]
         q = Gaussian(mixture.components.loc[comp, cell], mixture.components.logvar[comp, cell])
         z = q.rsample()  # (P, d)
-        kl = q.kl_to_standard_normal()  # (P,)
+        kl = self.prior.kl(q, z)  # (P,)
         nll_total = torch.zeros_like(kl)
         reconstruction: dict[str, Tensor] = {}
         for m, name in enumerate(self.config.names):
