@@ -6,7 +6,9 @@ row slice per modality (no per-cell Python), densified, and moved to the device 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import lightning.pytorch as pl
@@ -14,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from omnivae._types import BatchData
+from omnivae import checkpoints
+from omnivae._types import BatchData, LossRecord
 from omnivae.cell_data import CellData
 from omnivae.module import MultimodalVAE
 from omnivae.probe import probe_mutual_information
@@ -91,12 +94,23 @@ class TrainingPlan(pl.LightningModule):
         batch columns when a penalty is configured, else the decoder's batch.
     probe_every
         0 disables the probe.
+    shuffle_generator
+        The generator of the training loader's shuffling; saved in checkpoints with the global
+        random number generators so that a resumed run draws what an uninterrupted one would.
+    signature
+        Settings and data summary stored in checkpoints and compared on resume
+        (:func:`omnivae.checkpoints.check_signature`).
     """
 
     def __init__(self, module: MultimodalVAE, *, lr: float = 1e-3, weight_decay: float = 1e-6,
                  kl_warmup_epochs: float = 0.0, n_steps_per_epoch: int = 1,
-                 probe_columns: dict[str, int] | None = None, probe_every: int = 0) -> None:
+                 probe_columns: dict[str, int] | None = None, probe_every: int = 0,
+                 shuffle_generator: torch.Generator | None = None,
+                 signature: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self.shuffle_generator = shuffle_generator
+        self.signature = signature or {}
+        self._resumed_rng: dict[str, Any] | None = None
         self.module = module
         self.lr, self.weight_decay = lr, weight_decay
         self.kl_warmup_epochs = kl_warmup_epochs
@@ -130,12 +144,9 @@ class TrainingPlan(pl.LightningModule):
         record = self.module.loss(batch, kl_weight=self.kl_weight,
                                   penalty_weight=self.penalty_weight)
         if not torch.isfinite(record.loss):
-            bad = [k for k, v in record.reconstruction.items() if not torch.isfinite(v)]
             raise FloatingPointError(
                 f"Non-finite loss at epoch {self.current_epoch}, step {self.global_step} "
-                f"(modalities with non-finite reconstruction: {bad or 'none'}; "
-                f"KL finite: {bool(torch.isfinite(record.kl))}). Try a lower lr, check the "
-                "counts for extreme values, or pick another likelihood for that modality."
+                f"(batch {batch_idx}): {describe_non_finite(self.module, batch, record)}"
             )
         self._log_record("train", record.terms(), batch.n_cells)
         self.log("kl_weight", self.kl_weight, on_step=False, on_epoch=True, batch_size=1)
@@ -168,6 +179,23 @@ class TrainingPlan(pl.LightningModule):
         for name, value in values.items():
             self.log(f"validation_mi_{name}", value, on_epoch=True, batch_size=1)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["omnivae"] = {"signature": self.signature,
+                                 "rng": checkpoints.rng_state(self.shuffle_generator)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("omnivae")
+        if saved is None:
+            raise ValueError("This checkpoint was not written by omnivae; pass resume=False.")
+        checkpoints.check_signature(saved["signature"], self.signature, "in checkpoint_dir")
+        self._resumed_rng = saved["rng"]
+        checkpoints.set_shuffle_state(saved["rng"], self.shuffle_generator)
+
+    def on_train_start(self) -> None:
+        if self._resumed_rng is not None:  # after Lightning's restore, before the first draw
+            checkpoints.set_rng_state(self._resumed_rng)
+            self._resumed_rng = None
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.module.parameters(), lr=self.lr,
                                  weight_decay=self.weight_decay)
@@ -184,6 +212,12 @@ class HistoryCallback(pl.Callback):
         row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         self.rows.append(row)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
 
 class BestAfterWarmup(pl.Callback):
     """Early stopping and best-weights restore that ignore the KL warm-up.
@@ -191,14 +225,17 @@ class BestAfterWarmup(pl.Callback):
     During warm-up the KL weight is below one, so the weights are not yet those of the model
     being fitted and a validation ELBO from that phase is not a fair candidate. From
     ``start_epoch`` on, the weights with the lowest ``monitor`` are kept in memory and
-    restored when training ends; with ``patience`` set, training stops after that many epochs
-    without improvement. The stop decision is reduced over all processes (DDP-safe).
+    restored when training ends, and also when it is interrupted (Ctrl-C); with ``patience``
+    set, training stops after that many epochs without improvement. The stop decision is
+    reduced over all processes (DDP-safe). The state is saved in checkpoints, so a resumed run
+    keeps the best weights and the patience count of the interrupted one.
     """
 
     def __init__(self, monitor: str, *, start_epoch: int = 0, patience: int | None = None) -> None:
         self.monitor, self.start_epoch, self.patience = monitor, start_epoch, patience
         self.best, self.best_epoch = float("inf"), -1
         self.state: dict[str, torch.Tensor] | None = None
+        self.stopped = False
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
@@ -210,11 +247,28 @@ class BestAfterWarmup(pl.Callback):
             self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
         stop = self.patience is not None and epoch - self.best_epoch >= self.patience
         if trainer.strategy.reduce_boolean_decision(stop, all=False):
+            trainer.should_stop = self.stopped = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.stopped:  # resumed from a run that had already stopped early
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.state is not None:
             pl_module.load_state_dict(self.state)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and self.state is not None:
+            pl_module.load_state_dict(self.state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "state": self.state,
+                "stopped": self.stopped}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state_dict["best"], state_dict["best_epoch"]
+        self.state, self.stopped = state_dict["state"], state_dict["stopped"]
 
 
 def default_max_epochs(n_cells: int) -> int:
@@ -227,3 +281,75 @@ def default_max_epochs(n_cells: int) -> int:
     (400, 80)
     """
     return int(np.clip(round(8_000_000 / max(n_cells, 1)), 20, 400))
+
+
+def describe_non_finite(module: MultimodalVAE, batch: BatchData, record: LossRecord) -> str:
+    """Which modality made a loss non-finite, and what to do: non-finite input counts, an
+    encoder whose output (or weights) went non-finite, or a likelihood that did.
+
+    An encoder that outputs NaN makes every likelihood NaN through the fused latent, so the
+    encoders are checked first and named as the cause.
+    """
+    names = module.config.names
+    inputs = [m for m in names if not bool(torch.isfinite(batch.counts[m]).all())]
+    weights = sorted({n.split(".")[1] for n, p in module.named_parameters()
+                      if n.split(".")[0] in ("encoders", "decoders")
+                      and not bool(torch.isfinite(p).all())})
+    with torch.no_grad():
+        loc, logvar = module.experts(batch)
+    encoders = [m for i, m in enumerate(names)
+                if not bool(torch.isfinite(loc[i]).all() and torch.isfinite(logvar[i]).all())]
+    likelihoods = [m for m, v in record.reconstruction.items() if not bool(torch.isfinite(v))]
+    causes = []
+    if inputs:
+        causes.append(f"input counts of modality {inputs} are non-finite")
+    if encoders:
+        causes.append(f"the encoder of modality {encoders} produced a non-finite latent "
+                      f"(mean or variance); everything decoded from it is then non-finite")
+    elif likelihoods:
+        causes.append(f"the likelihood of modality {likelihoods} is non-finite")
+    if weights:
+        causes.append(f"weights of the networks of {weights} are non-finite (a previous "
+                      "step's gradient exploded)")
+    if not causes:
+        causes.append(f"the KL term ({float(record.kl)}) or the batch penalty is non-finite")
+    culprit = (inputs or encoders or likelihoods or weights or ["<modality>"])[0]
+    return (
+        "; ".join(causes) + ". Hint: lower lr, keep gradient clipping on "
+        "(gradient_clip_val), check the counts of that modality for extreme values, or give it "
+        f"another likelihood (likelihoods={{{culprit!r}: 'poisson'}})."
+    )
+
+
+def _default_num_threads() -> int:
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else torch.get_num_threads()
+
+
+# Other libraries change the process-wide OpenMP thread count behind torch's back (numba, used by
+# scanpy's neighbours, sets it to the number of CPUs), and a different count changes float
+# sums, hence a trained model. Training therefore runs at a count fixed when omnivae is imported.
+DEFAULT_NUM_THREADS = _default_num_threads()
+
+
+@contextmanager
+def pinned_threads(num_threads: int | None = None) -> Iterator[int]:
+    """Run the block with torch using ``num_threads`` CPU threads (default
+    :data:`DEFAULT_NUM_THREADS`: ``$OMP_NUM_THREADS``, else torch's count at import), then
+    restore the previous count.
+
+    Examples
+    --------
+    >>> with pinned_threads(1) as n:
+    ...     torch.get_num_threads() == n == 1
+    True
+    """
+    n = DEFAULT_NUM_THREADS if num_threads is None else int(num_threads)
+    if n < 1:
+        raise ValueError(f"num_threads must be a positive integer, got {num_threads}.")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(previous)
