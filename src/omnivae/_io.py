@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -31,10 +32,11 @@ def save_model_folder(path: Path, meta: dict[str, Any], state: dict[str, torch.T
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        document = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-                    "torch_version": torch.__version__, **meta}
-        (tmp / _META).write_text(json.dumps(document, indent=2, default=str))
         torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp / _WEIGHTS)
+        document = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                    "torch_version": torch.__version__,
+                    "weights_sha256": _sha256(tmp / _WEIGHTS), **meta}
+        (tmp / _META).write_text(json.dumps(document, indent=2, default=str))
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -47,23 +49,72 @@ def save_model_folder(path: Path, meta: dict[str, Any], state: dict[str, torch.T
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_model_folder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read a folder written by :func:`save_model_folder` (tensors only, no pickled code)."""
+    """Read a folder written by :func:`save_model_folder` (tensors only, no pickled code).
+
+    The format version and the weights' SHA-256 are checked: a model from a newer omnivae, a
+    missing, truncated or edited file each give an error saying which file and what to do.
+    """
     path = Path(path)
-    meta_file = path / _META
+    meta_file, weights_file = path / _META, path / _WEIGHTS
     if not meta_file.is_file():
-        raise FileNotFoundError(f"{path} is not an omnivae model folder (no {_META}).")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("format") != FORMAT_NAME:
+        raise FileNotFoundError(f"{path} is not an omnivae model folder (no {_META}); pass "
+                                "the folder Model.save wrote.")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{meta_file} is corrupted (not valid JSON: {err}); save the model "
+                         "again or restore the folder from a backup.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise ValueError(f"{meta_file} is not an omnivae model description.")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(
-            f"{path} was saved in format version {version}; this omnivae reads version "
-            f"{FORMAT_VERSION}. Use the omnivae release that wrote it."
+            f"{path} was saved in model format version {version} by a newer omnivae; this "
+            f"omnivae reads versions up to {FORMAT_VERSION}. Upgrade omnivae to load it."
         )
-    state = torch.load(path / _WEIGHTS, map_location="cpu", weights_only=True)
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"{path} has no {_WEIGHTS}; the model folder is incomplete. "
+                                "Save the model again or restore the folder from a backup.")
+    expected = meta.get("weights_sha256")
+    if expected is not None and _sha256(weights_file) != expected:
+        raise ValueError(f"{weights_file} is corrupted (its SHA-256 differs from the one saved "
+                         f"in {_META}); save the model again or restore it from a backup.")
+    try:
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, unpickling refused (code in the file), ...
+        raise ValueError(f"{weights_file} cannot be read as plain tensors ({type(err).__name__}: "
+                         f"{str(err)[:200]}); it is corrupted or not written by omnivae.") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{weights_file} does not hold a mapping of names to tensors.")
     return meta, state
+
+
+def check_state_matches(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise a ValueError when saved weights do not fit ``module`` (names or shapes differ).
+
+    Examples
+    --------
+    >>> import torch
+    >>> check_state_matches(torch.nn.Linear(2, 3), torch.nn.Linear(2, 3).state_dict(), Path("m"))
+    """
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"The weights in {path} do not match the model described in its {_META} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes {sorted(shapes)[:3]}); "
+            "the folder was edited or mixes two models. Save the model again."
+        )
 
 
 def write_h5mu_atomic(mdata: md.MuData, path: str | Path) -> None:

@@ -147,6 +147,11 @@ def _counts_matrix(adata: ad.AnnData, layer: str | None, name: str) -> sp.csr_ma
         raise ValueError(f"Modality {name!r} has no X; pass layer= naming its counts layer.")
     if not isinstance(matrix, (np.ndarray, sp.spmatrix, sp.sparray)):
         matrix = matrix[:] if hasattr(matrix, "__getitem__") else np.asarray(matrix)  # backed
+    if np.dtype(matrix.dtype).kind not in "biuf":
+        raise ValueError(
+            f"Modality {name!r} ({f'layer {layer!r}' if layer else 'X'}) holds {matrix.dtype} "
+            "values, not numbers; store the raw counts as an integer or float matrix."
+        )
     return sp.csr_matrix(matrix, dtype=np.float32)
 
 
@@ -177,6 +182,21 @@ def _check_counts(matrix: sp.csr_matrix, name: str, likelihood: str, obs_names: 
             f"the {likelihood!r} likelihood needs non-negative"
             f"{' integer' if REQUIRES_INTEGER_COUNTS[likelihood] else ''} counts: {fix}."
         )
+
+
+def _training_features(adata: ad.AnnData, ref: list[str], name: str) -> ad.AnnData:
+    """``adata`` with the training features in training order; an error if the set differs."""
+    have = set(adata.var_names)
+    if have == set(ref):
+        return adata[:, ref]  # the same features in another order: reorder them
+    missing, extra = [v for v in ref if v not in have], sorted(have - set(ref))
+    raise ValueError(
+        f"Modality {name!r} has {adata.n_vars} features but the model was trained on "
+        f"{len(ref)}: {len(missing)} missing (e.g. {missing[:5]}), {len(extra)} not in the model "
+        f"(e.g. {extra[:5]}). Subset and order them as in training, "
+        f"mdata.mod[{name!r}] = mdata.mod[{name!r}][:, model.var_names[{name!r}]], after "
+        "adding any missing features (as zero counts if they were not measured)."
+    )
 
 
 def _background_init(matrix: sp.csr_matrix, library: np.ndarray, scale: float) -> np.ndarray:
@@ -259,13 +279,7 @@ def setup_mudata(
             )
         lik = check_likelihood_name((likelihoods or {}).get(name) or default_likelihood(name, adata))
         if reference is not None and list(adata.var_names) != reference.var_names[name]:
-            ref = reference.var_names[name]
-            missing = [v for v in ref if v not in set(adata.var_names)][:5]
-            raise ValueError(
-                f"Modality {name!r} has {adata.n_vars} features but the model was trained on "
-                f"{len(ref)} (missing e.g. {missing}); subset and order them as in training: "
-                f"mdata.mod[{name!r}] = mdata.mod[{name!r}][:, model.var_names[{name!r}]]."
-            )
+            adata = _training_features(adata, reference.var_names[name], name)
         matrix = _counts_matrix(adata, layers.get(name), name)
         _check_counts(matrix, name, lik, adata.obs_names, f"layer {layers.get(name)!r}"
                       if layers.get(name) else "X")

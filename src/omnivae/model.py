@@ -221,6 +221,8 @@ class Model:
             Anything else for the Trainer (for example ``logger``, ``precision``; ``callbacks``
             are added to omnivae's own).
         """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
         n = self._data.n_cells
         max_epochs = max_epochs or default_max_epochs(n)
         warmup = max_epochs / 4 if kl_warmup_epochs is None else kl_warmup_epochs
@@ -231,8 +233,6 @@ class Model:
         train_loader = make_loader(self._data, train_idx, batch_size, shuffle=True, seed=seed)
         val_loader = (make_loader(self._data, val_idx, max(batch_size, 1024), shuffle=False)
                       if len(val_idx) else None)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
         signature = {"module": self.config.to_dict(), "cells": n, "train_cells": len(train_idx),
                      "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                      "kl_warmup_epochs": warmup, "validation_fraction": validation_fraction}
@@ -402,6 +402,7 @@ class Model:
         setup = SetupInfo.from_dict(meta["setup"])
         config = ModuleConfig.from_dict(meta["module"])
         model = cls(mdata, _setup=setup, _config=config)
+        _io.check_state_matches(model.module, state, Path(path))
         model.module.load_state_dict(state)
         model.module.eval()
         model.is_trained = bool(meta.get("is_trained", False))

@@ -1,0 +1,198 @@
+"""Faults in training: non-finite losses, gradient clipping, checkpoints and exact resume, Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import warnings
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+
+import omnivae
+from omnivae import checkpoints
+
+SETTINGS = {"max_epochs": 6, "kl_warmup_epochs": 2, "batch_size": 64, "progress_bar": False}
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return omnivae.datasets.simulate(200, modalities=("rna", "adt"), n_batches=2,
+                                     missing_fraction=0.1, seed=1)
+
+
+def _model(sim, seed=3):
+    return omnivae.Model(sim, batch_key="batch", n_latent=4, n_hidden=16, seed=seed)
+
+
+class StopAt(pl.Callback):
+    """Raises ``error`` when epoch ``epoch`` starts (a crash or a Ctrl-C mid-training)."""
+
+    def __init__(self, epoch: int, error: BaseException) -> None:
+        self.epoch, self.error = epoch, error
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise self.error
+
+
+# --------------------------------------------------------------------------- non-finite loss
+
+
+def test_non_finite_likelihood_names_step_and_modality(sim):
+    model = _model(sim)
+    with torch.no_grad():
+        model.module.decoders["adt"].head.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError) as err:
+        model.train(max_epochs=1, progress_bar=False)
+    text = str(err.value)
+    assert "epoch 0, step 0" in text and "likelihood of modality ['adt']" in text
+    assert "encoder" not in text.split("Hint")[0] and "Hint: lower lr" in text
+
+
+def test_non_finite_encoder_is_named_as_the_cause(sim):
+    model = _model(sim)
+    with torch.no_grad():
+        model.module.encoders["rna"].loc.weight[0, 0] = float("inf")
+    with pytest.raises(FloatingPointError) as err:
+        model.train(max_epochs=1, progress_bar=False)
+    text = str(err.value)
+    assert "the encoder of modality ['rna'] produced a non-finite latent" in text
+    assert "weights of the networks of ['rna'] are non-finite" in text
+    assert "likelihoods={'rna': 'poisson'}" in text
+
+
+# --------------------------------------------------------------------------- gradient clipping
+
+
+class GradNorms(pl.Callback):
+    """Total gradient norm as applied by the optimizer (after Lightning's clipping)."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        grads = [p.grad.flatten() for p in pl_module.parameters() if p.grad is not None]
+        self.norms.append(float(torch.cat(grads).norm()))
+
+
+@pytest.mark.parametrize("clip", [1.0, None])
+def test_gradient_clipping_is_configurable(sim, clip):
+    norms = GradNorms()
+    _model(sim).train(max_epochs=1, progress_bar=False, gradient_clip_val=clip, callbacks=[norms])
+    assert norms.norms
+    if clip is None:
+        assert min(norms.norms) > 1.0  # the unclipped norms are large (the loss sums features)
+    else:
+        assert max(norms.norms) <= clip * 1.0001
+
+
+# --------------------------------------------------------------------------- checkpoints and resume
+
+
+@pytest.mark.parametrize("fault", [KeyboardInterrupt(), RuntimeError("power cut")],
+                         ids=["ctrl_c", "crash"])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(sim, tmp_path, fault):
+    straight = _model(sim)
+    straight.train(checkpoint_dir=tmp_path / "a", **SETTINGS)
+
+    interrupted = _model(sim)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if isinstance(fault, KeyboardInterrupt):
+            interrupted.train(checkpoint_dir=tmp_path / "b", callbacks=[StopAt(4, fault)], **SETTINGS)
+        else:
+            with pytest.raises(RuntimeError, match="power cut"):
+                interrupted.train(checkpoint_dir=tmp_path / "b", callbacks=[StopAt(4, fault)],
+                                  **SETTINGS)
+    saved = torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)  # no pickled code
+    assert saved["epoch"] == 3 and saved["callbacks"]  # epochs 0-3 done, callback state inside
+
+    resumed = _model(sim)  # a fresh object, as after a restart
+    resumed.train(checkpoint_dir=tmp_path / "b", resume=True, **SETTINGS)
+    np.testing.assert_array_equal(resumed.get_latent_representation(),
+                                  straight.get_latent_representation())
+    for (name, a), b in zip(straight.module.state_dict().items(),
+                            resumed.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert resumed.history.index.tolist() == list(range(6))  # the history survives too
+    np.testing.assert_array_equal(resumed.history["validation_elbo"],
+                                  straight.history["validation_elbo"])
+    np.testing.assert_array_equal(resumed.history["kl_weight"], straight.history["kl_weight"])
+
+
+def test_resume_without_the_rng_state_would_differ(sim, tmp_path, monkeypatch):
+    """The test above can fail: skipping the random-generator restore changes the result."""
+    straight = _model(sim)
+    straight.train(**SETTINGS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _model(sim).train(checkpoint_dir=tmp_path, callbacks=[StopAt(4, KeyboardInterrupt())],
+                          **SETTINGS)
+    monkeypatch.setattr(checkpoints, "set_rng_state", lambda state: None)
+    resumed = _model(sim)
+    resumed.train(checkpoint_dir=tmp_path, resume=True, **SETTINGS)
+    assert not np.array_equal(resumed.get_latent_representation(),
+                              straight.get_latent_representation())
+
+
+def test_resume_refuses_other_settings_and_starts_fresh_without_checkpoint(sim, tmp_path):
+    _model(sim).train(checkpoint_dir=tmp_path, **{**SETTINGS, "max_epochs": 2})
+    with pytest.raises(ValueError, match=r"different training run \(batch_size: checkpoint 64 "
+                                         r"vs now 32.*resume=False"):
+        _model(sim).train(checkpoint_dir=tmp_path, resume=True, **{**SETTINGS, "batch_size": 32})
+    fresh, plain = _model(sim), _model(sim)
+    fresh.train(checkpoint_dir=tmp_path / "empty", resume=True, **{**SETTINGS, "max_epochs": 2})
+    plain.train(**{**SETTINGS, "max_epochs": 2})
+    np.testing.assert_array_equal(fresh.get_latent_representation(),
+                                  plain.get_latent_representation())
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    io = checkpoints.AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, target)
+
+    def torn_write(obj, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", torn_write)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, target)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+    assert torch.load(target, weights_only=True)["epoch"] == 1  # the previous one, intact
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+class Snapshots(pl.Callback):
+    """Weights and validation ELBO after each epoch's validation."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, float, dict[str, torch.Tensor]]] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        value = float(trainer.callback_metrics["validation_elbo"])
+        state = {k: v.detach().clone() for k, v in pl_module.module.state_dict().items()}
+        self.rows.append((trainer.current_epoch, value, state))
+
+
+def test_ctrl_c_keeps_the_best_weights_and_the_session(sim):
+    handler = signal.getsignal(signal.SIGINT)
+    snaps = Snapshots()
+    model = _model(sim)
+    with pytest.warns(RuntimeWarning, match=r"interrupted \(Ctrl-C\) in epoch 5.*best weights"):
+        model.train(callbacks=[snaps, StopAt(5, KeyboardInterrupt())],
+                    **{**SETTINGS, "max_epochs": 8})
+    # after the warm-up (2 epochs) the best validation ELBO's weights are kept
+    epoch, _, best = min((r for r in snaps.rows if r[0] >= 2), key=lambda r: r[1])
+    for name, value in model.module.state_dict().items():
+        assert torch.equal(value, best[name]), name
+    assert model.is_trained and len(model.history) == 5
+    assert signal.getsignal(signal.SIGINT) is handler  # Lightning's SIG_IGN is undone
+    assert np.isfinite(model.get_latent_representation()).all()
