@@ -66,8 +66,11 @@ def load_model_folder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
     path = Path(path)
     meta_file, weights_file = path / _META, path / _WEIGHTS
     if not meta_file.is_file():
+        old = path.with_name(f".{path.name}.old")
+        hint = (f" A save was interrupted while swapping folders: the previous model is in "
+                f"{old}; rename it to {path.name}." if (old / _META).is_file() else "")
         raise FileNotFoundError(f"{path} is not an omnivae model folder (no {_META}); pass "
-                                "the folder Model.save wrote.")
+                                f"the folder Model.save wrote.{hint}")
     try:
         meta = json.loads(meta_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
