@@ -77,7 +77,7 @@ def test_bernoulli_accepts_non_integer_non_negative_values():
 def test_non_numeric_matrix_is_a_clear_error():
     mdata = _mdata()
     mdata["adt"].X = mdata["adt"].X.astype(str).astype(object)
-    with pytest.raises(ValueError, match="'adt'.*not numbers"):
+    with pytest.raises(ValueError, match=r"'adt'.*not numbers"):
         setup_mudata(mdata)
 
 
@@ -99,14 +99,14 @@ def test_all_zero_cells_and_features_train_to_finite_results():
 
 def test_duplicate_cell_names_are_an_error():
     mdata = _mdata()
-    with pytest.raises(ValueError, match="Cell names are not unique.*obs_names_make_unique"):
+    with pytest.raises(ValueError, match=r"Cell names are not unique.*obs_names_make_unique"):
         setup_mudata(md.MuData({"rna": mdata["rna"], "rna2": mdata["rna"][[0, 0, 1]].copy()}))
 
 
 def test_duplicate_feature_names_are_an_error():
     mdata = _mdata()
     mdata["adt"].var_names = ["p0", "p0", "p1", "p2"]
-    with pytest.raises(ValueError, match="'adt' has duplicate.*var_names_make_unique"):
+    with pytest.raises(ValueError, match=r"'adt' has duplicate.*var_names_make_unique"):
         setup_mudata(mdata)
 
 
@@ -130,7 +130,7 @@ def test_modality_with_no_features_or_no_cells():
 
 
 def test_cells_without_any_selected_modality():
-    with pytest.raises(ValueError, match="2 cells have no data.*'c6'.*drop them"):
+    with pytest.raises(ValueError, match=r"2 cells have no data.*'c6'.*drop them"):
         setup_mudata(_mdata(), modalities=["rna"])
 
 
@@ -148,7 +148,7 @@ def test_unknown_modality_likelihood_layer_and_target():
         setup_mudata(_mdata(), modalities=["rna", "atac"])
     with pytest.raises(ValueError, match="Unknown likelihood 'gauss'"):
         setup_mudata(_mdata(), likelihoods={"rna": "gauss"})
-    with pytest.raises(KeyError, match="no layer 'counts'.*layer=None"):
+    with pytest.raises(KeyError, match=r"no layer 'counts'.*layer=None"):
         setup_mudata(_mdata(), layer="counts")
     model = omnivae.Model(_mdata(), **TINY)
     with pytest.raises(KeyError, match="Unknown target 'atac'"):
@@ -159,14 +159,14 @@ def test_unknown_modality_likelihood_layer_and_target():
 
 
 def test_missing_batch_column_lists_the_columns():
-    with pytest.raises(KeyError, match="'donor'.*Available columns: batch"):
+    with pytest.raises(KeyError, match=r"'donor'.*Available columns: batch"):
         setup_mudata(_mdata(), batch_key="donor")
 
 
 def test_missing_values_in_the_batch_column():
     mdata = _mdata()
     mdata.obs.loc[["c1", "c4"], "batch"] = np.nan
-    with pytest.raises(ValueError, match="'batch' is missing for 2 cells.*'c1'.*fill it"):
+    with pytest.raises(ValueError, match=r"'batch' is missing for 2 cells.*'c1'.*fill it"):
         setup_mudata(mdata, batch_key="batch")
 
 

@@ -190,7 +190,7 @@ def test_ctrl_c_keeps_the_best_weights_and_the_session(sim):
         model.train(callbacks=[snaps, StopAt(5, KeyboardInterrupt())],
                     **{**SETTINGS, "max_epochs": 8})
     # after the warm-up (2 epochs) the best validation ELBO's weights are kept
-    epoch, _, best = min((r for r in snaps.rows if r[0] >= 2), key=lambda r: r[1])
+    _, _, best = min((r for r in snaps.rows if r[0] >= 2), key=lambda r: r[1])
     for name, value in model.module.state_dict().items():
         assert torch.equal(value, best[name]), name
     assert model.is_trained and len(model.history) == 5

@@ -88,7 +88,7 @@ def test_newer_format_version_is_refused(sim, saved):
     meta = json.loads((folder / "omnivae.json").read_text())
     meta["format_version"] = _io.FORMAT_VERSION + 1
     (folder / "omnivae.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="newer omnivae.*Upgrade omnivae"):
+    with pytest.raises(ValueError, match=r"newer omnivae.*Upgrade omnivae"):
         omnivae.Model.load(folder, sim)
 
 
@@ -97,7 +97,7 @@ def test_missing_files(sim, saved, tmp_path):
     with pytest.raises(FileNotFoundError, match="not an omnivae model folder"):
         omnivae.Model.load(tmp_path / "nowhere", sim)
     (folder / "weights.pt").unlink()
-    with pytest.raises(FileNotFoundError, match="no weights.pt; the model folder is incomplete"):
+    with pytest.raises(FileNotFoundError, match=r"no weights.pt; the model folder is incomplete"):
         omnivae.Model.load(folder, sim)
 
 
@@ -105,13 +105,13 @@ def test_corrupted_files(sim, saved):
     _, folder = saved
     weights = folder / "weights.pt"
     weights.write_bytes(weights.read_bytes()[:-100])  # truncated
-    with pytest.raises(ValueError, match="weights.pt is corrupted.*SHA-256"):
+    with pytest.raises(ValueError, match=r"weights.pt is corrupted.*SHA-256"):
         omnivae.Model.load(folder, sim)
     _rehash(folder)  # even without the checksum, a torn file is reported, not a raw traceback
     with pytest.raises(ValueError, match="cannot be read as plain tensors"):
         omnivae.Model.load(folder, sim)
     (folder / "omnivae.json").write_text("{ not json")
-    with pytest.raises(ValueError, match="omnivae.json is corrupted"):
+    with pytest.raises(ValueError, match=r"omnivae.json is corrupted"):
         omnivae.Model.load(folder, sim)
 
 

@@ -120,5 +120,5 @@ def test_each_bad_value_is_reported_for_an_observed_cell(bad):
     counts = np.ones((4, 3))
     counts[2, 1] = BAD_VALUES[bad]
     mdata = md.MuData({"m0": ad.AnnData(counts, obs=pd.DataFrame(index=list("abcd")))})
-    with pytest.raises(ValueError, match="'m0'.*e.g. in cells \\['c'\\]"):
+    with pytest.raises(ValueError, match=r"'m0'.*e.g. in cells \['c'\]"):
         omnivae.Model(mdata, likelihoods={"m0": "nb"})

@@ -19,7 +19,7 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -74,7 +74,8 @@ def resume_path(checkpoint_dir: str | Path | None, resume: bool) -> Path | None:
 
 def rng_state(shuffle_generator: torch.Generator | None) -> dict[str, Any]:
     """Every random number generator training draws from, in ``weights_only``-safe types."""
-    np_state = np.random.get_state()
+    # the legacy global numpy generator is the one lightning's seed_everything seeds
+    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))  # noqa: NPY002
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [str(np_state[0]), torch.from_numpy(np.asarray(np_state[1]).astype(np.int64)),
@@ -97,7 +98,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     """Restore the global generators :func:`rng_state` captured (at the start of training)."""
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
     random.setstate(_to_tuples(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -131,7 +131,10 @@ def obs_column(mdata: md.MuData, key: str) -> pd.Series:
     conflicts = merged.groupby(level=0).nunique(dropna=True)
     if (conflicts > 1).any():
         bad = conflicts.index[conflicts > 1][:5].tolist()
-        raise ValueError(f"Column {key!r} disagrees between modalities for cells {bad}.")
+        raise ValueError(
+            f"Column {key!r} disagrees between modalities for cells {bad}; give each cell one "
+            f"value, e.g. in mdata.obs[{key!r}], which takes precedence."
+        )
     merged = merged[~merged.index.duplicated(keep="first")]
     return merged.reindex(mdata.obs_names)
 
@@ -156,7 +159,7 @@ def _counts_matrix(adata: ad.AnnData, layer: str | None, name: str) -> sp.csr_ma
 
 
 def _check_counts(matrix: sp.csr_matrix, name: str, likelihood: str, obs_names: pd.Index,
-                  where: str) -> None:
+                  where: str, var_names: pd.Index | None = None) -> None:
     values = matrix.data
     if values.size == 0:
         return
@@ -171,6 +174,8 @@ def _check_counts(matrix: sp.csr_matrix, name: str, likelihood: str, obs_names: 
     for what, bad in problems:
         rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))[bad]
         cells = obs_names[np.unique(rows)[:3]].tolist()
+        features = ("" if var_names is None else
+                    f" and features {var_names[np.unique(matrix.indices[bad])[:3]].tolist()}")
         fix = (
             "pass raw counts (layer='counts' if they are in a layer), or choose a likelihood "
             "that accepts them"
@@ -178,7 +183,8 @@ def _check_counts(matrix: sp.csr_matrix, name: str, likelihood: str, obs_names: 
             else "remove or fix those cells/values before training"
         )
         raise ValueError(
-            f"Modality {name!r} ({where}) has {int(bad.sum())} {what}, e.g. in cells {cells}; "
+            f"Modality {name!r} ({where}) has {int(bad.sum())} {what}, e.g. in cells {cells}"
+            f"{features}; "
             f"the {likelihood!r} likelihood needs non-negative"
             f"{' integer' if REQUIRES_INTEGER_COUNTS[likelihood] else ''} counts: {fix}."
         )
@@ -272,17 +278,18 @@ def setup_mudata(
             raise ValueError(f"Modality {name!r} has no features; drop it with modalities=[...].")
         if adata.n_obs == 0:
             raise ValueError(f"Modality {name!r} has no cells; drop it with modalities=[...].")
-        if not adata.obs_names.is_unique or not adata.var_names.is_unique:
-            raise ValueError(
-                f"Modality {name!r} has duplicate cell or feature names; make them unique "
-                "(obs_names_make_unique / var_names_make_unique)."
-            )
+        for axis, index, fix in (("cell", adata.obs_names, "obs_names_make_unique"),
+                                 ("feature", adata.var_names, "var_names_make_unique")):
+            if not index.is_unique:
+                dup = index[index.duplicated()].unique()[:3].tolist()
+                raise ValueError(f"Modality {name!r} has duplicate {axis} names (e.g. {dup}); "
+                                 f"make them unique: mdata.mod[{name!r}].{fix}().")
         lik = check_likelihood_name((likelihoods or {}).get(name) or default_likelihood(name, adata))
         if reference is not None and list(adata.var_names) != reference.var_names[name]:
             adata = _training_features(adata, reference.var_names[name], name)
         matrix = _counts_matrix(adata, layers.get(name), name)
         _check_counts(matrix, name, lik, adata.obs_names, f"layer {layers.get(name)!r}"
-                      if layers.get(name) else "X")
+                      if layers.get(name) else "X", adata.var_names)
         rows = obs_names.get_indexer(adata.obs_names)
         if (rows < 0).any():
             raise ValueError(f"Modality {name!r} has cells not in mdata.obs_names; call mdata.update().")
