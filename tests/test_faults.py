@@ -196,3 +196,22 @@ def test_ctrl_c_keeps_the_best_weights_and_the_session(sim):
     assert model.is_trained and len(model.history) == 5
     assert signal.getsignal(signal.SIGINT) is handler  # Lightning's SIG_IGN is undone
     assert np.isfinite(model.get_latent_representation()).all()
+
+
+def test_cli_passes_checkpoint_dir_and_resume(sim, tmp_path, capsys, monkeypatch):
+    from omnivae.cli import main
+
+    src = tmp_path / "in.h5mu"
+    sim.write_h5mu(src)
+    args = ["fit", str(src), "-o", str(tmp_path / "out.h5mu"), "--no-progress"]
+    assert main([*args, "--resume"]) == 2
+    assert "resume=True needs checkpoint_dir" in capsys.readouterr().err
+    seen = {}
+
+    def train(self, *a, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here: only the options are checked")
+
+    monkeypatch.setattr(omnivae.Model, "train", train)
+    assert main([*args, "--checkpoint-dir", str(tmp_path / "ckpt"), "--resume"]) == 2
+    assert seen["checkpoint_dir"] == tmp_path / "ckpt" and seen["resume"] is True

@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "cell_type), so biology that differs between batches is kept.")
     fit.add_argument("--no-impute", action="store_true", help="Do not write predicted modalities.")
     fit.add_argument("--save-model", type=Path, default=None, help="Also save the trained model to this folder.")
+    fit.add_argument("--checkpoint-dir", type=Path, default=None,
+                     help="Write a checkpoint (last.ckpt) into this folder after every epoch.")
+    fit.add_argument("--resume", action="store_true",
+                     help="Continue from --checkpoint-dir/last.ckpt after a crash or Ctrl-C "
+                          "(same data and options; the result equals an uninterrupted run).")
     _add_training_options(fit)
 
     demo = sub.add_parser(
@@ -109,7 +114,8 @@ def _fit(args: argparse.Namespace) -> None:
                           penalty_label_key=args.penalty_label_key)
     print(model)
     model.train(args.max_epochs, batch_size=args.batch_size, accelerator=args.accelerator,
-                progress_bar=not args.no_progress)
+                progress_bar=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
+                resume=args.resume)
     from omnivae.report import cluster_embedding
 
     mdata.obsm["X_omnivae"] = model.get_latent_representation()
