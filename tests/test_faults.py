@@ -12,6 +12,7 @@ import torch
 
 import omnivae
 from omnivae import checkpoints
+from omnivae.training import BestAfterWarmup, HistoryCallback
 
 SETTINGS = {"max_epochs": 6, "kl_warmup_epochs": 2, "batch_size": 64, "progress_bar": False}
 
@@ -35,6 +36,16 @@ class StopAt(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == self.epoch:
             raise self.error
+
+
+class Peek(pl.Callback):
+    """What a resumed run starts from: step counter, history and best-weights state."""
+
+    def on_train_start(self, trainer, pl_module):
+        best = next(cb for cb in trainer.callbacks if isinstance(cb, BestAfterWarmup))
+        history = next(cb for cb in trainer.callbacks if isinstance(cb, HistoryCallback))
+        self.seen = {"global_step": trainer.global_step, "history_rows": len(history.rows),
+                     "best_epoch": best.best_epoch}
 
 
 # --------------------------------------------------------------------------- non-finite loss
@@ -109,8 +120,10 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(sim, tmp_path, 
     saved = torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)  # no pickled code
     assert saved["epoch"] == 3 and saved["callbacks"]  # epochs 0-3 done, callback state inside
 
-    resumed = _model(sim)  # a fresh object, as after a restart
-    resumed.train(checkpoint_dir=tmp_path / "b", resume=True, **SETTINGS)
+    resumed, peek = _model(sim), Peek()  # a fresh object, as after a restart
+    resumed.train(checkpoint_dir=tmp_path / "b", resume=True, callbacks=[peek], **SETTINGS)
+    assert peek.seen["global_step"] == 4 * 3  # 4 epochs of 3 minibatches: KL warm-up resumes
+    assert peek.seen["history_rows"] == 4 and peek.seen["best_epoch"] in (2, 3)  # after warm-up
     np.testing.assert_array_equal(resumed.get_latent_representation(),
                                   straight.get_latent_representation())
     for (name, a), b in zip(straight.module.state_dict().items(),
@@ -120,6 +133,18 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(sim, tmp_path, 
     np.testing.assert_array_equal(resumed.history["validation_elbo"],
                                   straight.history["validation_elbo"])
     np.testing.assert_array_equal(resumed.history["kl_weight"], straight.history["kl_weight"])
+
+
+def test_a_run_that_stopped_early_stays_stopped_on_resume(sim, tmp_path):
+    settings = {**SETTINGS, "patience": 0}  # stop at the first epoch after the warm-up
+    first = _model(sim)
+    first.train(checkpoint_dir=tmp_path, **settings)
+    assert len(first.history) == 3
+    again = _model(sim)
+    again.train(checkpoint_dir=tmp_path, resume=True, **settings)
+    assert len(again.history) == 3
+    np.testing.assert_array_equal(again.get_latent_representation(),
+                                  first.get_latent_representation())
 
 
 def test_resume_without_the_rng_state_would_differ(sim, tmp_path, monkeypatch):
