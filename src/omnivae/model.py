@@ -142,6 +142,7 @@ class Model:
         self.module = MultimodalVAE(self.config, background)
         self.history = pd.DataFrame()
         self.is_trained = False
+        self._num_threads: int | None = None  # torch CPU threads of train() and embedding
 
     def __repr__(self) -> str:
         mods = ", ".join(f"{m}: {self.setup.likelihoods[m]}" for m in self.setup.modalities)
@@ -213,8 +214,8 @@ class Model:
             warm-up, optimiser, early-stopping state and random generators are restored); a
             checkpoint written with other data or settings is refused with the differences.
         num_threads
-            CPU threads torch trains and embeds with (default ``$OMP_NUM_THREADS``, else torch's
-            count when omnivae was imported). Fixed so that other libraries changing the
+            CPU threads torch trains with, and later embeds with (default ``$OMP_NUM_THREADS``,
+            else torch's count when omnivae was imported). Fixed so that other libraries changing the
             process-wide count cannot change the result: the same seed, data, settings and
             thread count give identical embeddings.
         **trainer_kwargs
@@ -223,6 +224,9 @@ class Model:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be a positive integer, got {num_threads}.")
+        self._num_threads = num_threads
         n = self._data.n_cells
         max_epochs = max_epochs or default_max_epochs(n)
         warmup = max_epochs / 4 if kl_warmup_epochs is None else kl_warmup_epochs
@@ -316,7 +320,7 @@ class Model:
         data = self._cell_data(mdata)
         self.module.eval()
         out = []
-        with pinned_threads():
+        with pinned_threads(self._num_threads):
             for start in range(0, data.n_cells, batch_size):
                 batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
                 out.append(self.module.posterior(batch.to(self._device())).mean.cpu())
