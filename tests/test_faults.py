@@ -74,6 +74,17 @@ def test_non_finite_encoder_is_named_as_the_cause(sim):
     assert "likelihoods={'rna': 'poisson'}" in text
 
 
+def test_non_finite_gradient_stops_before_the_weights_change(sim):
+    model = _model(sim)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    model.module.decoders["adt"].head.weight.register_hook(lambda g: g * float("nan"))
+    with pytest.raises(FloatingPointError, match=r"Non-finite gradient at epoch 0, step 0 in "
+                                                 r"the networks of \['adt'\]"):
+        model.train(max_epochs=1, progress_bar=False)
+    for name, value in model.module.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
 # --------------------------------------------------------------------------- gradient clipping
 
 

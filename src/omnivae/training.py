@@ -179,6 +179,20 @@ class TrainingPlan(pl.LightningModule):
         for name, value in values.items():
             self.log(f"validation_mi_{name}", value, on_epoch=True, batch_size=1)
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Stop before a non-finite gradient reaches the weights (one check per step)."""
+        grads = [(n, p.grad) for n, p in self.module.named_parameters() if p.grad is not None]
+        if not grads or bool(torch.stack([g.isfinite().all() for _, g in grads]).all()):
+            return
+        bad = sorted({n.split(".")[1] if n.startswith(("encoders.", "decoders.")) else n
+                      for n, g in grads if not bool(g.isfinite().all())})
+        raise FloatingPointError(
+            f"Non-finite gradient at epoch {self.current_epoch}, step {self.global_step} in the "
+            f"networks of {bad} (the loss was finite; the weights are left unchanged). Hint: "
+            "lower lr, check the counts of that modality for extreme values, or give it "
+            "another likelihood."
+        )
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["omnivae"] = {"signature": self.signature,
                                  "rng": checkpoints.rng_state(self.shuffle_generator)}
