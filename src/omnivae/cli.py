@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omnivae.fusion import FUSIONS
 from omnivae.likelihoods import LIKELIHOOD_NAMES
+from omnivae.models import MODELS
 from omnivae.penalties import PENALTIES
 
 
@@ -60,9 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--layer", default=None, help="Layer holding raw counts (default: X).")
     fit.add_argument("--likelihood", nargs="+", default=[], metavar="MODALITY=NAME",
                      help=f"Override a modality's likelihood; NAME in {', '.join(LIKELIHOOD_NAMES)}.")
-    fit.add_argument("--fusion", default="mopoe", choices=FUSIONS,
+    fit.add_argument("--model", default=None, choices=MODELS,
+                     help="Which multimodal VAE to train (default mopoe); see docs/models.md.")
+    fit.add_argument("--fusion", default=None, choices=FUSIONS,
                      help="How modality posteriors are combined: product of experts (poe), "
-                          "mixture (moe) or mixture of products (mopoe, default).")
+                          "mixture (moe) or mixture of products (mopoe, the default). With "
+                          "--model it must match the model's own aggregation.")
     fit.add_argument("--batch-penalty", default=None, choices=PENALTIES,
                      help="Penalise the mutual information between the latent and the batch "
                           "(HSIC, multi-scale MMD, adversarial classifier, pairwise-KL bound); "
@@ -108,7 +112,7 @@ def _fit(args: argparse.Namespace) -> None:
     mdata = md.read_h5mu(args.input)
     model = omnivae.Model(mdata, modalities=args.modalities, batch_key=args.batch_key,
                           layer=args.layer, likelihoods=_likelihood_pairs(args.likelihood),
-                          fusion=args.fusion, n_latent=args.n_latent, seed=args.seed,
+                          model=args.model, fusion=args.fusion, n_latent=args.n_latent, seed=args.seed,
                           batch_penalty=args.batch_penalty, penalty_weight=args.penalty_weight,
                           penalty_keys=args.penalty_keys,
                           penalty_label_key=args.penalty_label_key)

@@ -18,7 +18,7 @@ import torch
 from omnivae import _io, checkpoints
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, setup_mudata
-from omnivae.fusion import check_fusion_name
+from omnivae.models import resolve_model
 from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
 from omnivae.penalties import check_penalty_name
 from omnivae.training import (
@@ -52,8 +52,18 @@ class Model:
         Layer holding the counts (one name, or a mapping per modality); ``None`` reads ``X``.
     batch_key
         Batch column in ``mdata.obs`` or a modality's ``obs``; decoders are conditioned on it.
+    model
+        Which multimodal VAE to train (see :mod:`omnivae.models` and ``docs/models.md``):
+        ``"mvae"``, ``"mmvae"``, ``"mopoe"`` (default), ``"mvtcae"``, ``"mmvae+"``, ``"jmvae"``,
+        ``"early"`` (one VAE on the concatenated modalities) or ``"elbo"`` (the generic ELBO of
+        any ``fusion``).
     fusion
-        ``"poe"`` (product of experts), ``"moe"`` (mixture) or ``"mopoe"`` (mixture of products).
+        ``"poe"`` (product of experts), ``"moe"`` (mixture) or ``"mopoe"`` (mixture of
+        products). Alone it selects the generic ELBO of that fusion (``"mopoe"``: MoPoE); with
+        ``model`` it must agree with the model's own aggregation (a ValueError otherwise).
+    model_options
+        Options of the chosen model, e.g. ``{"n_samples": 16}`` for MMVAE or
+        ``{"n_private": 8}`` for MMVAE+ (each model's options dataclass lists them).
     n_latent, n_hidden, n_layers, dropout
         Architecture of every encoder and decoder.
     batch_penalty
@@ -90,7 +100,9 @@ class Model:
         likelihoods: Mapping[str, str] | None = None,
         layer: str | Mapping[str, str | None] | None = None,
         batch_key: str | None = None,
-        fusion: str = "mopoe",
+        model: str | None = None,
+        fusion: str | None = None,
+        model_options: Mapping[str, Any] | None = None,
         n_latent: int = 20,
         n_hidden: int = 128,
         n_layers: int = 1,
@@ -119,6 +131,7 @@ class Model:
         )
         if _setup is not None:
             self.setup = _setup
+        model_name, fusion = resolve_model(model, fusion)
         self.config = _config or ModuleConfig(
             modalities=tuple(
                 ModalitySpec(m, len(self.setup.var_names[m]), self.setup.likelihoods[m],
@@ -127,7 +140,8 @@ class Model:
             ),
             n_batches=max(1, len(self.setup.batch_categories)),
             n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout,
-            fusion=check_fusion_name(fusion), extra={"seed": seed},
+            fusion=fusion, model=model_name, model_options=dict(model_options or {}),
+            extra={"seed": seed},
             batch_penalty=batch_penalty,
             penalty_weight=(DEFAULT_PENALTY_WEIGHTS.get(batch_penalty or "", 0.0)
                             if penalty_weight is None else penalty_weight),
@@ -140,13 +154,16 @@ class Model:
             m: torch.tensor(v) for m, v in self.setup.extra.get("background_init", {}).items()
         }
         self.module = MultimodalVAE(self.config, background)
+        if _config is None:  # e.g. JMVAE refuses cells lacking a modality, before training
+            self.module.objective.check_training_mask(torch.from_numpy(self._data.mask))
         self.history = pd.DataFrame()
         self.is_trained = False
         self._num_threads: int | None = None  # torch CPU threads of train() and embedding
 
     def __repr__(self) -> str:
         mods = ", ".join(f"{m}: {self.setup.likelihoods[m]}" for m in self.setup.modalities)
-        return (f"omnivae.Model({self._data.n_cells} cells; {mods}; fusion={self.config.fusion}, "
+        return (f"omnivae.Model({self._data.n_cells} cells; {mods}; model={self.config.model}, "
+                f"fusion={self.config.fusion}, "
                 f"n_latent={self.config.n_latent}, batches={len(self.setup.batch_categories)}, "
                 f"trained={self.is_trained})")
 

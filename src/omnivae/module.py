@@ -1,7 +1,9 @@
 """The multimodal VAE as a pure torch module: inference -> generative -> loss.
 
 Modalities are data, keyed by name: the module is built from a :class:`ModuleConfig` listing
-them; nothing here knows which biology a modality holds.
+them; nothing here knows which biology a modality holds. The objective is pluggable: the
+config names a model of :mod:`omnivae.models` (MVAE, MMVAE, MoPoE, ...), whose objective the
+module evaluates; encoders, decoders, prior, fusion and batch penalties are shared by all.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from omnivae._types import BatchData, Gaussian, LossRecord
-from omnivae.fusion import Mixture, check_fusion_name, fuse, product_of_experts
+from omnivae.fusion import Mixture, check_fusion_name
 from omnivae.likelihoods import check_likelihood_name
+from omnivae.models import OBJECTIVES, check_model_name
+from omnivae.models.base import make_options
 from omnivae.nn import CountDecoder, Encoder
 from omnivae.penalties import BatchClassifier, check_penalty_name, combined_penalty
 from omnivae.priors import check_prior_name, make_prior
@@ -66,9 +70,16 @@ class ModuleConfig:
     penalty_weight: float = 0.0
     penalty_n_batches: tuple[int, ...] = ()
     penalty_n_labels: int = 0
+    model: str = "elbo"
+    model_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_fusion_name(self.fusion)
+        objective = OBJECTIVES[check_model_name(self.model)]
+        if objective.fusions and self.fusion not in objective.fusions:
+            raise ValueError(f"model={self.model!r} needs fusion in {objective.fusions}, "
+                             f"not {self.fusion!r}.")
+        make_options(objective.options_class, dict(self.model_options), self.model)
         check_prior_name(self.prior)
         if self.batch_penalty is not None:
             check_penalty_name(self.batch_penalty)
@@ -95,17 +106,12 @@ class ModuleConfig:
 
 
 class MultimodalVAE(nn.Module):
-    """Per-modality encoders, a fusion of their experts, batch-conditioned count decoders.
+    """Per-modality encoders, a fusion of their experts, batch-conditioned count decoders,
+    and the objective of the configured model (``vae.objective``, see :mod:`omnivae.models`).
 
-    The loss is the negative ELBO averaged over the fusion's mixture components
-    (stratified: every component a cell has is sampled once)::
-
-        L(x) = Σ_k w_k [ Σ_{m observed} -log p(x_m | z_k, batch)  +  β · KL(q_k || p) ],
-        z_k ~ q_k
-
-    For one component (``poe``) this is the usual ELBO; for mixtures it is the bound of
-    MMVAE/MoPoE in which the mixture's KL is replaced by the mean of its components' KLs
-    (Jensen), still a lower bound of log p(x).
+    The default model ``"elbo"`` is the negative ELBO averaged over the fusion's mixture
+    components (:class:`omnivae.models.elbo.MixtureELBO`); every model reports its terms in a
+    :class:`~omnivae._types.LossRecord`, to which the batch penalty, when configured, is added.
 
     Examples
     --------
@@ -128,17 +134,19 @@ class MultimodalVAE(nn.Module):
         self.config = config
         background_init = background_init or {}
         c = config
+        objective = OBJECTIVES[c.model]
+        n_decoder_in = objective.decoder_latent_dim(c)
         self.encoders = nn.ModuleDict(
             {
                 s.name: Encoder(s.n_features, c.n_latent, c.n_hidden, c.n_layers, c.dropout,
                                 s.library_scale)
-                for s in c.modalities
+                for s in (c.modalities if objective.unimodal_encoders else ())
             }
         )
         self.decoders = nn.ModuleDict(
             {
-                s.name: CountDecoder(s.n_features, c.n_latent, c.n_hidden, c.n_layers, c.dropout,
-                                     c.n_batches, s.likelihood, s.library_scale,
+                s.name: CountDecoder(s.n_features, n_decoder_in, c.n_hidden, c.n_layers,
+                                     c.dropout, c.n_batches, s.likelihood, s.library_scale,
                                      background_init.get(s.name))
                 for s in c.modalities
             }
@@ -149,6 +157,7 @@ class MultimodalVAE(nn.Module):
             BatchClassifier(c.n_latent, n, n_labels=c.penalty_n_labels)
             for n in (c.penalty_n_batches if c.batch_penalty == "adversarial" else ())
         )
+        self.objective = objective(c)
 
     def decoder(self, name: str) -> CountDecoder:
         """The decoder of modality ``name``."""
@@ -173,61 +182,37 @@ class MultimodalVAE(nn.Module):
             logvars.append(logvar)
         return torch.stack(locs), torch.stack(logvars)
 
-    def posterior(self, batch: BatchData, fusion: str | None = None) -> Mixture:
-        """The fused posterior q(z | observed modalities) of every cell in ``batch``."""
-        loc, logvar = self.experts(batch)
-        return fuse(loc, logvar, batch.mask, fusion or self.config.fusion)
+    def posterior(self, batch: BatchData) -> Mixture:
+        """The joint posterior q(z | observed modalities) of every cell in ``batch``
+        (the model's fusion of the experts, or its own joint encoder)."""
+        return self.objective.posterior(self, batch)
 
     # loss --------------------------------------------------------------------------------
     def loss(
         self, batch: BatchData, kl_weight: float = 1.0, penalty_weight: float = 1.0
     ) -> LossRecord:
-        """Negative ELBO of a minibatch (see the class docstring), plus
+        """The model's objective on a minibatch (see :mod:`omnivae.models`), plus
         ``penalty_weight`` times the batch mutual-information penalty when one is configured
         (and, for the adversarial penalty, the batch classifiers' own loss)."""
-        loc, logvar = self.experts(batch)
-        mixture = fuse(loc, logvar, batch.mask, self.config.fusion)
-        comp, cell = (mixture.weights > 0).nonzero(as_tuple=True)  # (P,) component/cell pairs
-        weight = mixture.weights[comp, cell]
-        q = Gaussian(mixture.components.loc[comp, cell], mixture.components.logvar[comp, cell])
-        z = q.rsample()  # (P, d)
-        kl = self.prior.kl(q, z)  # (P,)
-        nll_total = torch.zeros_like(kl)
-        reconstruction: dict[str, Tensor] = {}
-        for m, name in enumerate(self.config.names):
-            has = batch.mask[cell, m]
-            rows = has.nonzero(as_tuple=True)[0]
-            if rows.numel() == 0:
-                reconstruction[name] = kl.new_zeros(())
-                continue
-            cells = cell[rows]
-            dist = self.decoders[name](z[rows], batch.batch_index[cells], batch.library[name][cells])
-            nll = -dist.log_prob(batch.counts[name][cells]).sum(dim=-1)  # (P_m,)
-            nll_total = nll_total.index_add(0, rows, nll)
-            reconstruction[name] = (weight[rows] * nll).sum() / batch.mask[:, m].sum()
-        n = batch.n_cells
-        kl_mean = (weight * kl).sum() / n
-        nll_mean = (weight * nll_total).sum() / n
-        loss = nll_mean + kl_weight * kl_mean
-        extra: dict[str, Tensor] = {}
+        out = self.objective.loss(self, batch, kl_weight)
+        loss, extra = out.loss, dict(out.extra)
         if self.config.batch_penalty is not None and batch.penalty_codes is not None:
-            penalty, classifier_loss = self.batch_penalty(batch, mixture, loc, logvar)
+            penalty, classifier_loss = self.batch_penalty(batch, out.embedding, out.joint)
             loss = loss + penalty_weight * penalty + classifier_loss
-            extra = {"batch_penalty": penalty.detach(), "classifier_loss": classifier_loss.detach()}
-        return LossRecord(loss=loss, reconstruction=reconstruction, kl=kl_mean,
-                          elbo=nll_mean + kl_mean, extra=extra)
+            extra.update(batch_penalty=penalty.detach(), classifier_loss=classifier_loss.detach())
+        return LossRecord(loss=loss, reconstruction=out.reconstruction, kl=out.kl,
+                          elbo=out.elbo, extra=extra)
 
     def batch_penalty(
-        self, batch: BatchData, mixture: Mixture, loc: Tensor, logvar: Tensor
+        self, batch: BatchData, mixture: Mixture, joint: Gaussian
     ) -> tuple[Tensor, Tensor]:
         """The configured estimator of I(z; batch columns) on the cells' joint embedding
-        (the mixture mean; the joint product of experts for ``pairwise_kl``), summed over the
+        (the mixture mean; the single joint Gaussian for ``pairwise_kl``), summed over the
         penalised columns, and the batch classifiers' loss (0 unless adversarial)."""
         assert batch.penalty_codes is not None and self.config.batch_penalty is not None
         columns = list(batch.penalty_codes.unbind(dim=1))
         z, z_logvar, options = mixture.mean, None, dict[str, Any]()
         if self.config.batch_penalty == "pairwise_kl":  # pairs of cells from different batches
-            joint = product_of_experts(loc, logvar, batch.mask)
             z, z_logvar, options = joint.loc, joint.logvar, {"pairs": "across_batches"}
         return combined_penalty(
             self.config.batch_penalty, z, columns, self.config.penalty_n_batches,
@@ -254,11 +239,12 @@ class MultimodalVAE(nn.Module):
         has_other = others.any(dim=1, keepdim=True)
         mask = torch.where(has_other, others, batch.mask)
         fused = self.posterior(BatchData(batch.counts, mask, batch.batch_index, batch.library))
-        decoder = self.decoder(target)
+        decoder, latent = self.decoder(target), self.objective.decoder_input
         if n_samples <= 0:
-            return decoder.normalized(fused.mean, batch.batch_index), None
+            return decoder.normalized(latent(fused.mean, target, False), batch.batch_index), None
         draws = torch.stack(
-            [decoder.normalized(fused.sample(generator), batch.batch_index)
+            [decoder.normalized(latent(fused.sample(generator), target, True, generator),
+                                batch.batch_index)
              for _ in range(n_samples)]
         )
         return draws.mean(dim=0), draws.std(dim=0)

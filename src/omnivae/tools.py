@@ -21,7 +21,8 @@ def integrate(
     batch_key: str | None = None,
     layer: str | Mapping[str, str | None] | None = None,
     likelihoods: Mapping[str, str] | None = None,
-    fusion: str = "mopoe",
+    model: str | None = None,
+    fusion: str | None = None,
     n_latent: int = 20,
     max_epochs: int | None = None,
     batch_size: int = 256,
@@ -39,7 +40,7 @@ def integrate(
     ----------
     mdata
         MuData with raw counts per modality (cells may lack modalities).
-    modalities, batch_key, layer, likelihoods, fusion, n_latent
+    modalities, batch_key, layer, likelihoods, model, fusion, n_latent
         As in :class:`omnivae.Model`.
     max_epochs, batch_size, accelerator
         As in :meth:`omnivae.Model.train`.
@@ -70,13 +71,15 @@ def integrate(
     """
     target = mdata.copy() if copy else mdata
     model = Model(target, modalities=modalities, likelihoods=likelihoods, layer=layer,
-                  batch_key=batch_key, fusion=fusion, n_latent=n_latent, seed=seed)
+                  batch_key=batch_key, model=model, fusion=fusion, n_latent=n_latent,
+                  seed=seed)
     model.train(max_epochs, batch_size=batch_size, accelerator=accelerator,
                 progress_bar=progress_bar, **train_kwargs)
     target.obsm[key_added] = model.get_latent_representation()
     target.uns[key_added] = {"params": {
         "modalities": list(model.setup.modalities), "likelihoods": dict(model.setup.likelihoods),
-        "batch_key": batch_key or "", "fusion": model.config.fusion, "n_latent": n_latent,
+        "batch_key": batch_key or "", "model": model.config.model,
+        "fusion": model.config.fusion, "n_latent": n_latent,
         "epochs_trained": len(model.history), "batch_size": batch_size, "seed": seed,
     }}
     if copy:
