@@ -1,0 +1,330 @@
+"""The model family at the module level: finite losses, zero gradient for missing modalities,
+and every objective against an independent hand computation on a tiny case."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from omnivae._types import BatchData
+from omnivae.models import MODELS, OBJECTIVES, resolve_model
+from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
+
+NAMES = ("a", "b")
+SPECS = (ModalitySpec("a", 5, "nb", 10.0), ModalitySpec("b", 4, "poisson", 6.0))
+FAST = {"mmvae": {"n_samples": 3, "estimator": "iwae"},
+        "mmvae+": {"n_samples": 2, "n_private": 2, "estimator": "iwae"}}
+
+
+def make_vae(model: str, options: dict | None = None, fusion: str | None = None,
+             specs=SPECS) -> MultimodalVAE:
+    name, fusion = resolve_model(model, fusion)
+    torch.manual_seed(0)
+    config = ModuleConfig(specs, n_batches=2, n_latent=2, n_hidden=8, fusion=fusion, model=name,
+                          model_options=options if options is not None else FAST.get(name, {}))
+    return MultimodalVAE(config).eval()
+
+
+def make_batch(mask: list[list[bool]], specs=SPECS, seed: int = 0) -> BatchData:
+    mask_t = torch.tensor(mask)
+    g = torch.Generator().manual_seed(seed)
+    counts = {s.name: torch.poisson(torch.full((len(mask), s.n_features), 3.0), generator=g)
+              for s in specs}
+    for m, s in enumerate(specs):
+        counts[s.name][~mask_t[:, m]] = 0.0
+    library = {k: v.sum(1, keepdim=True).clamp(min=1) for k, v in counts.items()}
+    return BatchData(counts, mask_t, torch.arange(len(mask)) % 2, library)
+
+
+def fixed_noise(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    return torch.linspace(-1.2, 1.3, math.prod(shape), dtype=like.dtype).reshape(shape)
+
+
+MOSAIC = [[True, True], [True, False], [False, True]]
+COMPLETE = [[True, True], [True, True]]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_loss_and_gradients_are_finite(model):
+    vae = make_vae(model).train()
+    batch = make_batch(COMPLETE if model == "jmvae" else MOSAIC + [[True, True]])
+    record = vae.loss(batch, kl_weight=0.5)
+    assert torch.isfinite(record.loss) and torch.isfinite(record.elbo)
+    assert all(torch.isfinite(v) for v in record.reconstruction.values())
+    record.loss.backward()
+    grads = [p.grad for p in vae.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def _encoders_of(vae: MultimodalVAE, name: str) -> list[torch.nn.Module]:
+    """Every network that reads modality ``name``'s counts."""
+    nets: list[torch.nn.Module] = []
+    if name in vae.encoders:
+        nets.append(vae.encoders[name])
+    objective = vae.objective
+    for attr in ("private_encoders",):
+        if hasattr(objective, attr):
+            nets.append(getattr(objective, attr)[name])
+    for attr in ("encoder", "joint_encoder"):
+        if hasattr(objective, attr):
+            nets.append(getattr(objective, attr).blocks[name])
+    return nets
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if not OBJECTIVES[m].needs_complete_cells])
+def test_missing_modality_encoder_gets_exactly_zero_gradient(model):
+    vae = make_vae(model).train()
+    vae.loss(make_batch([[True, False]] * 4)).loss.backward()
+    for net in _encoders_of(vae, "b"):
+        assert all(p.grad is None or torch.all(p.grad == 0) for p in net.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for net in _encoders_of(vae, "a") for p in net.parameters())
+
+
+def test_jmvae_refuses_incomplete_training_cells_but_embeds_and_predicts_them():
+    vae = make_vae("jmvae")
+    batch = make_batch(MOSAIC)
+    with pytest.raises(ValueError, match="1 of 3|2 of 3"):
+        vae.loss(batch)
+    z = vae.posterior(batch).mean
+    assert torch.isfinite(z).all()
+    # an incomplete cell is embedded by its unimodal expert product, not the joint encoder
+    loc, logvar = vae.encoders["a"](batch.counts["a"][1:2], batch.library["a"][1:2])
+    precision = 1 + torch.exp(-logvar)
+    torch.testing.assert_close(z[1:2], torch.exp(-logvar) * loc / precision)
+    assert torch.isfinite(vae.predict_normalized(batch, "b")[0]).all()
+
+
+# --- independent hand computations -------------------------------------------------------
+def enc(vae, name, batch, cells):
+    return vae.encoders[name](batch.counts[name][cells], batch.library[name][cells])
+
+
+def poe(experts):
+    """Product of N(0, I) and the Gaussian experts [(loc, logvar), ...]."""
+    precision = 1 + sum(torch.exp(-lv) for _, lv in experts)
+    loc = sum(torch.exp(-lv) * mu for mu, lv in experts) / precision
+    return loc, -torch.log(precision)
+
+
+def nll(vae, name, z, batch, cells, z_dim_extra=None):
+    dist = vae.decoders[name](z, batch.batch_index[cells], batch.library[name][cells])
+    return -dist.log_prob(batch.counts[name][cells]).sum(-1)
+
+
+def kl_std(mu, lv):
+    return 0.5 * (mu**2 + lv.exp() - 1 - lv).sum(-1)
+
+
+def kl_gauss(q, p):
+    (m1, l1), (m2, l2) = q, p
+    return 0.5 * ((l1 - l2).exp() + (m1 - m2) ** 2 / l2.exp() - 1 - (l1 - l2)).sum(-1)
+
+
+def log_normal(z, mu, lv):
+    return (-0.5 * (math.log(2 * math.pi) + lv + (z - mu) ** 2 / lv.exp())).sum(-1)
+
+
+def observed(batch, c):
+    return [m for m in range(len(NAMES)) if batch.mask[c, m]]
+
+
+def subsets_of(kind):
+    return {"poe": None, "moe": [[0], [1]], "mopoe": [[0], [1], [0, 1]]}[kind]
+
+
+def ref_mixture_elbo(vae, batch, beta, kind):
+    n = batch.n_cells
+    strata = ([(list(range(2)), c) for c in range(n)] if kind == "poe" else
+              [(s, c) for s in subsets_of(kind) for c in range(n)
+               if all(batch.mask[c, m] for m in s)])
+    eps = fixed_noise((len(strata), 2), torch.zeros(1))
+    total = torch.zeros(())
+    for p, (s, c) in enumerate(strata):
+        obs = observed(batch, c)
+        experts = [enc(vae, NAMES[m], batch, [c]) for m in s if m in obs]
+        mu, lv = poe(experts)
+        z = mu + (0.5 * lv).exp() * eps[p]
+        rec = sum(nll(vae, NAMES[m], z, batch, [c]) for m in obs)
+        n_comp = sum(1 for s2, c2 in strata if c2 == c)
+        total = total + (rec + beta * kl_std(mu, lv)).sum() / n_comp
+    return total / n
+
+
+def ref_mvae(vae, batch, beta):
+    n = batch.n_cells
+    terms = [[(observed(batch, c), c) for c in range(n)]]
+    for m in range(2):
+        terms.append([([m], c) for c in range(n) if batch.mask[c, m] and len(observed(batch, c)) > 1])
+    total = torch.zeros(())
+    for term in terms:
+        if not term:
+            continue
+        eps = fixed_noise((len(term), 2), torch.zeros(1))
+        for p, (s, c) in enumerate(term):
+            mu, lv = poe([enc(vae, NAMES[m], batch, [c]) for m in s])
+            z = mu + (0.5 * lv).exp() * eps[p]
+            rec = sum(nll(vae, NAMES[m], z, batch, [c]) for m in s)
+            total = total + (rec + beta * kl_std(mu, lv)).sum()
+    return total / n
+
+
+def ref_mmvae(vae, batch, beta, k):
+    n = batch.n_cells
+    strata = [(m, c) for m in range(2) for c in range(n) if batch.mask[c, m]]
+    eps = fixed_noise((k, len(strata), 2), torch.zeros(1))
+    total = torch.zeros(())
+    for p, (m, c) in enumerate(strata):
+        obs = observed(batch, c)
+        unimodal = {j: poe([enc(vae, NAMES[j], batch, [c])]) for j in obs}
+        lws = []
+        for i in range(k):
+            z = unimodal[m][0] + (0.5 * unimodal[m][1]).exp() * eps[i, p]
+            log_q = torch.logsumexp(torch.stack([log_normal(z, *unimodal[j]) for j in obs]), 0)
+            log_q = log_q - math.log(len(obs))
+            log_p = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+            lws.append(-sum(nll(vae, NAMES[j], z, batch, [c]) for j in obs)
+                       + beta * (log_p - log_q))
+        bound = torch.logsumexp(torch.stack(lws), 0) - math.log(k)
+        total = total - bound.sum() / len(obs)
+    return total / n
+
+
+def ref_mvtcae(vae, batch, beta, alpha=0.9, weight=1.0):
+    n = batch.n_cells
+    eps = fixed_noise((n, 2), torch.zeros(1))
+    total = torch.zeros(())
+    for c in range(n):
+        obs = observed(batch, c)
+        experts = {m: enc(vae, NAMES[m], batch, [c]) for m in obs}
+        joint = poe(list(experts.values()))
+        z = joint[0] + (0.5 * joint[1]).exp() * eps[c]
+        rec = sum(nll(vae, NAMES[m], z, batch, [c]) for m in obs)
+        kls = sum(kl_gauss(joint, poe([experts[m]])) for m in obs)
+        k = len(obs)
+        total = total + ((k - alpha) / k * rec
+                         + beta * weight * ((1 - alpha) * kl_std(*joint) + alpha / k * kls)).sum()
+    return total / n
+
+
+def ref_jmvae(vae, batch, beta, alpha=0.1):
+    q = vae.objective.joint_encoder(batch)
+    z = q.loc + q.scale * fixed_noise(tuple(q.loc.shape), q.loc)
+    cells = list(range(batch.n_cells))
+    rec = sum(nll(vae, name, z, batch, cells) for name in NAMES)
+    align = sum(kl_gauss((q.loc, q.logvar), poe([enc(vae, name, batch, cells)])) for name in NAMES)
+    return (rec + beta * (kl_std(q.loc, q.logvar) + alpha * align)).mean()
+
+
+def ref_early(vae, batch, beta):
+    q = vae.objective.encoder(batch)
+    z = q.loc + q.scale * fixed_noise(tuple(q.loc.shape), q.loc)
+    total = kl_std(q.loc, q.logvar) * beta
+    for m, name in enumerate(NAMES):
+        rows = batch.mask[:, m].nonzero(as_tuple=True)[0].tolist()
+        total = total.index_add(0, torch.tensor(rows), nll(vae, name, z[rows], batch, rows))
+    return total.mean()
+
+
+def ref_mmvae_plus(vae, batch, beta, k=2, d_w=2):
+    n, obj = batch.n_cells, vae.objective
+    strata = [(m, c) for m in range(2) for c in range(n) if batch.mask[c, m]]
+    eps_z = fixed_noise((k, len(strata), 2), torch.zeros(1))
+    eps_w = fixed_noise((k, len(strata), d_w), torch.zeros(1))
+    aux = {}
+    for j in range(2):
+        rows = [p for p, (_, c) in enumerate(strata) if batch.mask[c, j]]
+        noise = fixed_noise((k, len(rows), d_w), torch.zeros(1))
+        aux[j] = {p: obj.auxiliary_log_scale[j].exp() * noise[:, r] for r, p in enumerate(rows)}
+    total = torch.zeros(())
+    for p, (m, c) in enumerate(strata):
+        obs = observed(batch, c)
+        unimodal = {j: poe([enc(vae, NAMES[j], batch, [c])]) for j in obs}
+        w_mu, w_lv = obj.private_encoders[NAMES[m]](batch.counts[NAMES[m]][[c]],
+                                                    batch.library[NAMES[m]][[c]])
+        lws = []
+        for i in range(k):
+            z = unimodal[m][0] + (0.5 * unimodal[m][1]).exp() * eps_z[i, p]
+            w = w_mu + (0.5 * w_lv).exp() * eps_w[i, p]
+            log_px = sum(-nll(vae, NAMES[j], torch.cat([z, w if j == m else aux[j][p][i:i + 1]], -1),
+                              batch, [c]) for j in obs)
+            log_q = torch.logsumexp(torch.stack([log_normal(z, *unimodal[j]) for j in obs]), 0)
+            log_q = log_q - math.log(len(obs))
+            zeros = torch.zeros_like(z)
+            log_prior = log_normal(z, zeros, zeros) + log_normal(w, torch.zeros_like(w),
+                                                                 torch.zeros_like(w))
+            lws.append(log_px + beta * (log_prior - log_q - log_normal(w, w_mu, w_lv)))
+        bound = torch.logsumexp(torch.stack(lws), 0) - math.log(k)
+        total = total - bound.sum() / len(obs)
+    return total / n
+
+
+REFERENCES = {
+    "elbo": lambda vae, b, beta: ref_mixture_elbo(vae, b, beta, "moe"),
+    "mopoe": lambda vae, b, beta: ref_mixture_elbo(vae, b, beta, "mopoe"),
+    "mvae": ref_mvae,
+    "mmvae": lambda vae, b, beta: ref_mmvae(vae, b, beta, k=3),
+    "mvtcae": ref_mvtcae,
+    "mmvae+": ref_mmvae_plus,
+    "jmvae": ref_jmvae,
+    "early": ref_early,
+}
+
+
+def test_every_registered_model_has_a_hand_computed_reference():
+    assert set(REFERENCES) == set(MODELS)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_objective_matches_hand_computed_value(model):
+    fusion = "moe" if model == "elbo" else None
+    vae = make_vae(model, fusion=fusion)
+    if model == "mmvae+":
+        with torch.no_grad():
+            vae.objective.auxiliary_log_scale.copy_(torch.tensor([[0.2, -0.3], [0.4, 0.1]]))
+    vae.objective.noise = fixed_noise  # type: ignore[method-assign]
+    batch = make_batch(COMPLETE if model == "jmvae" else MOSAIC, seed=3)
+    with torch.no_grad():
+        record = vae.loss(batch, kl_weight=0.7)
+        expected = REFERENCES[model](vae, batch, 0.7)
+        expected_at_one = REFERENCES[model](vae, batch, 1.0)
+    torch.testing.assert_close(record.loss, expected.reshape(()), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(record.elbo, expected_at_one.reshape(()), rtol=1e-5, atol=1e-4)
+
+
+def test_poe_elbo_reference_too():
+    vae = make_vae("elbo", fusion="poe")
+    vae.objective.noise = fixed_noise  # type: ignore[method-assign]
+    batch = make_batch(MOSAIC, seed=4)
+    with torch.no_grad():
+        torch.testing.assert_close(vae.loss(batch, kl_weight=0.3).loss,
+                                   ref_mixture_elbo(vae, batch, 0.3, "poe"), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("model", ["mmvae", "mmvae+"])
+def test_dreg_has_the_iwae_value_and_decoder_gradient_but_its_own_encoder_gradient(model):
+    grads, values = {}, {}
+    for estimator in ("iwae", "dreg"):
+        vae = make_vae(model, {**FAST[model], "estimator": estimator})
+        vae.objective.noise = fixed_noise  # type: ignore[method-assign]
+        record = vae.loss(make_batch(MOSAIC, seed=5))
+        record.loss.backward()
+        values[estimator] = record.extra["bound"]
+        grads[estimator] = {k: p.grad.clone() for k, p in vae.named_parameters()
+                            if p.grad is not None}
+    torch.testing.assert_close(values["iwae"], values["dreg"])
+    decoder = [k for k in grads["iwae"] if k.startswith("decoders.")]
+    encoder = [k for k in grads["iwae"] if k.startswith("encoders.")]
+    for k in decoder:
+        torch.testing.assert_close(grads["iwae"][k], grads["dreg"][k], rtol=1e-4, atol=1e-6)
+    assert any(not torch.allclose(grads["iwae"][k], grads["dreg"][k]) for k in encoder)
+
+
+def test_mvae_random_subsets_add_terms_for_three_modalities():
+    specs = SPECS + (ModalitySpec("c", 3, "bernoulli", 2.0),)
+    batch = make_batch([[True, True, True]] * 3, specs=specs)
+    terms = make_vae("mvae", {"n_random_subsets": 2}, specs=specs).objective._terms(batch.mask)
+    assert len(terms) == 1 + 3 + 2
+    assert all(int(t[0].sum()) == 2 for t in terms[4:])  # subsets of size 2 of 3 modalities
