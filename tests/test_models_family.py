@@ -49,7 +49,7 @@ COMPLETE = [[True, True], [True, True]]
 @pytest.mark.parametrize("model", MODELS)
 def test_loss_and_gradients_are_finite(model):
     vae = make_vae(model).train()
-    batch = make_batch(COMPLETE if model == "jmvae" else MOSAIC + [[True, True]])
+    batch = make_batch(COMPLETE if model == "jmvae" else [*MOSAIC, [True, True]])
     record = vae.loss(batch, kl_weight=0.5)
     assert torch.isfinite(record.loss) and torch.isfinite(record.elbo)
     assert all(torch.isfinite(v) for v in record.reconstruction.values())
@@ -86,7 +86,7 @@ def test_missing_modality_encoder_gets_exactly_zero_gradient(model):
 def test_jmvae_refuses_incomplete_training_cells_but_embeds_and_predicts_them():
     vae = make_vae("jmvae")
     batch = make_batch(MOSAIC)
-    with pytest.raises(ValueError, match="1 of 3|2 of 3"):
+    with pytest.raises(ValueError, match=r"2 of 3 cells lack one"):
         vae.loss(batch)
     z = vae.posterior(batch).mean
     assert torch.isfinite(z).all()
@@ -323,7 +323,7 @@ def test_dreg_has_the_iwae_value_and_decoder_gradient_but_its_own_encoder_gradie
 
 
 def test_mvae_random_subsets_add_terms_for_three_modalities():
-    specs = SPECS + (ModalitySpec("c", 3, "bernoulli", 2.0),)
+    specs = (*SPECS, ModalitySpec("c", 3, "bernoulli", 2.0))
     batch = make_batch([[True, True, True]] * 3, specs=specs)
     terms = make_vae("mvae", {"n_random_subsets": 2}, specs=specs).objective._terms(batch.mask)
     assert len(terms) == 1 + 3 + 2

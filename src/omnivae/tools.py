@@ -70,21 +70,21 @@ def integrate(
     ((150, 4), 'mopoe')
     """
     target = mdata.copy() if copy else mdata
-    model = Model(target, modalities=modalities, likelihoods=likelihoods, layer=layer,
-                  batch_key=batch_key, model=model, fusion=fusion, n_latent=n_latent,
-                  seed=seed)
-    model.train(max_epochs, batch_size=batch_size, accelerator=accelerator,
-                progress_bar=progress_bar, **train_kwargs)
-    target.obsm[key_added] = model.get_latent_representation()
+    fitted = Model(target, modalities=modalities, likelihoods=likelihoods, layer=layer,
+                   batch_key=batch_key, model=model, fusion=fusion, n_latent=n_latent,
+                   seed=seed)
+    fitted.train(max_epochs, batch_size=batch_size, accelerator=accelerator,
+                 progress_bar=progress_bar, **train_kwargs)
+    target.obsm[key_added] = fitted.get_latent_representation()
     target.uns[key_added] = {"params": {
-        "modalities": list(model.setup.modalities), "likelihoods": dict(model.setup.likelihoods),
-        "batch_key": batch_key or "", "model": model.config.model,
-        "fusion": model.config.fusion, "n_latent": n_latent,
-        "epochs_trained": len(model.history), "batch_size": batch_size, "seed": seed,
+        "modalities": list(fitted.setup.modalities), "likelihoods": dict(fitted.setup.likelihoods),
+        "batch_key": batch_key or "", "model": fitted.config.model,
+        "fusion": fitted.config.fusion, "n_latent": n_latent,
+        "epochs_trained": len(fitted.history), "batch_size": batch_size, "seed": seed,
     }}
     if copy:
-        return (target, model) if return_model else target
-    return model if return_model else None
+        return (target, fitted) if return_model else target
+    return fitted if return_model else None
 
 
 def impute(

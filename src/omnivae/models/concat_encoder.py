@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from omnivae._types import BatchData, Gaussian
 from omnivae.nn import MLP
@@ -35,6 +35,8 @@ class ConcatEncoder(nn.Module):
     torch.Size([2, 2])
     """
 
+    library_scale: Tensor
+
     def __init__(self, modalities: dict[str, tuple[int, float]], n_latent: int, n_hidden: int,
                  n_layers: int = 1, dropout: float = 0.1) -> None:
         super().__init__()
@@ -60,7 +62,8 @@ class ConcatEncoder(nn.Module):
                 continue
             scale = self.library_scale[m] / batch.library[name][rows].clamp(min=1.0)
             x = torch.log1p(batch.counts[name][rows] * scale)  # (n_m, g)
-            hidden = hidden.index_add(0, rows, self.blocks[name](x))
+            block: nn.Module = self.blocks[name]
+            hidden = hidden.index_add(0, rows, block(x))
         hidden = self.body(self.dropout(F.relu(self.norm(hidden))))
         return Gaussian(self.loc(hidden), self.logvar(hidden).clamp(-12.0, 8.0))
 
