@@ -16,6 +16,9 @@ mopoe      mixture of products of experts over all subsets (Sutter et al. 2021)
 mvtcae     PoE + total-correlation (conditional VIB) terms (Hwang et al. 2021)
 mmvae+     MoE + modality-specific latents and auxiliary priors (Palumbo et al. 2023)
 jmvae      joint encoder + unimodal encoders aligned by KL (Suzuki et al. 2016)
+dmvae      PoE shared latent + private latents, joint and cross-modal ELBOs (Lee & Pavlovic 2021)
+crmvae     PoE + coordinated unimodal reconstructions and KLs (Suzuki & Matsuo 2023)
+telbo      joint encoder + unimodal ELBOs with fixed decoders (Vedantam et al. 2018)
 early      one VAE on the concatenated modalities (early-integration baseline)
 =========  ====================================================================================
 """
@@ -25,6 +28,8 @@ from __future__ import annotations
 from omnivae._types import check_choice
 from omnivae.fusion import FUSIONS, check_fusion_name
 from omnivae.models.base import Objective, ObjectiveOutput
+from omnivae.models.crmvae import CRMVAE
+from omnivae.models.dmvae import DMVAE
 from omnivae.models.early import EarlyIntegration
 from omnivae.models.elbo import MixtureELBO
 from omnivae.models.jmvae import JMVAE
@@ -33,10 +38,12 @@ from omnivae.models.mmvae_plus import MMVAEPlus
 from omnivae.models.mopoe import MoPoE
 from omnivae.models.mvae import MVAE
 from omnivae.models.mvtcae import MVTCAE
+from omnivae.models.telbo import TELBO
 
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls
-    for cls in (MVAE, MMVAE, MoPoE, MVTCAE, MMVAEPlus, JMVAE, EarlyIntegration, MixtureELBO)
+    for cls in (MVAE, MMVAE, MoPoE, MVTCAE, MMVAEPlus, JMVAE, DMVAE, CRMVAE, TELBO,
+                EarlyIntegration, MixtureELBO)
 }
 MODELS: tuple[str, ...] = tuple(OBJECTIVES)
 DEFAULT_MODEL = "mopoe"

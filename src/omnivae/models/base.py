@@ -97,10 +97,18 @@ def observed_rows(mask: Tensor, m: int) -> Tensor:
 
 
 def modality_nll(vae: MultimodalVAE, name: str, z: Tensor, cells: Tensor,
-                 batch: BatchData) -> Tensor:
+                 batch: BatchData, frozen: bool = False) -> Tensor:
     """``-log p(x_name | z)`` summed over features, for latent rows ``z`` ``(P, d')`` of the
-    cells ``cells`` ``(P,)`` (all of which must have modality ``name``); shape ``(P,)``."""
-    dist = vae.decoders[name](z, batch.batch_index[cells], batch.library[name][cells])
+    cells ``cells`` ``(P,)`` (all of which must have modality ``name``); shape ``(P,)``.
+    ``frozen`` evaluates the decoder with its parameters detached (gradients reach ``z`` only).
+    """
+    decoder = vae.decoders[name]
+    args = (z, batch.batch_index[cells], batch.library[name][cells])
+    if frozen:
+        detached = {k: v.detach() for k, v in decoder.named_parameters()}
+        dist = torch.func.functional_call(decoder, detached, args)
+    else:
+        dist = decoder(*args)
     return -dist.log_prob(batch.counts[name][cells]).sum(dim=-1)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from omnivae._types import BatchData, Gaussian
 from omnivae.fusion import Mixture, product_of_experts
@@ -77,11 +78,18 @@ class JMVAE(Objective):
         )
 
     def posterior(self, vae: MultimodalVAE, batch: BatchData) -> Mixture:
-        loc, logvar = vae.experts(batch)
-        subset = product_of_experts(loc, logvar, batch.mask)
-        complete = batch.mask.all(dim=1, keepdim=True)
-        if not bool(complete.any()):
-            return single(subset)
-        joint = self.joint_encoder(batch)  # rows of incomplete cells are discarded below
-        return single(Gaussian(torch.where(complete, joint.loc, subset.loc),
-                               torch.where(complete, joint.logvar, subset.logvar)))
+        return joint_or_subset_posterior(vae, self.joint_encoder, batch)
+
+
+def joint_or_subset_posterior(vae: MultimodalVAE, joint_encoder: nn.Module,
+                              batch: BatchData) -> Mixture:
+    """The joint encoder's posterior for cells that have every modality, the product of the
+    unimodal experts ``p(z) Π_{m ∈ O} q~_m`` for the others."""
+    loc, logvar = vae.experts(batch)
+    subset = product_of_experts(loc, logvar, batch.mask)
+    complete = batch.mask.all(dim=1, keepdim=True)
+    if not bool(complete.any()):
+        return single(subset)
+    joint = joint_encoder(batch)  # rows of incomplete cells are discarded below
+    return single(Gaussian(torch.where(complete, joint.loc, subset.loc),
+                           torch.where(complete, joint.logvar, subset.logvar)))

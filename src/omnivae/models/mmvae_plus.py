@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from omnivae._types import BatchData, Gaussian, check_choice
 from omnivae.fusion import fuse, product_of_experts
 from omnivae.models.base import Objective, ObjectiveOutput, make_options, modality_nll
+from omnivae.models.dmvae import prior_padding, private_encoders
 from omnivae.models.mmvae import ESTIMATORS, importance_weighted, log_mixture_density
-from omnivae.nn import Encoder
 from omnivae.priors import gaussian_log_prob
 
 if TYPE_CHECKING:
@@ -72,10 +72,7 @@ class MMVAEPlus(Objective):
     def __init__(self, config: ModuleConfig) -> None:
         super().__init__(config)
         c, d_w = config, self.options.n_private
-        self.private_encoders = nn.ModuleDict({
-            s.name: Encoder(s.n_features, d_w, c.n_hidden, c.n_layers, c.dropout, s.library_scale)
-            for s in c.modalities
-        })
+        self.private_encoders = private_encoders(c, d_w)
         self.auxiliary_log_scale = nn.Parameter(torch.zeros(len(c.modalities), d_w))
 
     @classmethod
@@ -147,7 +144,4 @@ class MMVAEPlus(Objective):
     def decoder_input(self, z: Tensor, target: str, sample: bool,
                       generator: torch.Generator | None = None) -> Tensor:
         scale = torch.exp(self.auxiliary_log_scale[self.config.names.index(target)])
-        w = z.new_zeros((z.shape[0], self.options.n_private))
-        if sample:
-            w = scale * torch.randn(w.shape, generator=generator, device=z.device, dtype=z.dtype)
-        return torch.cat([z, w], dim=-1)
+        return prior_padding(z, self.options.n_private, scale, sample, generator)
