@@ -19,6 +19,7 @@ jmvae      joint encoder + unimodal encoders aligned by KL (Suzuki et al. 2016)
 dmvae      PoE shared latent + private latents, joint and cross-modal ELBOs (Lee & Pavlovic 2021)
 crmvae     PoE + coordinated unimodal reconstructions and KLs (Suzuki & Matsuo 2023)
 telbo      joint encoder + unimodal ELBOs with fixed decoders (Vedantam et al. 2018)
+jnf        joint VAE + normalizing-flow unimodal posteriors fitted to it (Senellart et al. 2023)
 early      one VAE on the concatenated modalities (early-integration baseline)
 =========  ====================================================================================
 """
@@ -33,6 +34,7 @@ from omnivae.models.dmvae import DMVAE
 from omnivae.models.early import EarlyIntegration
 from omnivae.models.elbo import MixtureELBO
 from omnivae.models.jmvae import JMVAE
+from omnivae.models.jnf import JNF
 from omnivae.models.mmvae import MMVAE
 from omnivae.models.mmvae_plus import MMVAEPlus
 from omnivae.models.mopoe import MoPoE
@@ -42,7 +44,7 @@ from omnivae.models.telbo import TELBO
 
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls
-    for cls in (MVAE, MMVAE, MoPoE, MVTCAE, MMVAEPlus, JMVAE, DMVAE, CRMVAE, TELBO,
+    for cls in (MVAE, MMVAE, MoPoE, MVTCAE, MMVAEPlus, JMVAE, DMVAE, CRMVAE, TELBO, JNF,
                 EarlyIntegration, MixtureELBO)
 }
 MODELS: tuple[str, ...] = tuple(OBJECTIVES)

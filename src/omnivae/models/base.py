@@ -219,6 +219,6 @@ class Objective(nn.Module):
                 f"model={self.name!r} needs every modality of every training cell (its joint "
                 f"encoder reads them all), but {lacking} of {mask.shape[0]} cells lack one. "
                 "Train on the complete cells (it still embeds and predicts incomplete ones) or "
-                "pick a model that handles missing modalities (mvae, mmvae, mopoe, mvtcae, "
-                "mmvae+, early)."
+                "pick a model that handles missing modalities (for example mopoe, mvae, mmvae+, "
+                "telbo or early)."
             )
