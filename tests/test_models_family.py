@@ -65,7 +65,7 @@ def _encoders_of(vae: MultimodalVAE, name: str) -> list[torch.nn.Module]:
     if name in vae.encoders:
         nets.append(vae.encoders[name])
     objective = vae.objective
-    for attr in ("private_encoders",):
+    for attr in ("private_encoders", "message_encoders"):
         if hasattr(objective, attr):
             nets.append(getattr(objective, attr)[name])
     for attr in ("encoder", "joint_encoder"):
@@ -358,6 +358,28 @@ def ref_jnf(vae, batch, beta):
     return (rec + beta * kl_std(q.loc, q.logvar) + fit).mean()
 
 
+def ref_nexus(vae, batch, beta):
+    n, obj = batch.n_cells, vae.objective
+    bottom, total = {}, torch.zeros(n)
+    for m, name in enumerate(NAMES):
+        cells = [c for c in range(n) if batch.mask[c, m]]
+        mu, lv = enc(vae, name, batch, cells)
+        z = mu + (0.5 * lv).exp() * fixed_noise(tuple(mu.shape), mu)
+        total = total.index_add(0, torch.tensor(cells),
+                                nll(vae, name, z, batch, cells) + beta * kl_std(mu, lv))
+        bottom[m] = dict(zip(cells, z, strict=True))
+    messages = torch.stack([
+        sum(obj.message_encoders[NAMES[m]](bottom[m][c][None]) for m in observed(batch, c))
+        / len(observed(batch, c)) for c in range(n)])[:, 0]
+    q = obj.nexus_encoder(messages)
+    z_top = q.loc + q.scale * fixed_noise(tuple(q.loc.shape), q.loc)
+    for c in range(n):
+        for m in observed(batch, c):
+            mean = obj.top_decoders[NAMES[m]](z_top[c:c + 1])
+            total[c] = total[c] - log_normal(bottom[m][c][None], mean, torch.zeros_like(mean))[0]
+    return (total + beta * kl_std(q.loc, q.logvar)).mean()
+
+
 REFERENCES = {
     "elbo": lambda vae, b, beta: ref_mixture_elbo(vae, b, beta, "moe"),
     "mopoe": lambda vae, b, beta: ref_mixture_elbo(vae, b, beta, "mopoe"),
@@ -370,6 +392,7 @@ REFERENCES = {
     "crmvae": ref_crmvae,
     "telbo": ref_telbo,
     "jnf": ref_jnf,
+    "nexus": ref_nexus,
     "early": ref_early,
 }
 
@@ -471,3 +494,16 @@ def test_jnf_embeds_incomplete_cells_with_its_unimodal_flows():
     torch.testing.assert_close(posterior.mean, again)  # fixed-seed moments: deterministic
     with pytest.raises(ValueError, match=r"jnf.*2 of 3 cells lack one"):
         vae.loss(batch)
+
+
+def test_nexus_forced_perceptual_dropout_keeps_a_proper_subset():
+    specs = (*SPECS, ModalitySpec("c", 3, "bernoulli", 2.0))
+    vae = make_vae("nexus", {"dropout_rate": 1.0}, specs=specs).train()
+    mask = torch.tensor([[True, True, True]] * 50 + [[True, False, True]] * 50
+                        + [[False, True, False]] * 5)
+    kept = vae.objective._kept(mask)
+    assert not (kept & ~mask).any()  # only observed modalities
+    assert (kept.sum(1)[:100] < mask.sum(1)[:100]).all() and (kept.sum(1) >= 1).all()
+    assert torch.equal(kept[100:], mask[100:])  # a single modality is always kept
+    assert set(kept.sum(1)[:50].tolist()) == {1, 2}  # subsets of every proper size
+    assert torch.equal(vae.eval().objective._kept(mask), mask)  # no dropout at inference

@@ -19,6 +19,7 @@ jmvae      joint encoder + unimodal encoders aligned by KL (Suzuki et al. 2016)
 dmvae      PoE shared latent + private latents, joint and cross-modal ELBOs (Lee & Pavlovic 2021)
 crmvae     PoE + coordinated unimodal reconstructions and KLs (Suzuki & Matsuo 2023)
 telbo      joint encoder + unimodal ELBOs with fixed decoders (Vedantam et al. 2018)
+nexus      modality latents below a shared nexus latent (Vasco et al. 2022)
 jnf        joint VAE + normalizing-flow unimodal posteriors fitted to it (Senellart et al. 2023)
 early      one VAE on the concatenated modalities (early-integration baseline)
 =========  ====================================================================================
@@ -40,12 +41,13 @@ from omnivae.models.mmvae_plus import MMVAEPlus
 from omnivae.models.mopoe import MoPoE
 from omnivae.models.mvae import MVAE
 from omnivae.models.mvtcae import MVTCAE
+from omnivae.models.nexus import Nexus
 from omnivae.models.telbo import TELBO
 
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls
     for cls in (MVAE, MMVAE, MoPoE, MVTCAE, MMVAEPlus, JMVAE, DMVAE, CRMVAE, TELBO, JNF,
-                EarlyIntegration, MixtureELBO)
+                Nexus, EarlyIntegration, MixtureELBO)
 }
 MODELS: tuple[str, ...] = tuple(OBJECTIVES)
 DEFAULT_MODEL = "mopoe"

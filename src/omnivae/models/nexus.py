@@ -1,0 +1,163 @@
+"""Nexus: hierarchical latents, modality latents below a shared "nexus" latent.
+
+Vasco, Yin, Melo & Paiva (2022), "Leveraging Hierarchy in Multimodal Generative Models for
+Effective Cross-Modality Inference", Neural Networks (objective as in MultiVae's
+implementation).
+
+Bottom level: each modality is a VAE of its own, ``q(z_m | x_m)`` (the shared encoders, used
+as full posteriors) and ``p(x_m | z_m)`` (the count decoders read ``z_m``). Top level: each
+observed ``z_m`` sends a message ``msg_m = e_m(sg(z_m))``; the mean message of the cell's
+modalities gives the nexus posterior ``q(z_σ | msg)``, and top decoders ``g_m`` map ``z_σ`` back
+to the modality latents with ``p(z_m | z_σ) = N(g_m(z_σ), I)``. The objective minimised for a
+cell with observed modalities ``O`` is::
+
+    L(X_O) = Σ_{m ∈ O} [ -E log p(x_m | z_m) + β β_m KL(q(z_m | x_m) || N(0, I)) ]
+             + Σ_{m ∈ O} -γ log N(sg(z_m); g_m(z_σ), I) + β β_σ KL(q(z_σ | msg) || p(z_σ))
+
+During training a cell with several modalities aggregates, with probability
+``dropout_rate``, the messages of a random non-empty proper subset of them only ("forced
+perceptual dropout"), so the nexus learns to work from any subset. Missing modalities drop out
+of ``O``. The embedding is the nexus posterior's mean (messages of the bottom posteriors'
+means); predicting ``x_t`` decodes ``g_t(z_σ)`` (plus N(0, I) noise when sampling).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from omnivae._types import BatchData, Gaussian
+from omnivae.fusion import Mixture
+from omnivae.models.base import Objective, ObjectiveOutput, modality_nll, observed_rows, single
+from omnivae.nn import MLP
+
+if TYPE_CHECKING:
+    from omnivae.module import ModuleConfig, MultimodalVAE
+
+
+@dataclass(frozen=True)
+class NexusOptions:
+    """Options of Nexus.
+
+    Parameters
+    ----------
+    n_message
+        Size of the messages sent by the modality latents to the nexus.
+    dropout_rate
+        Probability of the forced perceptual dropout of a cell's messages during training.
+    bottom_beta, top_beta, gamma
+        Weights of the bottom KLs, the nexus KL and the top-level reconstruction.
+    """
+
+    n_message: int = 64
+    dropout_rate: float = 0.2
+    bottom_beta: float = 1.0
+    top_beta: float = 1.0
+    gamma: float = 1.0
+
+
+class GaussianHead(nn.Module):
+    """MLP body with mean and log-variance heads."""
+
+    def __init__(self, n_in: int, n_out: int, n_hidden: int) -> None:
+        super().__init__()
+        self.body = MLP(n_in, n_hidden, 1, dropout=0.0)
+        self.loc = nn.Linear(n_hidden, n_out)
+        self.logvar = nn.Linear(n_hidden, n_out)
+
+    def forward(self, x: Tensor) -> Gaussian:
+        hidden = self.body(x)
+        return Gaussian(self.loc(hidden), self.logvar(hidden).clamp(-12.0, 8.0))
+
+
+def _mlp(n_in: int, n_out: int, n_hidden: int) -> nn.Sequential:
+    return nn.Sequential(MLP(n_in, n_hidden, 1, dropout=0.0), nn.Linear(n_hidden, n_out))
+
+
+class Nexus(Objective):
+    """Nexus objective (see module docstring)."""
+
+    name = "nexus"
+    fusions = ()
+    options_class = NexusOptions
+
+    def __init__(self, config: ModuleConfig) -> None:
+        super().__init__(config)
+        d, h, k = config.n_latent, config.n_hidden, self.options.n_message
+        self.message_encoders = nn.ModuleDict({n: _mlp(d, k, h) for n in config.names})
+        self.nexus_encoder = GaussianHead(k, d, h)
+        self.top_decoders = nn.ModuleDict({n: _mlp(d, d, h) for n in config.names})
+
+    def _kept(self, mask: Tensor) -> Tensor:
+        """Forced perceptual dropout: the modalities whose messages each cell aggregates."""
+        rate = self.options.dropout_rate
+        if not self.training or rate <= 0:
+            return mask
+        n_obs = mask.sum(dim=1, keepdim=True)
+        drop = (torch.rand(n_obs.shape, device=mask.device) < rate) & (n_obs > 1)
+        size = 1 + (torch.rand(n_obs.shape, device=mask.device) * (n_obs - 1)).floor()
+        rank = torch.where(mask, torch.rand(mask.shape, device=mask.device), 2.0)
+        order = rank.argsort(dim=1).argsort(dim=1)  # position of each modality in a shuffle
+        return torch.where(drop, mask & (order < size), mask)
+
+    def _nexus(self, bottom: Tensor, kept: Tensor) -> Gaussian:
+        """``q(z_σ | mean message)`` from modality latents ``(M, n, d)`` of ``kept`` ``(n, M)``."""
+        total = bottom.new_zeros((bottom.shape[1], self.options.n_message))
+        for m, name in enumerate(self.config.names):
+            rows = observed_rows(kept, m)
+            if rows.numel():
+                total = total.index_add(0, rows, self.message_encoders[name](bottom[m, rows]))
+        return self.nexus_encoder(total / kept.sum(dim=1, keepdim=True).clamp(min=1))
+
+    def loss(self, vae: MultimodalVAE, batch: BatchData, kl_weight: float) -> ObjectiveOutput:
+        o, mask, n = self.options, batch.mask, batch.n_cells
+        loc, logvar = vae.experts(batch)
+        bottom = torch.zeros_like(loc)  # sampled z_m, zero where missing
+        nll, kl_bottom = loc.new_zeros(n), loc.new_zeros(n)
+        reconstruction = {}
+        for m, name in enumerate(self.config.names):
+            rows = observed_rows(mask, m)
+            if rows.numel() == 0:
+                reconstruction[name] = loc.new_zeros(())
+                continue
+            q_m = Gaussian(loc[m, rows], logvar[m, rows])
+            z_m = self.rsample(q_m)
+            bottom = bottom.index_put((torch.full_like(rows, m), rows), z_m)
+            nll_m = modality_nll(vae, name, z_m, rows, batch)
+            nll = nll.index_add(0, rows, nll_m)
+            kl_bottom = kl_bottom.index_add(0, rows, q_m.kl_to_standard_normal())
+            reconstruction[name] = nll_m.mean()
+        q_top = self._nexus(bottom.detach(), self._kept(mask))
+        z_top = self.rsample(q_top)
+        top_nll = loc.new_zeros(n)
+        for m, name in enumerate(self.config.names):
+            rows = observed_rows(mask, m)
+            if rows.numel():
+                mean = self.top_decoders[name](z_top[rows])
+                target = bottom[m, rows].detach()
+                log_p = -0.5 * ((target - mean) ** 2 + math.log(2 * math.pi)).sum(dim=-1)
+                top_nll = top_nll.index_add(0, rows, -o.gamma * log_p)
+        kl_top = vae.prior.kl(q_top, z_top)
+        kl = o.bottom_beta * kl_bottom + o.top_beta * kl_top
+        rec = nll + top_nll
+        return ObjectiveOutput(
+            loss=(rec + kl_weight * kl).mean(), reconstruction=reconstruction, kl=kl.mean(),
+            elbo=(rec + kl).mean(), embedding=single(q_top), joint=q_top,
+            extra={"top_nll": top_nll.mean().detach(), "kl_nexus": kl_top.mean().detach()},
+        )
+
+    def posterior(self, vae: MultimodalVAE, batch: BatchData) -> Mixture:
+        loc, _ = vae.experts(batch)
+        return single(self._nexus(loc, batch.mask))
+
+    def decoder_input(self, z: Tensor, target: str, sample: bool,
+                      generator: torch.Generator | None = None) -> Tensor:
+        mean = self.top_decoders[target](z)
+        if sample:
+            mean = mean + torch.randn(mean.shape, generator=generator, device=z.device,
+                                      dtype=z.dtype)
+        return mean
