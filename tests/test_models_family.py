@@ -15,7 +15,8 @@ from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
 NAMES = ("a", "b")
 SPECS = (ModalitySpec("a", 5, "nb", 10.0), ModalitySpec("b", 4, "poisson", 6.0))
 FAST = {"mmvae": {"n_samples": 3, "estimator": "iwae"},
-        "mmvae+": {"n_samples": 2, "n_private": 2, "estimator": "iwae"}}
+        "mmvae+": {"n_samples": 2, "n_private": 2, "estimator": "iwae"},
+        "cmvae": {"n_samples": 2, "n_private": 2, "estimator": "iwae", "n_clusters": 3}}
 
 
 def make_vae(model: str, options: dict | None = None, fusion: str | None = None,
@@ -229,7 +230,21 @@ def ref_early(vae, batch, beta):
     return total.mean()
 
 
-def ref_mmvae_plus(vae, batch, beta, k=2, d_w=2):
+def standard_log_prior(vae, z):
+    return log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+
+
+def cluster_log_prior(vae, z):
+    """The paper's explicit expectation over q(c|z) = p(c)p(z|c) / Σ_c' p(c')p(z|c')."""
+    obj = vae.objective
+    log_pc = torch.log(torch.softmax(obj.cluster_logits, 0))
+    log_pz_c = torch.stack([log_normal(z, mu, torch.zeros_like(mu)) for mu in obj.cluster_means])
+    joint = log_pc[:, None] + log_pz_c  # (C, 1)
+    q_c = joint.exp() / joint.exp().sum(0)
+    return (q_c * (joint - q_c.log())).sum(0)
+
+
+def ref_mmvae_plus(vae, batch, beta, k=2, d_w=2, log_prior_z=standard_log_prior):
     n, obj = batch.n_cells, vae.objective
     strata = [(m, c) for m in range(2) for c in range(n) if batch.mask[c, m]]
     eps_z = fixed_noise((k, len(strata), 2), torch.zeros(1))
@@ -253,9 +268,8 @@ def ref_mmvae_plus(vae, batch, beta, k=2, d_w=2):
                               batch, [c]) for j in obs)
             log_q = torch.logsumexp(torch.stack([log_normal(z, *unimodal[j]) for j in obs]), 0)
             log_q = log_q - math.log(len(obs))
-            zeros = torch.zeros_like(z)
-            log_prior = log_normal(z, zeros, zeros) + log_normal(w, torch.zeros_like(w),
-                                                                 torch.zeros_like(w))
+            log_prior = log_prior_z(vae, z) + log_normal(w, torch.zeros_like(w),
+                                                         torch.zeros_like(w))
             lws.append(log_px + beta * (log_prior - log_q - log_normal(w, w_mu, w_lv)))
         bound = torch.logsumexp(torch.stack(lws), 0) - math.log(k)
         total = total - bound.sum() / len(obs)
@@ -393,6 +407,7 @@ REFERENCES = {
     "telbo": ref_telbo,
     "jnf": ref_jnf,
     "nexus": ref_nexus,
+    "cmvae": lambda vae, b, beta: ref_mmvae_plus(vae, b, beta, log_prior_z=cluster_log_prior),
     "early": ref_early,
 }
 
@@ -405,7 +420,7 @@ def test_every_registered_model_has_a_hand_computed_reference():
 def test_objective_matches_hand_computed_value(model):
     fusion = "moe" if model == "elbo" else None
     vae = make_vae(model, fusion=fusion)
-    if model == "mmvae+":
+    if model in ("mmvae+", "cmvae"):
         with torch.no_grad():
             vae.objective.auxiliary_log_scale.copy_(torch.tensor([[0.2, -0.3], [0.4, 0.1]]))
     if model == "jnf":  # move the flows away from their identity initialisation

@@ -7,12 +7,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import omnivae
 from omnivae.cli import main
 from omnivae.models import MODELS, OBJECTIVES, resolve_model
 
-OPTIONS = {"mmvae": {"n_samples": 2}, "mmvae+": {"n_samples": 2, "n_private": 3}}
+OPTIONS = {"mmvae": {"n_samples": 2}, "mmvae+": {"n_samples": 2, "n_private": 3},
+           "cmvae": {"n_samples": 2, "n_private": 3, "n_clusters": 8}}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,13 @@ def test_embeds_and_predicts_every_cell_including_those_lacking_a_modality(train
     z = model.get_latent_representation()
     assert z.shape == (data.n_obs, 6) and np.isfinite(z).all()
     assert z.std(axis=0).min() > 0  # cells are told apart
+    if model.config.model == "cmvae":  # cluster posteriors, from a trained cluster prior
+        probs = model.module.objective.cluster_probabilities(torch.from_numpy(z))
+        torch.testing.assert_close(probs.sum(1), torch.ones(len(z)))
+        untrained = omnivae.Model(data, model="cmvae", batch_key="batch", n_latent=6,
+                                  n_hidden=32, seed=0, model_options=OPTIONS["cmvae"])
+        assert not torch.allclose(untrained.module.objective.cluster_means,
+                                  model.module.objective.cluster_means)
     for target in ("rna", "adt"):
         pred = model.predict(target, n_samples=2)
         assert pred.shape == (data.n_obs, data[target].n_vars)

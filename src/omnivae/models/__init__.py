@@ -19,6 +19,7 @@ jmvae      joint encoder + unimodal encoders aligned by KL (Suzuki et al. 2016)
 dmvae      PoE shared latent + private latents, joint and cross-modal ELBOs (Lee & Pavlovic 2021)
 crmvae     PoE + coordinated unimodal reconstructions and KLs (Suzuki & Matsuo 2023)
 telbo      joint encoder + unimodal ELBOs with fixed decoders (Vedantam et al. 2018)
+cmvae      MMVAE+ with a Gaussian-mixture (cluster) prior (Palumbo et al. 2024)
 nexus      modality latents below a shared nexus latent (Vasco et al. 2022)
 jnf        joint VAE + normalizing-flow unimodal posteriors fitted to it (Senellart et al. 2023)
 early      one VAE on the concatenated modalities (early-integration baseline)
@@ -30,6 +31,7 @@ from __future__ import annotations
 from omnivae._types import check_choice
 from omnivae.fusion import FUSIONS, check_fusion_name
 from omnivae.models.base import Objective, ObjectiveOutput
+from omnivae.models.cmvae import CMVAE
 from omnivae.models.crmvae import CRMVAE
 from omnivae.models.dmvae import DMVAE
 from omnivae.models.early import EarlyIntegration
@@ -47,7 +49,7 @@ from omnivae.models.telbo import TELBO
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls
     for cls in (MVAE, MMVAE, MoPoE, MVTCAE, MMVAEPlus, JMVAE, DMVAE, CRMVAE, TELBO, JNF,
-                Nexus, EarlyIntegration, MixtureELBO)
+                Nexus, CMVAE, EarlyIntegration, MixtureELBO)
 }
 MODELS: tuple[str, ...] = tuple(OBJECTIVES)
 DEFAULT_MODEL = "mopoe"

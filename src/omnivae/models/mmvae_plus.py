@@ -122,7 +122,7 @@ class MMVAEPlus(Objective):
         detach = self.options.estimator == "dreg"
         w_loc, w_logvar = (q_w.loc.detach(), q_w.logvar.detach()) if detach else (q_w.loc,
                                                                                   q_w.logvar)
-        log_ratio = (vae.prior.log_prob(z)
+        log_ratio = (self.log_prior_shared(vae, z)
                      + gaussian_log_prob(w, torch.zeros_like(w), torch.zeros_like(w))
                      - log_mixture_density(z, mixture, cell, detach)
                      - gaussian_log_prob(w, w_loc, w_logvar))
@@ -140,6 +140,10 @@ class MMVAEPlus(Objective):
             joint=product_of_experts(loc, logvar, batch.mask),
             extra={"bound": -(weight * bound).sum().detach() / n},
         )
+
+    def log_prior_shared(self, vae: MultimodalVAE, z: Tensor) -> Tensor:
+        """``log p(z)`` of the shared latent (the module's prior)."""
+        return vae.prior.log_prob(z)
 
     def decoder_input(self, z: Tensor, target: str, sample: bool,
                       generator: torch.Generator | None = None) -> Tensor:
