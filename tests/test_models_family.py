@@ -66,7 +66,7 @@ def _encoders_of(vae: MultimodalVAE, name: str) -> list[torch.nn.Module]:
     if name in vae.encoders:
         nets.append(vae.encoders[name])
     objective = vae.objective
-    for attr in ("private_encoders", "message_encoders"):
+    for attr in ("private_encoders", "message_encoders", "bottom_experts"):
         if hasattr(objective, attr):
             nets.append(getattr(objective, attr)[name])
     for attr in ("encoder", "joint_encoder"):
@@ -394,6 +394,31 @@ def ref_nexus(vae, batch, beta):
     return (total + beta * kl_std(q.loc, q.logvar)).mean()
 
 
+def ref_mhvae(vae, batch, beta, n_bottom=8):
+    n, obj = batch.n_cells, vae.objective
+    eps_z = fixed_noise((n, 2), torch.zeros(1))
+    eps_u = fixed_noise((n, n_bottom), torch.zeros(1))
+    total = torch.zeros(())
+    for c in range(n):
+        obs = observed(batch, c)
+        top = poe([enc(vae, NAMES[m], batch, [c]) for m in obs])
+        z = top[0] + (0.5 * top[1]).exp() * eps_z[c]
+        prior = obj.bottom_prior(z)
+        precision = (-prior.logvar).exp()
+        weighted = precision * prior.loc
+        for m in obs:
+            e = obj.bottom_experts[NAMES[m]](batch.counts[NAMES[m]][[c]],
+                                             batch.library[NAMES[m]][[c]], z)
+            precision = precision + (-e.logvar).exp()
+            weighted = weighted + (-e.logvar).exp() * e.loc
+        q_u = (weighted / precision, -precision.log())
+        u = q_u[0] + (0.5 * q_u[1]).exp() * eps_u[c]
+        rec = sum(nll(vae, NAMES[m], torch.cat([z, u], -1), batch, [c]) for m in obs)
+        kl = kl_std(*top) + kl_gauss(q_u, (prior.loc, prior.logvar))
+        total = total + (rec + beta * kl).sum()
+    return total / n
+
+
 REFERENCES = {
     "elbo": lambda vae, b, beta: ref_mixture_elbo(vae, b, beta, "moe"),
     "mopoe": lambda vae, b, beta: ref_mixture_elbo(vae, b, beta, "mopoe"),
@@ -407,6 +432,7 @@ REFERENCES = {
     "telbo": ref_telbo,
     "jnf": ref_jnf,
     "nexus": ref_nexus,
+    "mhvae": ref_mhvae,
     "cmvae": lambda vae, b, beta: ref_mmvae_plus(vae, b, beta, log_prior_z=cluster_log_prior),
     "early": ref_early,
 }

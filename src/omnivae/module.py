@@ -238,13 +238,17 @@ class MultimodalVAE(nn.Module):
         others[:, t] = False
         has_other = others.any(dim=1, keepdim=True)
         mask = torch.where(has_other, others, batch.mask)
-        fused = self.posterior(BatchData(batch.counts, mask, batch.batch_index, batch.library))
-        decoder, latent = self.decoder(target), self.objective.decoder_input
+        source = BatchData(batch.counts, mask, batch.batch_index, batch.library)
+        fused = self.posterior(source)
+        decoder = self.decoder(target)
+
+        def latent(z: Tensor, sample: bool) -> Tensor:
+            return self.objective.decoder_input(self, source, z, target, sample, generator)
+
         if n_samples <= 0:
-            return decoder.normalized(latent(fused.mean, target, False), batch.batch_index), None
+            return decoder.normalized(latent(fused.mean, False), batch.batch_index), None
         draws = torch.stack(
-            [decoder.normalized(latent(fused.sample(generator), target, True, generator),
-                                batch.batch_index)
+            [decoder.normalized(latent(fused.sample(generator), True), batch.batch_index)
              for _ in range(n_samples)]
         )
         return draws.mean(dim=0), draws.std(dim=0)

@@ -21,6 +21,7 @@ crmvae     PoE + coordinated unimodal reconstructions and KLs (Suzuki & Matsuo 2
 telbo      joint encoder + unimodal ELBOs with fixed decoders (Vedantam et al. 2018)
 cmvae      MMVAE+ with a Gaussian-mixture (cluster) prior (Palumbo et al. 2024)
 nexus      modality latents below a shared nexus latent (Vasco et al. 2022)
+mhvae      two latent levels, a product of experts at each (Dorent et al. 2023)
 jnf        joint VAE + normalizing-flow unimodal posteriors fitted to it (Senellart et al. 2023)
 early      one VAE on the concatenated modalities (early-integration baseline)
 =========  ====================================================================================
@@ -38,6 +39,7 @@ from omnivae.models.early import EarlyIntegration
 from omnivae.models.elbo import MixtureELBO
 from omnivae.models.jmvae import JMVAE
 from omnivae.models.jnf import JNF
+from omnivae.models.mhvae import MHVAE
 from omnivae.models.mmvae import MMVAE
 from omnivae.models.mmvae_plus import MMVAEPlus
 from omnivae.models.mopoe import MoPoE
@@ -49,7 +51,7 @@ from omnivae.models.telbo import TELBO
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls
     for cls in (MVAE, MMVAE, MoPoE, MVTCAE, MMVAEPlus, JMVAE, DMVAE, CRMVAE, TELBO, JNF,
-                Nexus, CMVAE, EarlyIntegration, MixtureELBO)
+                Nexus, MHVAE, CMVAE, EarlyIntegration, MixtureELBO)
 }
 MODELS: tuple[str, ...] = tuple(OBJECTIVES)
 DEFAULT_MODEL = "mopoe"

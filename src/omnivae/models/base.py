@@ -142,6 +142,27 @@ def mean_over_observed(per_modality: dict[str, Tensor], observed: Tensor,
     return out
 
 
+def random_proper_subsets(mask: Tensor, rate: float) -> Tensor:
+    """With probability ``rate``, replace a cell's modalities ``mask`` ``(n, M)`` by a random
+    non-empty proper subset of them (cells with one modality keep it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> mask = torch.ones(4, 3, dtype=torch.bool)
+    >>> random_proper_subsets(mask, 1.0).sum(1).lt(3).all().item()
+    True
+    """
+    if rate <= 0:
+        return mask
+    n_obs = mask.sum(dim=1, keepdim=True)
+    drop = (torch.rand(n_obs.shape, device=mask.device) < rate) & (n_obs > 1)
+    size = 1 + (torch.rand(n_obs.shape, device=mask.device) * (n_obs - 1)).floor()
+    rank = torch.where(mask, torch.rand(mask.shape, device=mask.device), 2.0)
+    order = rank.argsort(dim=1).argsort(dim=1)  # each modality's place in a random order
+    return torch.where(drop, mask & (order < size), mask)
+
+
 def single(q: Gaussian) -> Mixture:
     """A one-component mixture holding ``q`` ``(n, d)``."""
     return Mixture(Gaussian(q.loc.unsqueeze(0), q.logvar.unsqueeze(0)),
@@ -206,9 +227,11 @@ class Objective(nn.Module):
         loc, logvar = vae.experts(batch)
         return fuse(loc, logvar, batch.mask, self.fusion)
 
-    def decoder_input(self, z: Tensor, target: str, sample: bool,
-                      generator: torch.Generator | None = None) -> Tensor:
-        """What the decoder of ``target`` takes for shared latents ``z`` (default ``z``)."""
+    def decoder_input(self, vae: MultimodalVAE, batch: BatchData, z: Tensor, target: str,
+                      sample: bool, generator: torch.Generator | None = None) -> Tensor:
+        """What the decoder of ``target`` takes for shared latents ``z`` of the cells in
+        ``batch`` (encoded from its observed modalities; ``sample``: ``z`` is a posterior
+        draw, so draw any other latent too). Default: ``z`` itself."""
         return z
 
     def check_training_mask(self, mask: Tensor) -> None:

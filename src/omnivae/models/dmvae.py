@@ -145,6 +145,6 @@ class DMVAE(Objective):
             extra={"kl_private": kl_private.mean().detach()},
         )
 
-    def decoder_input(self, z: Tensor, target: str, sample: bool,
-                      generator: torch.Generator | None = None) -> Tensor:
+    def decoder_input(self, vae: MultimodalVAE, batch: BatchData, z: Tensor, target: str,
+                      sample: bool, generator: torch.Generator | None = None) -> Tensor:
         return prior_padding(z, self.options.n_private, 1.0, sample, generator)

@@ -145,7 +145,7 @@ class MMVAEPlus(Objective):
         """``log p(z)`` of the shared latent (the module's prior)."""
         return vae.prior.log_prob(z)
 
-    def decoder_input(self, z: Tensor, target: str, sample: bool,
-                      generator: torch.Generator | None = None) -> Tensor:
+    def decoder_input(self, vae: MultimodalVAE, batch: BatchData, z: Tensor, target: str,
+                      sample: bool, generator: torch.Generator | None = None) -> Tensor:
         scale = torch.exp(self.auxiliary_log_scale[self.config.names.index(target)])
         return prior_padding(z, self.options.n_private, scale, sample, generator)

@@ -32,7 +32,14 @@ from torch import Tensor, nn
 
 from omnivae._types import BatchData, Gaussian
 from omnivae.fusion import Mixture
-from omnivae.models.base import Objective, ObjectiveOutput, modality_nll, observed_rows, single
+from omnivae.models.base import (
+    Objective,
+    ObjectiveOutput,
+    modality_nll,
+    observed_rows,
+    random_proper_subsets,
+    single,
+)
 from omnivae.nn import MLP
 
 if TYPE_CHECKING:
@@ -94,15 +101,7 @@ class Nexus(Objective):
 
     def _kept(self, mask: Tensor) -> Tensor:
         """Forced perceptual dropout: the modalities whose messages each cell aggregates."""
-        rate = self.options.dropout_rate
-        if not self.training or rate <= 0:
-            return mask
-        n_obs = mask.sum(dim=1, keepdim=True)
-        drop = (torch.rand(n_obs.shape, device=mask.device) < rate) & (n_obs > 1)
-        size = 1 + (torch.rand(n_obs.shape, device=mask.device) * (n_obs - 1)).floor()
-        rank = torch.where(mask, torch.rand(mask.shape, device=mask.device), 2.0)
-        order = rank.argsort(dim=1).argsort(dim=1)  # position of each modality in a shuffle
-        return torch.where(drop, mask & (order < size), mask)
+        return random_proper_subsets(mask, self.options.dropout_rate if self.training else 0.0)
 
     def _nexus(self, bottom: Tensor, kept: Tensor) -> Gaussian:
         """``q(z_σ | mean message)`` from modality latents ``(M, n, d)`` of ``kept`` ``(n, M)``."""
@@ -154,8 +153,8 @@ class Nexus(Objective):
         loc, _ = vae.experts(batch)
         return single(self._nexus(loc, batch.mask))
 
-    def decoder_input(self, z: Tensor, target: str, sample: bool,
-                      generator: torch.Generator | None = None) -> Tensor:
+    def decoder_input(self, vae: MultimodalVAE, batch: BatchData, z: Tensor, target: str,
+                      sample: bool, generator: torch.Generator | None = None) -> Tensor:
         mean = self.top_decoders[target](z)
         if sample:
             mean = mean + torch.randn(mean.shape, generator=generator, device=z.device,
