@@ -6,6 +6,7 @@ Public API
 - :mod:`omnivae.tl` — scanpy-style ``integrate`` and ``impute`` writing into MuData.
 - :mod:`omnivae.datasets` — ``simulate`` multi-omics counts; ``load`` real public datasets.
 - :mod:`omnivae.metrics` — clustering agreement, prediction scores, baselines.
+- :mod:`omnivae.models` — the multimodal VAE family (``Model(mdata, model=name)``).
 
 Submodules load lazily, so the pure-torch layer (``omnivae.module`` and below) can be
 imported without AnnData, MuData or Lightning.
@@ -17,13 +18,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Model", "datasets", "metrics", "tl"]
+__all__ = ["Model", "datasets", "metrics", "models", "tl"]
 
 _LAZY = {"Model": ("omnivae.model", "Model"), "datasets": ("omnivae.datasets", None),
-         "metrics": ("omnivae.metrics", None), "tl": ("omnivae.tools", None)}
+         "metrics": ("omnivae.metrics", None), "tl": ("omnivae.tools", None),
+         "models": ("omnivae.models", None)}
 
 if TYPE_CHECKING:
-    from omnivae import datasets, metrics
+    from omnivae import datasets, metrics, models
     from omnivae import tools as tl
     from omnivae.model import Model
 
