@@ -309,10 +309,12 @@ def describe_non_finite(module: MultimodalVAE, batch: BatchData, record: LossRec
     weights = sorted({n.split(".")[1] for n, p in module.named_parameters()
                       if n.split(".")[0] in ("encoders", "decoders")
                       and not bool(torch.isfinite(p).all())})
-    with torch.no_grad():
-        loc, logvar = module.experts(batch)
-    encoders = [m for i, m in enumerate(names)
-                if not bool(torch.isfinite(loc[i]).all() and torch.isfinite(logvar[i]).all())]
+    encoders: list[str] = []
+    if len(module.encoders):  # models such as "early" have no per-modality encoders
+        with torch.no_grad():
+            loc, logvar = module.experts(batch)
+        encoders = [m for i, m in enumerate(names)
+                    if not bool(torch.isfinite(loc[i]).all() and torch.isfinite(logvar[i]).all())]
     likelihoods = [m for m, v in record.reconstruction.items() if not bool(torch.isfinite(v))]
     causes = []
     if inputs:
