@@ -7,9 +7,9 @@ from pathlib import Path
 
 import mudata as md
 import pytest
-from tests.conftest import ROOT, shared_file
 
 from omnivae.cli import main
+from tests.conftest import ROOT, shared_file
 
 
 def test_demo_quick_writes_h5mu_umap_and_report(tmp_path):

@@ -9,12 +9,12 @@ from __future__ import annotations
 import mudata as md
 import numpy as np
 import pytest
-from tests.conftest import shared_file
 
 import omnivae
 from omnivae import metrics
 from omnivae.data import obs_column
 from omnivae.splits import withhold_modality
+from tests.conftest import shared_file
 
 pytestmark = pytest.mark.realdata
 SEEDS = (0, 1, 2)

@@ -6,7 +6,7 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import lightning.pytorch as pl
@@ -18,6 +18,7 @@ import torch
 from omnivae import _io, checkpoints
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, setup_mudata
+from omnivae.loggers import Logger, make_logger
 from omnivae.models import resolve_model
 from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
 from omnivae.penalties import check_penalty_name
@@ -30,6 +31,9 @@ from omnivae.training import (
     pinned_threads,
     split_cells,
 )
+
+if TYPE_CHECKING:
+    from omnivae.query import QueryModel
 
 # Default weights of the batch penalties, relative to an ELBO summed over features.
 DEFAULT_PENALTY_WEIGHTS = {"hsic": 1000.0, "mmd": 1000.0, "adversarial": 100.0, "pairwise_kl": 5.0}
@@ -114,6 +118,7 @@ class Model:
         seed: int = 0,
         _setup: SetupInfo | None = None,
         _config: ModuleConfig | None = None,
+        _data: CellData | None = None,
     ) -> None:
         self.mdata = mdata
         if batch_penalty is not None:
@@ -124,11 +129,14 @@ class Model:
             penalty_keys = [batch_key]
         if batch_penalty is None and (penalty_keys or penalty_label_key):
             raise ValueError("penalty_keys/penalty_label_key need batch_penalty='hsic', 'mmd', ...")
-        self._data, self.setup = setup_mudata(
-            mdata, modalities=modalities, likelihoods=likelihoods, layer=layer,
-            batch_key=batch_key, penalty_keys=penalty_keys or (),
-            label_key=penalty_label_key, reference=_setup,
-        )
+        if _data is not None and _setup is not None:  # prepared elsewhere (reference mapping)
+            self._data, self.setup = _data, _setup
+        else:
+            self._data, self.setup = setup_mudata(
+                mdata, modalities=modalities, likelihoods=likelihoods, layer=layer,
+                batch_key=batch_key, penalty_keys=penalty_keys or (),
+                label_key=penalty_label_key, reference=_setup,
+            )
         if _setup is not None:
             self.setup = _setup
         model_name, fusion = resolve_model(model, fusion)
@@ -192,6 +200,8 @@ class Model:
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
         num_threads: int | None = None,
+        logger: str | Logger | bool | None = None,
+        log_dir: str | Path = "omnivae_logs",
         **trainer_kwargs: Any,
     ) -> None:
         """Train with PyTorch Lightning.
@@ -235,8 +245,13 @@ class Model:
             else torch's count when omnivae was imported). Fixed so that other libraries changing the
             process-wide count cannot change the result: the same seed, data, settings and
             thread count give identical embeddings.
+        logger, log_dir
+            Lightning logging of every loss term per epoch (``history`` is kept either way):
+            ``None``/``False`` none, ``True`` or ``"csv"`` a CSV file, ``"tensorboard"``
+            TensorBoard, or any :class:`lightning.pytorch.loggers.Logger` (passed through).
+            Files go under ``log_dir`` (see :func:`omnivae.loggers.make_logger`).
         **trainer_kwargs
-            Anything else for the Trainer (for example ``logger``, ``precision``; ``callbacks``
+            Anything else for the Trainer (for example ``precision``; ``callbacks``
             are added to omnivae's own).
         """
         if batch_size < 1:
@@ -272,7 +287,7 @@ class Model:
         if checkpoint_dir is not None:
             callbacks.append(checkpoints.checkpoint_callback(checkpoint_dir))
             trainer_kwargs.setdefault("plugins", [checkpoints.AtomicCheckpointIO()])
-        trainer_kwargs.setdefault("logger", False)
+        trainer_kwargs["logger"] = make_logger(logger, log_dir)
         trainer_kwargs.setdefault("enable_checkpointing", checkpoint_dir is not None)
         trainer_kwargs.setdefault("gradient_clip_val", gradient_clip_val)
         trainer_kwargs.setdefault("enable_model_summary", False)
@@ -415,6 +430,43 @@ class Model:
                 "is_trained": self.is_trained,
                 "history": self.history.reset_index().to_dict(orient="list")}
         _io.save_model_folder(Path(path), meta, self.module.state_dict(), overwrite=overwrite)
+
+    @classmethod
+    def load_query(cls, reference: Model | str | Path, query_mdata: md.MuData,
+                   **kwargs: Any) -> QueryModel:
+        """Reference mapping: a query model for new cells (see :func:`omnivae.query.load_query`).
+
+        Examples
+        --------
+        >>> import omnivae
+        >>> sim = omnivae.datasets.simulate(120, modalities=("rna",), n_batches=3, seed=0)
+        >>> ref = sim[sim.obs["batch"] != "batch-2"].copy()
+        >>> model = omnivae.Model(ref, batch_key="batch", n_latent=3)
+        >>> q = omnivae.Model.load_query(model, sim[sim.obs["batch"] == "batch-2"].copy())
+        >>> q.setup.batch_categories
+        ('batch-0', 'batch-1', 'batch-2')
+        """
+        from omnivae.query import load_query
+
+        return load_query(reference, query_mdata, **kwargs)
+
+    def map_query(self, query_mdata: md.MuData, *, max_epochs: int | None = None,
+                  **train_kwargs: Any) -> QueryModel:
+        """Map query cells onto this trained model (see :func:`omnivae.query.map_query`).
+
+        Examples
+        --------
+        >>> import omnivae
+        >>> sim = omnivae.datasets.simulate(120, modalities=("rna",), n_batches=3, seed=0)
+        >>> model = omnivae.Model(sim[sim.obs["batch"] != "batch-2"].copy(), batch_key="batch")
+        >>> q = model.map_query(sim[sim.obs["batch"] == "batch-2"].copy(), max_epochs=1,
+        ...                     progress_bar=False)
+        >>> q.get_latent_representation().shape[1] == model.config.n_latent
+        True
+        """
+        from omnivae.query import map_query
+
+        return map_query(self, query_mdata, max_epochs=max_epochs, **train_kwargs)
 
     @classmethod
     def load(cls, path: str | Path, mdata: md.MuData) -> Model:

@@ -151,6 +151,9 @@ class MultimodalVAE(nn.Module):
                 for s in c.modalities
             }
         )
+        if c.extra.get("n_reference_batches") is not None:  # a reference-mapped query model
+            for encoder in self.encoders.values():
+                cast(Encoder, encoder).enable_batch_shift(c.n_batches)
         self.prior = make_prior(c.prior, c.n_latent)
         # one batch classifier per penalised column when the penalty is adversarial
         self.batch_classifiers = nn.ModuleList(
@@ -175,7 +178,8 @@ class MultimodalVAE(nn.Module):
             loc = counts.new_zeros((n, d))
             logvar = torch.zeros_like(loc)
             if rows.numel():
-                sub_loc, sub_logvar = self.encoders[name](counts[rows], batch.library[name][rows])
+                sub_loc, sub_logvar = self.encoders[name](
+                    counts[rows], batch.library[name][rows], batch.batch_index[rows])
                 loc = loc.to(sub_loc.dtype).index_put((rows,), sub_loc)
                 logvar = logvar.to(sub_logvar.dtype).index_put((rows,), sub_logvar)
             locs.append(loc)

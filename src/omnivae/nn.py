@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -70,9 +71,14 @@ class Encoder(nn.Module):
 
     Input transform: ``log1p(scale * x / library)``, where ``scale`` is the modality's median
     library size, so cells of different depth look alike.
+
+    After :meth:`enable_batch_shift` (reference mapping, :mod:`omnivae.query`), a learned
+    per-batch, per-feature offset is added to that transformed input: zero for the batches
+    the encoder was trained on, fitted for new query batches.
     """
 
     library_scale: Tensor
+    batch_shift: nn.Parameter | None
 
     def __init__(
         self, n_features: int, n_latent: int, n_hidden: int, n_layers: int, dropout: float,
@@ -83,9 +89,19 @@ class Encoder(nn.Module):
         self.loc = nn.Linear(n_hidden, n_latent)
         self.logvar = nn.Linear(n_hidden, n_latent)
         self.register_buffer("library_scale", torch.tensor(float(library_scale)))
+        self.batch_shift = None
 
-    def forward(self, counts: Tensor, library: Tensor) -> tuple[Tensor, Tensor]:
+    def enable_batch_shift(self, n_batches: int) -> None:
+        """Add a zero-initialised ``(n_batches, g)`` input offset per batch."""
+        n_features = cast(nn.Linear, self.body.layers[0]).in_features
+        self.batch_shift = nn.Parameter(torch.zeros(n_batches, n_features))
+
+    def forward(
+        self, counts: Tensor, library: Tensor, batch_index: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         x = torch.log1p(counts * (self.library_scale / library.clamp(min=1.0)))  # (n, g)
+        if self.batch_shift is not None and batch_index is not None:
+            x = x + self.batch_shift[batch_index]
         hidden = self.body(x)  # (n, h)
         logvar = self.logvar(hidden).clamp(-12.0, 8.0)
         return self.loc(hidden), logvar  # (n, d) each

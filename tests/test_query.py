@@ -1,0 +1,127 @@
+"""Reference mapping: query cells from an unseen batch, RNA-only queries, smaller panels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+
+import omnivae
+from omnivae.data import obs_column, refresh
+from tests.conftest import shared_file
+
+QUERY_BATCH = "p4_0"  # one of the two paired CITE-seq donors of the mosaic PBMC data
+
+
+@pytest.fixture(scope="module")
+def reference_and_query():
+    """Reference: three donors of quickstart_pbmc_mosaic (RNA-only, ADT-only, paired);
+    query: the fourth donor (paired), a batch the reference never saw."""
+    shared_file("quickstart_pbmc_mosaic")
+    mdata = omnivae.datasets.load("quickstart_pbmc_mosaic")
+    ref = mdata[mdata.obs["batch"] != QUERY_BATCH].copy()
+    for name in list(ref.mod):
+        ref.mod[name] = ref[name][ref[name].obs["batch"] != QUERY_BATCH].copy()
+    refresh(ref)
+    query = mdata[mdata.obs["batch"] == QUERY_BATCH].copy()
+    model = omnivae.Model(ref, batch_key="batch", n_latent=16, seed=0)
+    model.train(max_epochs=40, progress_bar=False)
+    labels = obs_column(ref, "celltype").astype(str).to_numpy()
+    knn = KNeighborsClassifier(15).fit(model.get_latent_representation(), labels)
+    return model, query, knn
+
+
+def _label_transfer(knn, query_model, mdata) -> tuple[float, float]:
+    truth = obs_column(mdata, "celltype").astype(str).to_numpy()
+    accuracy = float(np.mean(knn.predict(query_model.get_latent_representation()) == truth))
+    chance = max(float(np.mean(truth == c)) for c in set(truth))
+    return accuracy, chance
+
+
+@pytest.mark.realdata
+def test_new_batch_lands_on_reference_cell_types_and_only_new_parameters_change(
+        reference_and_query):
+    model, query, knn = reference_and_query
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    mapped = model.map_query(query, max_epochs=20, progress_bar=False)
+    accuracy, chance = _label_transfer(knn, mapped, query)
+    assert accuracy > chance + 0.35, (accuracy, chance)
+    changed_new = 0
+    for name, param in mapped.module.named_parameters():
+        frozen = mapped.frozen[name]
+        old = before.get(name)
+        if old is not None:  # every reference entry is bit-identical after training
+            assert torch.equal(param.detach()[tuple(slice(0, s) for s in old.shape)], old), name
+        changed_new += int((param.detach()[~frozen] != 0).sum()) if name.endswith(
+            "batch_shift") else 0
+    assert changed_new > 0  # the new batch's encoder offsets were fitted (they start at zero)
+    assert mapped.n_trainable < 0.05 * sum(p.numel() for p in mapped.module.parameters())
+    # the reference model itself is untouched and still embeds as before
+    assert all(torch.equal(v, before[k]) for k, v in model.module.state_dict().items())
+    imputed = mapped.predict("adt")
+    assert imputed.n_obs == query.n_obs and np.allclose(imputed.X.sum(axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.realdata
+def test_rna_only_query_and_smaller_protein_panel(reference_and_query):
+    model, query, knn = reference_and_query
+    rna_only = query.copy()
+    del rna_only.mod["adt"]
+    refresh(rna_only)
+    rna_only = rna_only[rna_only.obs_names.isin(query["rna"].obs_names)].copy()
+    mapped = model.map_query(rna_only, max_epochs=10, progress_bar=False)
+    accuracy, chance = _label_transfer(knn, mapped, rna_only)
+    assert accuracy > chance + 0.3, (accuracy, chance)
+    assert not mapped._data.mask[:, mapped.setup.modalities.index("adt")].any()
+    assert mapped.predict("adt").n_vars == len(model.var_names["adt"])
+
+    half = query.copy()
+    half.mod["adt"] = half["adt"][:, ::2].copy()  # every second protein measured
+    refresh(half)
+    filled = omnivae.Model.load_query(model, half)
+    assert filled.measured["adt"].sum() == half["adt"].n_vars
+    adt = filled._data.counts["adt"].toarray()
+    rows = half.obs_names.get_indexer(half["adt"].obs_names)
+    assert (adt[rows][:, ~filled.measured["adt"]] > 0).mean() > 0.9  # unmeasured: filled
+    np.testing.assert_array_equal(adt[rows][:, filled.measured["adt"]],
+                                  half["adt"].X.toarray())        # measured: untouched
+    accuracy, chance = _label_transfer(knn, filled, half)
+    assert accuracy > chance + 0.35, (accuracy, chance)
+    # protein-only cells with half the panel: filling the unmeasured proteins (and
+    # renormalising the library) embeds them far better than zero-filling
+    adt_only = half.copy()
+    del adt_only.mod["rna"]
+    refresh(adt_only)
+    accuracy, _ = _label_transfer(knn, omnivae.Model.load_query(model, adt_only), adt_only)
+    accuracy_zero, _ = _label_transfer(
+        knn, omnivae.Model.load_query(model, adt_only, fill_iterations=0), adt_only)
+    assert accuracy > chance + 0.3 and accuracy > accuracy_zero + 0.1, (accuracy, accuracy_zero)
+
+
+def test_query_errors_name_the_problem():
+    ref = omnivae.datasets.simulate(80, modalities=("rna",), n_batches=2, seed=0)
+    model = omnivae.Model(ref, batch_key="batch", n_latent=3)
+    other = omnivae.datasets.simulate(20, modalities=("adt",), seed=0)
+    with pytest.raises(ValueError, match="none of the reference's modalities"):
+        omnivae.Model.load_query(model, other)
+    query = omnivae.Model.load_query(model, ref)
+    assert query.n_trainable == 0  # known batches: nothing new to fit
+    with pytest.raises(ValueError, match="weight_decay"):
+        query.train(max_epochs=1, weight_decay=1e-3)
+    renamed = ref.copy()
+    renamed.mod["rna"].var_names = [f"x{i}" for i in range(renamed["rna"].n_vars)]
+    with pytest.raises(ValueError, match="shares no features"):
+        omnivae.Model.load_query(model, renamed)
+
+
+def test_saved_reference_maps_query(tmp_path):
+    sim = omnivae.datasets.simulate(120, modalities=("rna", "adt"), n_batches=3, seed=0)
+    ref = sim[sim.obs["batch"] != "batch-2"].copy()
+    model = omnivae.Model(ref, batch_key="batch", n_latent=3)
+    model.save(tmp_path / "ref")
+    query = sim[sim.obs["batch"] == "batch-2"].copy()
+    from_disk = omnivae.Model.load_query(tmp_path / "ref", query)
+    in_memory = omnivae.Model.load_query(model, query)
+    np.testing.assert_allclose(from_disk.get_latent_representation(),
+                               in_memory.get_latent_representation(), rtol=1e-5)
