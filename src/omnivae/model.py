@@ -288,6 +288,7 @@ class Model:
             callbacks.append(checkpoints.checkpoint_callback(checkpoint_dir))
             trainer_kwargs.setdefault("plugins", [checkpoints.AtomicCheckpointIO()])
         trainer_kwargs["logger"] = make_logger(logger, log_dir)
+        trainer_kwargs.setdefault("log_every_n_steps", 1)  # metrics are per epoch anyway
         trainer_kwargs.setdefault("enable_checkpointing", checkpoint_dir is not None)
         trainer_kwargs.setdefault("gradient_clip_val", gradient_clip_val)
         trainer_kwargs.setdefault("enable_model_summary", False)

@@ -10,8 +10,11 @@ from typing import Any
 
 import mudata as md
 
-from omnivae.data import refresh
+from omnivae.de import differential_expression
+from omnivae.imputation import predict
 from omnivae.model import Model
+
+__all__ = ["differential_expression", "impute", "integrate", "predict"]
 
 
 def integrate(
@@ -94,13 +97,10 @@ def impute(
     target: str,
     n_samples: int = 0,
     key_added: str | None = None,
-) -> None:
-    """Predict modality ``target`` for every cell and add it as modality ``key_added``.
-
-    The new modality (default name ``f"{target}_imputed"``) covers all cells of ``mdata``;
-    ``X`` holds normalised expression (rows sum to one), ``obs["observed"]`` marks cells that
-    had ``target``, and with ``n_samples > 0`` ``layers["std"]`` holds the posterior standard
-    deviation. Parameters go to ``mdata.uns[key_added]["params"]``.
+    **kwargs: Any,
+) -> md.MuData | None:
+    """Predict modality ``target`` for every cell and add it as modality ``key_added``
+    (the same as :func:`predict`, which explains every option).
 
     Examples
     --------
@@ -112,9 +112,5 @@ def impute(
     >>> sim["adt_imputed"].shape == (sim.n_obs, sim["adt"].n_vars)
     True
     """
-    key = key_added or f"{target}_imputed"
-    prediction = model.predict(target, mdata=mdata, n_samples=n_samples)
-    mdata.mod[key] = prediction
-    refresh(mdata)  # the imputed modality shares the target's feature names: no warning
-    mdata.uns[key] = {"params": {"target": target, "n_samples": n_samples,
-                                 "normalization": "proportions summing to 1 per cell"}}
+    return predict(mdata, model, target=target, n_samples=n_samples, key_added=key_added,
+                   **kwargs)
