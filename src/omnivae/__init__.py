@@ -3,7 +3,10 @@
 Public API
 ----------
 - :class:`omnivae.Model` — train, embed, predict missing modalities, save/load.
-- :mod:`omnivae.tl` — scanpy-style ``integrate`` and ``impute`` writing into MuData.
+- :mod:`omnivae.tl` — scanpy-style ``integrate``, ``predict``/``impute``,
+  ``differential_expression`` writing into MuData.
+- :mod:`omnivae.pl` — plots: training history, latent UMAP, predicted vs observed.
+- :mod:`omnivae.query` — reference mapping (``Model.load_query``, ``model.map_query``).
 - :mod:`omnivae.datasets` — ``simulate`` multi-omics counts; ``load`` real public datasets.
 - :mod:`omnivae.metrics` — clustering agreement, prediction scores, baselines.
 - :mod:`omnivae.models` — the multimodal VAE family (``Model(mdata, model=name)``).
@@ -18,14 +21,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Model", "datasets", "metrics", "models", "tl"]
+__all__ = ["Model", "datasets", "metrics", "models", "pl", "tl"]
 
 _LAZY = {"Model": ("omnivae.model", "Model"), "datasets": ("omnivae.datasets", None),
          "metrics": ("omnivae.metrics", None), "tl": ("omnivae.tools", None),
-         "models": ("omnivae.models", None)}
+         "models": ("omnivae.models", None), "pl": ("omnivae.pl", None)}
 
 if TYPE_CHECKING:
-    from omnivae import datasets, metrics, models
+    from omnivae import datasets, metrics, models, pl
     from omnivae import tools as tl
     from omnivae.model import Model
 

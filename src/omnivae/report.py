@@ -119,21 +119,7 @@ def plot_history(
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    if columns is None:
-        wanted = ("elbo", "kl", "batch_penalty", "mi_")
-        columns = [c for c in history.columns if any(w in c for w in wanted)]
-    groups: dict[str, list[str]] = {}
-    for column in columns:
-        groups.setdefault(column.split("_", 1)[1] if "_" in column else column, []).append(column)
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
-    for ax, (title, names) in zip(axes[0], groups.items(), strict=True):
-        for name in names:
-            series = history[name].dropna()
-            ax.plot(series.index, series.to_numpy(), marker="." if len(series) < 40 else None,
-                    label=name)
-        ax.set_title(title + (" (nats)" if title.startswith("mi_") else ""))
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7, frameon=False)
-    return _save(fig, path, dpi=110)
+    from omnivae.pl import history as history_figure
+
+    return _save(history_figure(history, columns=columns), path, dpi=110)

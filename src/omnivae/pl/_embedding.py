@@ -1,0 +1,93 @@
+"""UMAP of the joint embedding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mudata as md
+import numpy as np
+import pandas as pd
+
+from omnivae.data import obs_column
+
+
+def latent_umap(
+    mdata: md.MuData, *, use_rep: str = "X_omnivae", color: str | Sequence[str] = "batch",
+    key_added: str | None = None, n_neighbors: int = 15, seed: int = 0,
+    path: str | Path | None = None,
+) -> Any:
+    """UMAP of an embedding, one panel per ``color`` column (batch, cell type, clusters...).
+
+    The 2-d coordinates are computed once and stored in ``mdata.obsm[key_added]`` (default
+    ``f"{use_rep}_umap"``), parameters in ``mdata.uns[key_added]["params"]``; later calls
+    reuse them.
+
+    Parameters
+    ----------
+    mdata
+        Cells with ``obsm[use_rep]`` (e.g. from :func:`omnivae.tl.integrate`).
+    use_rep
+        The embedding.
+    color
+        Cell-level columns (``mdata.obs`` or a modality's ``obs``), categorical or numeric.
+    key_added, n_neighbors, seed
+        Where the coordinates go; UMAP settings (scanpy's neighbours graph and UMAP).
+    path
+        Save the figure there too.
+
+    Examples
+    --------
+    >>> import numpy as np, omnivae
+    >>> sim = omnivae.datasets.simulate(80, modalities=("rna",), seed=0)
+    >>> sim.obsm["X_omnivae"] = np.random.default_rng(0).normal(size=(80, 4))
+    >>> fig = omnivae.pl.latent_umap(sim, color=["batch", "cell_type"])
+    >>> [ax.get_title() for ax in fig.axes], sim.obsm["X_omnivae_umap"].shape
+    (['batch', 'cell_type'], (80, 2))
+    """
+    import matplotlib.pyplot as plt
+
+    from omnivae.report import umap_coordinates
+
+    if use_rep not in mdata.obsm:
+        raise KeyError(f"mdata.obsm has no {use_rep!r} (it has {list(mdata.obsm)}); run "
+                       "omnivae.tl.integrate(mdata) or pass use_rep=.")
+    key = key_added or f"{use_rep}_umap"
+    if key not in mdata.obsm:
+        mdata.obsm[key] = umap_coordinates(np.asarray(mdata.obsm[use_rep]),
+                                           n_neighbors=n_neighbors, seed=seed)
+        mdata.uns[key] = {"params": {"use_rep": use_rep, "n_neighbors": n_neighbors,
+                                     "seed": seed}}
+    coords = np.asarray(mdata.obsm[key])
+    columns = [color] if isinstance(color, str) else list(color)
+    fig, axes = plt.subplots(1, len(columns), figsize=(5.5 * len(columns), 4.8), squeeze=False)
+    for ax, column in zip(axes[0], columns, strict=True):
+        values = obs_column(mdata, column)
+        if pd.api.types.is_numeric_dtype(values) and values.nunique() > 20:
+            points = ax.scatter(*coords.T, c=values.to_numpy(), s=4, cmap="viridis",
+                                rasterized=True)
+            fig.colorbar(points, ax=ax, shrink=0.7)
+        else:
+            _categorical(ax, coords, values.astype(str).fillna("NA").to_numpy())
+        ax.set_title(column)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("UMAP 1")
+        ax.set_ylabel("UMAP 2")
+    from omnivae.pl._utils import finish
+
+    return finish(fig, path)
+
+
+def _categorical(ax: Any, coords: np.ndarray, values: np.ndarray) -> None:
+    import matplotlib.pyplot as plt
+
+    labels = pd.Categorical(values)
+    cmap = plt.get_cmap("tab20" if len(labels.categories) > 10 else "tab10")
+    for i, category in enumerate(labels.categories):
+        sel = np.asarray(labels == category)
+        ax.scatter(*coords[sel].T, s=4, color=cmap(i % cmap.N), label=category, rasterized=True)
+    if len(labels.categories) <= 25:
+        ax.legend(markerscale=3, fontsize=7, frameon=False, loc="center left",
+                  bbox_to_anchor=(1.0, 0.5))
