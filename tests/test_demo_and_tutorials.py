@@ -30,3 +30,22 @@ def test_cite_tutorial_runs_in_quick_mode(tmp_path, monkeypatch):
     monkeypatch.setenv("OMNIVAE_TUTORIAL_FIGURES", str(tmp_path))
     runpy.run_path(str(ROOT / "tutorials" / "01_cite_seq_quickstart.py"), run_name="__main__")
     assert Path(tmp_path / "cite_umap.png").is_file()
+    for name in ("cite_history.png", "cite_predicted_vs_observed.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("script", "dataset", "figures"), [
+    ("02_rna_atac_integration.py", "neurips2021_bmmc_multiome_starter",
+     ("multiome_umap.png", "multiome_history.png", "multiome_rna_from_atac.png")),
+    ("03_mosaic_integration.py", "quickstart_pbmc_mosaic",
+     ("mosaic_umap.png", "mosaic_reference_and_query_umap.png")),
+])
+def test_multiome_and_mosaic_tutorials_run_in_quick_mode(tmp_path, monkeypatch, script,
+                                                         dataset, figures):
+    shared_file(dataset)
+    monkeypatch.setenv("OMNIVAE_TUTORIAL_QUICK", "1")
+    monkeypatch.setenv("OMNIVAE_TUTORIAL_FIGURES", str(tmp_path))
+    runpy.run_path(str(ROOT / "tutorials" / script), run_name="__main__")
+    for name in figures:
+        assert (tmp_path / name).stat().st_size > 10_000, name

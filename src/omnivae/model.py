@@ -330,8 +330,12 @@ class Model:
     def _cell_data(self, mdata: md.MuData | None) -> CellData:
         if mdata is None or mdata is self.mdata:
             return self._data
-        data, _ = setup_mudata(mdata, reference=self.setup)
-        return data
+        if all(m in mdata.mod and mdata.mod[m].n_obs for m in self.setup.modalities):
+            data, _ = setup_mudata(mdata, reference=self.setup)
+            return data
+        from omnivae.query_data import setup_known_cells  # cells lacking whole modalities
+
+        return setup_known_cells(mdata, self.setup)
 
     def _device(self) -> torch.device:
         return next(self.module.parameters()).device

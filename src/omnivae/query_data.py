@@ -110,6 +110,31 @@ def setup_query(
     return data, setup, measured
 
 
+def setup_known_cells(mdata: md.MuData, reference: SetupInfo) -> CellData:
+    """New cells of known batches lacking some of the reference's modalities (e.g. RNA only),
+    with every feature of the modalities they have; for anything else use reference mapping.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> from omnivae.data import setup_mudata
+    >>> sim = omnivae.datasets.simulate(60, modalities=("rna", "adt"), seed=0)
+    >>> _, ref = setup_mudata(sim, batch_key="batch")
+    >>> del sim.mod["adt"]
+    >>> setup_known_cells(sim, ref).mask.sum(axis=0).tolist()
+    [60, 0]
+    """
+    data, setup, measured = setup_query(mdata, reference)
+    new = setup.batch_categories[len(reference.batch_categories):]
+    partial = [m for m, v in measured.items() if not v.all()]
+    if new or partial:
+        what = (f"batches {list(new)[:5]} the model never saw" if new
+                else f"only some features of {partial}")
+        raise ValueError(f"These cells have {what}: map them with "
+                         "omnivae.Model.load_query(model, mdata) (reference mapping).")
+    return data
+
+
 def _query_batches(mdata: md.MuData, reference: SetupInfo) -> tuple[np.ndarray, SetupInfo]:
     """Batch codes of the query; labels the reference never saw become new categories."""
     known = list(reference.batch_categories)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import anndata as ad
 import mudata as md
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from omnivae.data import obs_column
 
 
 def latent_umap(
-    mdata: md.MuData, *, use_rep: str = "X_omnivae", color: str | Sequence[str] = "batch",
+    mdata: md.MuData | ad.AnnData, *, use_rep: str = "X_omnivae", color: str | Sequence[str] = "batch",
     key_added: str | None = None, n_neighbors: int = 15, seed: int = 0,
     path: str | Path | None = None,
 ) -> Any:
@@ -27,7 +28,8 @@ def latent_umap(
     Parameters
     ----------
     mdata
-        Cells with ``obsm[use_rep]`` (e.g. from :func:`omnivae.tl.integrate`).
+        Cells with ``obsm[use_rep]`` (e.g. from :func:`omnivae.tl.integrate`); an AnnData
+        works too (its ``obs`` holds the ``color`` columns).
     use_rep
         The embedding.
     color
