@@ -8,13 +8,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all lint typecheck clean
+.PHONY: setup demo test test-all lint typecheck docs clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet "$(TORCH_SPEC)" -e ".[test,peers]"
+	$(PIP) install --quiet "$(TORCH_SPEC)" -e ".[test,peers,docs]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,20 +24,25 @@ demo: $(STAMP)
 
 # Fast tests + real-data tests, lint and type check (what CI runs).
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks tutorials
+	$(VENV)/bin/ruff check src tests benchmarks tutorials docs
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -m "not slow and not gpu" --doctest-modules src tests
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 # Everything, including slow tests.
 test-all: $(STAMP)
 	$(PY) -m pytest -m "not gpu" --doctest-modules src tests
 
+# Documentation site into ./site (API reference from the docstrings, tutorials, benchmarks).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks tutorials
+	$(VENV)/bin/ruff check src tests benchmarks tutorials docs
 	$(VENV)/bin/ruff format --check src tests
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) omnivae_demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) omnivae_demo site .pytest_cache .mypy_cache .ruff_cache

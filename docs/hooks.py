@@ -1,0 +1,100 @@
+"""MkDocs hooks: pages generated from the repository's own files at build time.
+
+- ``index.md`` from README.md, ``data.md`` from data/README.md,
+- ``benchmarks.md`` from benchmarks/results/*.md (and their figures),
+- ``tutorials/<name>.md`` from tutorials/<name>.py (jupytext percent format: ``# %%`` code
+  cells, ``# %% [markdown]`` text cells), with the figures each cell writes
+  (tutorials/figures/, produced by running the tutorial) shown below it,
+- optional pages written by others (``models.md``, ``reliability.md``) join the navigation
+  only when they exist.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from mkdocs.structure.files import File, Files
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONAL_PAGES = {"models.md": "Models", "reliability.md": "Reliability"}
+LINKS = {  # repository paths linked from README -> their page in the site
+    r"benchmarks/results/[\w.-]+\.md": "benchmarks.md",
+    r"data/README\.md": "data.md",
+}
+FIGURE = re.compile(r"""FIGURES\s*/\s*["']([\w.-]+\.(?:png|svg|jpg))["']""")
+
+
+def on_config(config: Any) -> Any:
+    docs = Path(config["docs_dir"])
+    for name, title in OPTIONAL_PAGES.items():
+        if (docs / name).is_file() and not any(name in str(item) for item in config["nav"]):
+            config["nav"].insert(-2, {title: name})
+    return config
+
+
+def on_files(files: Files, config: Any) -> Files:
+    def add(path: str, content: str | None = None, source: Path | None = None) -> None:
+        if content is not None:
+            files.append(File.generated(config, path, content=content))
+        elif source is not None:
+            files.append(File.generated(config, path, abs_src_path=str(source)))
+
+    add("index.md", _relink((ROOT / "README.md").read_text(encoding="utf-8")))
+    add("data.md", (ROOT / "data" / "README.md").read_text(encoding="utf-8"))
+    add("benchmarks.md", _benchmarks(add))
+    for script in sorted((ROOT / "tutorials").glob("[0-9]*.py")):
+        add(f"tutorials/{script.stem}.md", _tutorial(script, add))
+    return files
+
+
+def _relink(text: str) -> str:
+    for pattern, page in LINKS.items():
+        text = re.sub(rf"\]\({pattern}\)", f"]({page})", text)
+    return text
+
+
+def _benchmarks(add: Any) -> str:
+    results = ROOT / "benchmarks" / "results"
+    parts = ["# Benchmark results\n",
+             "Written by the scripts in `benchmarks/` (each file says how to rerun it).\n"]
+    for table in sorted(results.glob("*.md")):
+        text = table.read_text(encoding="utf-8")
+        parts.append(re.sub(r"^(#+)", r"#\1", text, flags=re.MULTILINE))  # one level down
+    for image in sorted(results.glob("*.png")):
+        add(f"benchmarks/{image.name}", source=image)
+    return "\n\n".join(parts)
+
+
+def _tutorial(script: Path, add: Any) -> str:
+    figures = script.parent / "figures"
+    out = [f"*Source: `tutorials/{script.name}` — run it with "
+           f"`python tutorials/{script.name}` (add `--quick` for a fast check).*\n"]
+    for kind, lines in _cells(script.read_text(encoding="utf-8")):
+        if kind == "markdown":
+            out.append("\n".join(re.sub(r"^# ?", "", line) for line in lines))
+            continue
+        code = "\n".join(lines).strip()
+        if not code:
+            continue
+        out.append(f"```python\n{code}\n```")
+        for name in FIGURE.findall(code):
+            if (figures / name).is_file():
+                add(f"tutorials/figures/{name}", source=figures / name)
+                out.append(f"![{name}](figures/{name})")
+    body = "\n\n".join(out)
+    title = next((line for line in body.splitlines() if line.startswith("# ")), None)
+    if title:  # the tutorial's own title first, then the source line
+        body = title + "\n\n" + body.replace(title + "\n", "", 1)
+    return body + "\n"
+
+
+def _cells(text: str) -> list[tuple[str, list[str]]]:
+    cells: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("# %%"):
+            cells.append(("markdown" if "[markdown]" in line else "code", []))
+        elif cells:
+            cells[-1][1].append(line)
+    return cells
