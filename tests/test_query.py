@@ -125,3 +125,15 @@ def test_saved_reference_maps_query(tmp_path):
     in_memory = omnivae.Model.load_query(model, query)
     np.testing.assert_allclose(from_disk.get_latent_representation(),
                                in_memory.get_latent_representation(), rtol=1e-5)
+
+
+def test_query_model_saves_and_loads(tmp_path):
+    sim = omnivae.datasets.simulate(120, modalities=("rna", "adt"), n_batches=3, seed=0)
+    model = omnivae.Model(sim[sim.obs["batch"] != "batch-2"].copy(), batch_key="batch",
+                          n_latent=3)
+    query = sim[sim.obs["batch"] == "batch-2"].copy()
+    mapped = model.map_query(query, max_epochs=2, progress_bar=False)
+    mapped.save(tmp_path / "query_model")
+    loaded = omnivae.Model.load(tmp_path / "query_model", query)
+    np.testing.assert_allclose(loaded.get_latent_representation(),
+                               mapped.get_latent_representation(), rtol=1e-5, atol=1e-6)
