@@ -44,7 +44,11 @@ def test_new_batch_lands_on_reference_cell_types_and_only_new_parameters_change(
         reference_and_query):
     model, query, knn = reference_and_query
     before = {k: v.clone() for k, v in model.module.state_dict().items()}
-    mapped = model.map_query(query, max_epochs=20, progress_bar=False)
+    query = query.copy()
+    mapped = omnivae.tl.map_query(query, model, max_epochs=20, progress_bar=False,
+                                  return_model=True)
+    np.testing.assert_array_equal(query.obsm["X_omnivae"], mapped.get_latent_representation())
+    assert query.uns["X_omnivae"]["params"]["new_batches"] == [QUERY_BATCH]
     accuracy, chance = _label_transfer(knn, mapped, query)
     assert accuracy > chance + 0.35, (accuracy, chance)
     changed_new = 0

@@ -94,7 +94,7 @@ class QueryModel(Model):
             self.module.train()
             super().train(max_epochs or 100, **kwargs)
         self.module.eval()
-        self._data = fill_unmeasured(self.module, self._data, self.measured, self.fill_iterations)
+        self._data = _fill_unmeasured(self.module, self._data, self.measured, self.fill_iterations)
         self.is_trained = True
 
 
@@ -144,7 +144,7 @@ def load_query(
     model.measured = measured
     model.n_reference_batches = n_ref
     model.fill_iterations = fill_iterations
-    model._data = fill_unmeasured(model.module, data, measured, fill_iterations)
+    model._data = _fill_unmeasured(model.module, data, measured, fill_iterations)
     return model
 
 
@@ -187,7 +187,7 @@ def _load_reference(path: Path) -> Model:
 
 
 @torch.no_grad()
-def fill_unmeasured(
+def _fill_unmeasured(
     module: MultimodalVAE, data: CellData, measured: dict[str, np.ndarray], iterations: int,
     batch_size: int = 1024,
 ) -> CellData:

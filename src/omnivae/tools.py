@@ -6,6 +6,7 @@ Parameters of each call are recorded in ``mdata.uns[key_added]["params"]``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import mudata as md
@@ -14,7 +15,7 @@ from omnivae.de import differential_expression
 from omnivae.imputation import predict
 from omnivae.model import Model
 
-__all__ = ["differential_expression", "impute", "integrate", "predict"]
+__all__ = ["differential_expression", "impute", "integrate", "map_query", "predict"]
 
 
 def integrate(
@@ -114,3 +115,62 @@ def impute(
     """
     return predict(mdata, model, target=target, n_samples=n_samples, key_added=key_added,
                    **kwargs)
+
+
+def map_query(
+    query_mdata: md.MuData,
+    reference: Model | str | Path,
+    *,
+    max_epochs: int | None = None,
+    key_added: str = "X_omnivae",
+    progress_bar: bool = True,
+    copy: bool = False,
+    return_model: bool = False,
+    **train_kwargs: Any,
+) -> md.MuData | Model | tuple[md.MuData, Model] | None:
+    """Map query cells onto a trained reference model and write their embedding to
+    ``query_mdata.obsm[key_added]`` (scanpy style; see :mod:`omnivae.query` for the method).
+
+    Parameters
+    ----------
+    query_mdata
+        The new cells: any subset of the reference's modalities and features, the
+        reference's batch column (new batch labels get new parameters).
+    reference
+        A trained :class:`omnivae.Model` or the folder it was saved to.
+    max_epochs
+        Epochs fitting the new batches' parameters (default 100; none without new batches).
+    key_added
+        ``obsm`` key of the embedding and ``uns`` key of the parameters.
+    progress_bar, **train_kwargs
+        As in :meth:`omnivae.Model.train`.
+    copy, return_model
+        Return a modified copy; also return the query model (for ``predict``, ``tl.predict``).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(150, modalities=("rna", "adt"), n_batches=3, seed=0)
+    >>> model = omnivae.Model(sim[sim.obs["batch"] != "batch-2"].copy(), batch_key="batch",
+    ...                       n_latent=4)
+    >>> query = sim[sim.obs["batch"] == "batch-2"].copy()
+    >>> q = omnivae.tl.map_query(query, model, max_epochs=2, progress_bar=False,
+    ...                          return_model=True)
+    >>> query.obsm["X_omnivae"].shape[1], query.uns["X_omnivae"]["params"]["new_batches"]
+    (4, ['batch-2'])
+    """
+    from omnivae.query import map_query as map_onto
+
+    target = query_mdata.copy() if copy else query_mdata
+    model = map_onto(reference, target, max_epochs=max_epochs, progress_bar=progress_bar,
+                     **train_kwargs)
+    target.obsm[key_added] = model.get_latent_representation()
+    target.uns[key_added] = {"params": {
+        "reference_batches": list(model.setup.batch_categories[:model.n_reference_batches]),
+        "new_batches": list(model.setup.batch_categories[model.n_reference_batches:]),
+        "n_trainable": model.n_trainable, "epochs_trained": len(model.history),
+        "measured": {m: int(v.sum()) for m, v in model.measured.items()},
+    }}
+    if copy:
+        return (target, model) if return_model else target
+    return model if return_model else None
