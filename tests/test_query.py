@@ -113,6 +113,15 @@ def test_query_errors_name_the_problem():
     assert query.n_trainable == 0  # known batches: nothing new to fit
     with pytest.raises(ValueError, match="weight_decay"):
         query.train(max_epochs=1, weight_decay=1e-3)
+    two = omnivae.datasets.simulate(60, modalities=("rna", "adt"), n_batches=2,
+                                    missing_fraction=0, seed=0)
+    paired = omnivae.Model(two, batch_key="batch", n_latent=3)
+    rna_only = two.copy()
+    del rna_only.mod["adt"]
+    assert paired.get_latent_representation(rna_only).shape == (60, 3)  # known batches
+    rna_only.obs["batch"] = "unseen"
+    with pytest.raises(ValueError, match=r"never saw: map them with omnivae\.Model\.load_query"):
+        paired.get_latent_representation(rna_only)
     renamed = ref.copy()
     renamed.mod["rna"].var_names = [f"x{i}" for i in range(renamed["rna"].n_vars)]
     with pytest.raises(ValueError, match="shares no features"):
