@@ -4,7 +4,8 @@
 - ``benchmarks.md`` from benchmarks/results/*.md (and their figures),
 - ``tutorials/<name>.md`` from tutorials/<name>.py (jupytext percent format: ``# %%`` code
   cells, ``# %% [markdown]`` text cells), with the figures each cell writes
-  (tutorials/figures/, produced by running the tutorial) shown below it,
+  (tutorials/figures/, produced by running the tutorial) shown below it, and the printed
+  output of a full run (tutorials/figures/<name>_output.txt) at the end,
 - optional pages written by others (``models.md``, ``reliability.md``) join the navigation
   only when they exist.
 """
@@ -83,6 +84,10 @@ def _tutorial(script: Path, add: Any) -> str:
             if (figures / name).is_file():
                 add(f"tutorials/figures/{name}", source=figures / name)
                 out.append(f"![{name}](figures/{name})")
+    output = figures / f"{script.stem}_output.txt"
+    if output.is_file():  # the printed output of a full run, saved beside the figures
+        out.append("## Output of a full run\n\n```text\n"
+                   + output.read_text(encoding="utf-8").strip() + "\n```")
     body = "\n\n".join(out)
     title = next((line for line in body.splitlines() if line.startswith("# ")), None)
     if title:  # the tutorial's own title first, then the source line
