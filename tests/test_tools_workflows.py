@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,3 +104,12 @@ def test_csv_logger_writes_every_loss_term(tmp_path):
     assert {"train_elbo", "validation_elbo", "train_kl"} <= set(metrics.columns)
     with pytest.raises(ValueError, match="Unknown logger"):
         model.train(max_epochs=1, logger="wandb-typo")
+    from lightning.pytorch.loggers import CSVLogger
+
+    from omnivae.loggers import make_logger
+
+    mine = CSVLogger(str(tmp_path / "mine"))
+    assert make_logger(mine) is mine  # any Lightning Logger passes through
+    assert make_logger(False) is False and make_logger(True).__class__ is CSVLogger
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert type(make_logger("TensorBoard", tmp_path)).__name__ == "TensorBoardLogger"
