@@ -118,7 +118,7 @@ def setup_known_cells(mdata: md.MuData, reference: SetupInfo) -> CellData:
     --------
     >>> import omnivae
     >>> from omnivae.data import setup_mudata
-    >>> sim = omnivae.datasets.simulate(60, modalities=("rna", "adt"), seed=0)
+    >>> sim = omnivae.datasets.simulate(60, modalities=("rna", "adt"), missing_fraction=0, seed=0)
     >>> _, ref = setup_mudata(sim, batch_key="batch")
     >>> del sim.mod["adt"]
     >>> setup_known_cells(sim, ref).mask.sum(axis=0).tolist()
