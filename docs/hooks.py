@@ -53,7 +53,12 @@ def on_files(files: Files, config: Any) -> Files:
 def _relink(text: str) -> str:
     for pattern, page in LINKS.items():
         text = re.sub(rf"\]\({pattern}\)", f"]({page})", text)
-    return text
+
+    def docs_link(match: re.Match[str]) -> str:  # README's docs/X.md is the site's X.md
+        label, page = match.group(1), match.group(2)
+        return f"[{label}]({page})" if (ROOT / "docs" / page).is_file() else label
+
+    return re.sub(r"\[([^\]]+)\]\(docs/([\w./-]+\.md)\)", docs_link, text)
 
 
 def _benchmarks(add: Any) -> str:

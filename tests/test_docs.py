@@ -35,6 +35,8 @@ def test_tutorial_page_has_text_code_and_figures(tmp_path):
     assert "![demo_umap.png](figures/demo_umap.png)" in page and "absent.png)" not in page
     assert added == ["tutorials/figures/demo_umap.png"]
     assert hooks._relink("[r](benchmarks/results/x_y.md)") == "[r](benchmarks.md)"
+    assert hooks._relink("see [the API](docs/api/tl.md)") == "see [the API](api/tl.md)"
+    assert hooks._relink("see [x](docs/not_written_yet.md)") == "see x"
 
 
 @pytest.mark.skipif(shutil.which("mkdocs") is None and importlib.util.find_spec("mkdocs") is None,
