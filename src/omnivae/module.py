@@ -16,6 +16,8 @@ from torch import Tensor, nn
 
 from omnivae._types import BatchData, Gaussian, LossRecord
 from omnivae.fusion import Mixture, check_fusion_name
+from omnivae.collapse import collapse_terms
+from omnivae.confidence import evidence_penalty
 from omnivae.likelihoods import check_likelihood_name
 from omnivae.models import OBJECTIVES, check_model_name
 from omnivae.models.base import make_options
@@ -65,6 +67,8 @@ class ModuleConfig:
     dropout: float = 0.1
     fusion: str = "poe"
     prior: str = "normal"
+    prior_components: int = 0
+    confidence_penalty: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     batch_penalty: str | None = None
     penalty_weight: float = 0.0
@@ -151,7 +155,8 @@ class MultimodalVAE(nn.Module):
                 for s in c.modalities
             }
         )
-        self.prior = make_prior(c.prior, c.n_latent)
+        self.prior = make_prior(c.prior, c.n_latent, n_components=c.prior_components,
+                                encoders=dict(self.encoders))
         # one batch classifier per penalised column when the penalty is adversarial
         self.batch_classifiers = nn.ModuleList(
             BatchClassifier(c.n_latent, n, n_labels=c.penalty_n_labels)
@@ -196,6 +201,13 @@ class MultimodalVAE(nn.Module):
         (and, for the adversarial penalty, the batch classifiers' own loss)."""
         out = self.objective.loss(self, batch, kl_weight)
         loss, extra = out.loss, dict(out.extra)
+        if len(self.encoders) == len(self.config.modalities):  # models with unimodal experts
+            loc, logvar = self.experts(batch)
+            extra.update(collapse_terms(loc, logvar, batch.mask, self.config.names, self.prior.kl))
+            if self.config.confidence_penalty > 0:  # see omnivae.confidence
+                confidence = evidence_penalty(loc, logvar, batch.mask)
+                loss = loss + kl_weight * self.config.confidence_penalty * confidence
+                extra["confidence_penalty"] = confidence.detach()
         if self.config.batch_penalty is not None and batch.penalty_codes is not None:
             penalty, classifier_loss = self.batch_penalty(batch, out.embedding, out.joint)
             loss = loss + penalty_weight * penalty + classifier_loss
