@@ -9,7 +9,8 @@ The procedure, for a target modality ``t`` and a cell predicted from its other m
    from the decoder's likelihood. Every cell-feature gets ``S`` predictive count draws.
 2. **Score.** For a held-out cell whose true counts ``y`` are known, the randomised PIT
    (Czado, Gneiting & Held 2009) ``u = F(y - 1) + V · P(y)``, ``V ~ U(0, 1)``, with ``F`` and
-   ``P`` the empirical CDF and mass of the draws, is uniform when the predictive is calibrated;
+   ``P`` the predictive CDF and mass (averaged over the ``S`` draws of z and depth, exact
+   for counts up to 20, see :func:`pit_scores`), is uniform when the predictive is calibrated;
    the non-conformity score is ``s = |2u - 1|`` (0 at the predictive median, 1 in the tails).
    The randomisation breaks the ties of discrete counts (essential for binary modalities).
 3. **Conformal quantile** (split conformal, Vovk et al.; per feature by default). With ``n``
@@ -40,22 +41,26 @@ from omnivae.cell_data import CellData
 from omnivae.module import MultimodalVAE
 
 _MAX_DRAW_ENTRIES = 20_000_000  # S * cells * features per chunk
+EXACT_CDF_UP_TO = 20
 
 
 def source_mask(mask: Tensor, t: int, sources: tuple[int, ...] | None = None) -> Tensor:
-    """Modalities to condition on: the cell's other modalities (or only ``sources``).
+    """Modalities to condition on: the cell's other modalities, or those of ``sources`` it has
+    (``sources`` may include the target itself, e.g. to compare with more evidence).
 
-    Cells with no other modality fall back to the target itself, as in ``Model.predict``.
+    Cells left with no modality fall back to all they have, as in ``Model.predict``.
 
     Examples
     --------
     >>> import torch
-    >>> source_mask(torch.tensor([[True, True], [True, False]]), 0).tolist()
-    [[False, True], [True, False]]
+    >>> mask = torch.tensor([[True, True], [True, False]])
+    >>> source_mask(mask, 0).tolist(), source_mask(mask, 0, (0, 1)).tolist()
+    ([[False, True], [True, False]], [[True, True], [True, False]])
     """
     use = mask.clone()
-    use[:, t] = False
-    if sources is not None:
+    if sources is None:
+        use[:, t] = False
+    else:
         keep = torch.zeros(mask.shape[1], dtype=torch.bool, device=mask.device)
         keep[list(sources)] = True
         use &= keep
@@ -131,6 +136,43 @@ def randomized_pit(draws: Tensor, y: Tensor, generator: torch.Generator | None =
     mass = (draws == y).float().mean(dim=0)
     noise = torch.rand(y.shape, generator=generator)
     return below + noise * mass
+
+
+@torch.no_grad()
+def pit_scores(
+    module: MultimodalVAE, batch: BatchData, target: str, y: Tensor, n_samples: int,
+    depths: DepthSampler, generator: torch.Generator, exact_up_to: int = EXACT_CDF_UP_TO,
+) -> Tensor:
+    """Randomised PIT ``u`` ``(n, g)`` of true counts ``y`` under the posterior predictive.
+
+    Rao-Blackwellised where it matters: the mass ``P(y)`` is the mean over the ``S``
+    draws of (z, depth) of the decoder's exact probability of ``y``, and for
+    ``y <= exact_up_to`` the CDF ``F(y - 1)`` is the exact sum of those probabilities. Only
+    larger counts use the fraction of predictive count draws below ``y``. (With Monte Carlo
+    masses alone, a count that no draw reached gets ``u = 1`` exactly; such ties pile up for
+    binary or sparse modalities and make the conformal level jump to 1.)
+    """
+    t = module.config.names.index(target)
+    mask = source_mask(batch.mask, t)
+    fused = module.posterior(BatchData(batch.counts, mask, batch.batch_index, batch.library))
+    decoder = module.decoder(target)
+    y = y.to(batch.mask.device)
+    small = y <= exact_up_to
+    k_max = int(min(exact_up_to, float(y.max()))) if y.numel() else 0
+    below_draws = torch.zeros_like(y)
+    below_exact = torch.zeros_like(y)
+    mass = torch.zeros_like(y)
+    for _ in range(n_samples):
+        z = fused.sample(generator)
+        library = depths(batch.batch_index, generator).to(z.device).unsqueeze(-1)
+        dist = decoder(z, batch.batch_index, library)
+        below_draws += (dist.sample(generator) < y).float()
+        mass += torch.exp(dist.log_prob(y))
+        for k in range(k_max):
+            below_exact += torch.where(y > k, torch.exp(dist.log_prob(torch.full_like(y, k))), 0.0)
+    below = torch.where(small, below_exact, below_draws) / n_samples
+    noise = torch.rand(y.shape, generator=generator).to(y.device)
+    return (below + noise * mass / n_samples).clamp(0.0, 1.0).cpu()
 
 
 def conformal_level(scores: np.ndarray, coverage: float) -> np.ndarray:
