@@ -2,8 +2,10 @@
 
 The procedure, for a target modality ``t`` and a cell predicted from its other modalities:
 
-1. **Posterior predictive.** Draw ``S`` samples: ``z ~ q(z | x_sources)`` (the fused posterior
-   of the cell's *other* modalities), a depth ``ℓ`` from the observed depths of ``t`` among
+1. **Posterior predictive.** Draw ``S`` samples: ``z ~ q(z | x_sources)`` (the product of
+   experts of the cell's *other* modalities: the posterior given all of that evidence, whatever
+   fusion the model was trained with; with one source modality it is the same for every
+   fusion), a depth ``ℓ`` from the observed depths of ``t`` among
    the training cells of the cell's batch (the target's depth is unknown for a cell that lacks
    it, so its spread is part of the uncertainty), then counts ``y* ~ p(y_t | z, batch, ℓ)``
    from the decoder's likelihood. Every cell-feature gets ``S`` predictive count draws.
@@ -21,6 +23,9 @@ The procedure, for a target modality ``t`` and a cell predicted from its other m
    ``α`` when calibration and new cells are exchangeable, e.g. both drawn from the cells
    whose target was withheld from training; counting ``lower <= y <= upper`` inclusive covers
    at least as often (more so for binary or low counts, where endpoints carry mass).
+
+For a ``bernoulli`` modality (e.g. ATAC) the outcome is ``x > 0``, as in training: intervals
+are subsets of {0, 1}.
 
 The calibration cells must not have their target in the training data (otherwise the decoder
 has seen them and their scores are optimistic): withhold the target from them, e.g. with
@@ -107,15 +112,22 @@ def depth_sampler(data: CellData, target: str, n_batches: int) -> DepthSampler:
 def predictive_draws(
     module: MultimodalVAE, batch: BatchData, target: str, n_samples: int,
     depths: DepthSampler, generator: torch.Generator, sources: tuple[int, ...] | None = None,
+    normalized: bool = False,
 ) -> Tensor:
-    """``(S, n, g)`` posterior predictive count draws of ``target`` (step 1 of the module doc)."""
+    """``(S, n, g)`` posterior predictive count draws of ``target`` (step 1 of the module doc);
+    with ``normalized`` the decoder's expected expression (proportions) at each z draw instead:
+    the posterior's own (epistemic) uncertainty, without count noise or depth."""
     t = module.config.names.index(target)
     mask = source_mask(batch.mask, t, sources)
-    fused = module.posterior(BatchData(batch.counts, mask, batch.batch_index, batch.library))
+    fused = module.posterior(BatchData(batch.counts, mask, batch.batch_index, batch.library),
+                             fusion="poe")
     decoder = module.decoder(target)
     draws = []
     for _ in range(n_samples):
         z = fused.sample(generator)
+        if normalized:
+            draws.append(decoder.normalized(z, batch.batch_index))
+            continue
         library = depths(batch.batch_index, generator).to(z.device).unsqueeze(-1)
         draws.append(decoder(z, batch.batch_index, library).sample(generator))
     return torch.stack(draws)
@@ -154,7 +166,8 @@ def pit_scores(
     """
     t = module.config.names.index(target)
     mask = source_mask(batch.mask, t)
-    fused = module.posterior(BatchData(batch.counts, mask, batch.batch_index, batch.library))
+    fused = module.posterior(BatchData(batch.counts, mask, batch.batch_index, batch.library),
+                             fusion="poe")
     decoder = module.decoder(target)
     y = y.to(batch.mask.device)
     small = y <= exact_up_to

@@ -40,7 +40,10 @@ def _truth_matrix(model: Model, target: str, truth: ad.AnnData) -> np.ndarray:
         raise ValueError(f"calibrate_on lacks {len(missing)} of {target!r}'s features "
                          f"(first: {missing[:3]}); pass the withheld true counts of {target!r}.")
     x = truth[:, names].X
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
+    y = np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
+    if model.setup.likelihoods[target] == "bernoulli":  # modelled (and predicted) as x > 0
+        y = (y > 0).astype(np.float32)
+    return y
 
 
 def _rows_of(source: md.MuData, truth: ad.AnnData) -> np.ndarray:
@@ -69,7 +72,7 @@ def _scores(model: Model, data: CellData, rows: np.ndarray, y_all: np.ndarray, t
 
 def _intervals(model: Model, data: CellData, rows: np.ndarray, target: str, level: torch.Tensor,
                n_samples: int, seed: int, sources: tuple[int, ...] | None = None,
-               ) -> tuple[np.ndarray, np.ndarray]:
+               normalized: bool = False) -> tuple[np.ndarray, np.ndarray]:
     generator = torch.Generator().manual_seed(seed)
     depths = depth_sampler(model._data, target, model.config.n_batches)
     step = chunk_size(n_samples, int(level.shape[0]))
@@ -78,7 +81,7 @@ def _intervals(model: Model, data: CellData, rows: np.ndarray, target: str, leve
     for start in range(0, len(rows), step):
         batch = data.batch(rows[start:start + step])
         draws = predictive_draws(model.module, batch, target, n_samples, depths, generator,
-                                 sources)
+                                 sources, normalized)
         low, high = interval_from_draws(draws.cpu(), level)
         lows.append(low.numpy())
         highs.append(high.numpy())
@@ -161,6 +164,7 @@ def _levels(model: Model, target: str, coverage: float) -> torch.Tensor:
 def prediction_intervals(
     model: Model, target: str, coverage: float, *, mdata: md.MuData | None = None,
     sources: Sequence[str] | None = None, n_samples: int | None = None, seed: int = 0,
+    scale: str = "counts",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Per-cell, per-feature count intervals of ``target`` predicted from other modalities.
 
@@ -181,10 +185,16 @@ def prediction_intervals(
         Predictive draws per cell (default: the calibration's, else 200).
     seed
         Seed of the draws.
+    scale
+        ``"counts"`` (default): posterior predictive intervals of the counts (conformal when
+        calibrated). ``"normalized"``: credible intervals of the expected expression
+        (proportions per cell, as ``Model.predict``'s ``X``) over posterior draws of z alone,
+        i.e. the model's uncertainty about the cell without count noise (never calibrated:
+        there is no observable truth on that scale).
 
     Returns
     -------
-    ``lower`` and ``upper`` ``(n_cells, n_features)`` counts, and a dict describing them.
+    ``lower`` and ``upper`` ``(n_cells, n_features)``, and a dict describing them.
 
     Examples
     --------
@@ -205,10 +215,17 @@ def prediction_intervals(
         if unknown:
             raise KeyError(f"Unknown source modalities {unknown}; use {list(model.setup.modalities)}.")
         source_idx = tuple(model.setup.modalities.index(s) for s in sources)
-    low, high = _intervals(model, data, np.arange(data.n_cells), target,
-                           _levels(model, target, coverage), n_samples, seed, source_idx)
-    info = {"coverage": coverage, "calibrated": calibration is not None,
-            "n_samples": n_samples, "scale": "counts at a depth drawn from the batch",
+    if scale not in ("counts", "normalized"):
+        raise ValueError(f"scale must be 'counts' or 'normalized', got {scale!r}.")
+    normalized = scale == "normalized"
+    levels = (torch.full((len(model.var_names[target]),), float(coverage)) if normalized
+              else _levels(model, target, coverage))
+    low, high = _intervals(model, data, np.arange(data.n_cells), target, levels, n_samples,
+                           seed, source_idx, normalized)
+    info = {"coverage": coverage, "calibrated": calibration is not None and not normalized,
+            "n_samples": n_samples,
+            "scale": "proportions (expected expression)" if normalized
+            else "counts at a depth drawn from the batch",
             "sources": list(sources) if sources is not None else "other modalities"}
     return low, high, info
 
