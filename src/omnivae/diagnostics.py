@@ -104,8 +104,8 @@ def diagnostics(model: Model, mdata: md.MuData | None = None, *, warn: bool = Tr
             q_m = type(q)(unimodal.loc[m, has], unimodal.logvar[m, has])
             kl_sum[name] += float(module.prior.kl(q_m, q_m.rsample()).sum())
             nll[name][0] += _nll(module, batch, name, has, z)
-            shuffled = z[torch.as_tensor(generator.permutation(len(rows)))]
-            nll[name][1] += _nll(module, batch, name, has, shuffled)
+            other = z[torch.as_tensor(generator.permutation(len(rows)))]
+            nll[name][1] += _nll(module, batch, name, has, other)
     loc, logvar, mask = torch.cat(locs, 1), torch.cat(logvars, 1), torch.cat(masks)
     unimodal = unimodal_posteriors(loc, logvar)
     shares = precision_shares(logvar, mask).numpy()

@@ -436,7 +436,19 @@ class Model:
 
         ``truth`` holds the true ``target`` counts of cells whose ``target`` was withheld from
         training (e.g. part of what :func:`omnivae.splits.withhold_modality` returns). See
-        :func:`omnivae.predictive.calibrate`; the result is kept in ``self.calibrations``.
+        :func:`omnivae.predictive.calibrate`; the result is kept in ``self.calibrations``
+        (not saved with the model: calibrate again after loading).
+
+        Examples
+        --------
+        >>> import omnivae
+        >>> from omnivae.splits import withhold_modality
+        >>> sim = omnivae.datasets.simulate(100, modalities=("rna", "adt"), missing_fraction=0)
+        >>> masked, truth = withhold_modality(sim, "adt", fraction=0.5)
+        >>> model = omnivae.Model(masked, n_latent=3)
+        >>> pred = model.predict("adt", interval=0.9, calibrate_on=truth[:25])
+        >>> sorted(pred.layers), pred.uns["omnivae"]["interval"]["calibrated"]
+        (['lower', 'upper'], True)
         """
         from omnivae.predictive import calibrate
 
@@ -444,7 +456,16 @@ class Model:
                          per_feature=per_feature, seed=seed)
 
     def diagnostics(self, mdata: md.MuData | None = None, *, warn: bool = True) -> pd.DataFrame:
-        """Posterior-collapse diagnostics per modality; see :func:`omnivae.diagnostics`."""
+        """Posterior-collapse diagnostics per modality (KL, active units, precision share,
+        decoder use of z), warning on collapse; see :func:`omnivae.diagnostics.diagnostics`.
+
+        Examples
+        --------
+        >>> import omnivae
+        >>> model = omnivae.Model(omnivae.datasets.simulate(80, modalities=("rna", "adt")))
+        >>> model.diagnostics(warn=False).columns.tolist()[:3]
+        ['kl', 'active_units', 'precision_share']
+        """
         from omnivae.diagnostics import diagnostics
 
         return diagnostics(self, mdata, warn=warn)
@@ -452,8 +473,16 @@ class Model:
     def sample(self, n: int, *, cell_type: str | Sequence[str] | None = None,
                batch: str | None = None, label_key: str = "cell_type",
                seed: int = 0) -> md.MuData:
-        """``n`` synthetic cells with counts in every modality; see
-        :func:`omnivae.synthetic.sample_cells`."""
+        """``n`` synthetic cells with counts in every modality, optionally of chosen cell
+        types (``label_key`` column) and batch; see :func:`omnivae.synthetic.sample_cells`.
+
+        Examples
+        --------
+        >>> import omnivae
+        >>> model = omnivae.Model(omnivae.datasets.simulate(80, modalities=("rna", "adt")))
+        >>> model.sample(10, cell_type="type-0").obs["cell_type"].unique().tolist()
+        ['type-0']
+        """
         from omnivae.synthetic import sample_cells
 
         return sample_cells(self, n, cell_type=cell_type, batch=batch, label_key=label_key,

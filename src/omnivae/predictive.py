@@ -125,8 +125,8 @@ def calibrate(
     >>> masked, truth = withhold_modality(sim, "adt", fraction=0.4, seed=0)
     >>> model = omnivae.Model(masked, n_latent=4)
     >>> model.train(max_epochs=3, progress_bar=False)
-    >>> calibrate(model, "adt", truth, n_samples=20).scores.shape
-    (60, 20)
+    >>> calibrate(model, "adt", truth, n_samples=20).scores.shape   # cells x proteins
+    (60, 30)
     """
     data = model._cell_data(mdata)
     source = mdata if mdata is not None else model.mdata

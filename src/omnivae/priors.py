@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -184,7 +185,8 @@ class VampPrior(Prior):
     def __init__(self, n_latent: int, encoders: Mapping[str, nn.Module],
                  n_components: int = DEFAULT_COMPONENTS) -> None:
         super().__init__(n_latent)
-        self.__dict__["_encoders"] = dict(encoders)  # used, not owned (no duplicate weights)
+        # used, not owned: registering them here would duplicate the VAE's weights
+        self.__dict__["_encoders"] = dict(encoders)
         self.pseudo_inputs = nn.ParameterDict({
             name: nn.Parameter(torch.randn(n_components, _n_inputs(enc)) * 0.5 - 1.0)
             for name, enc in encoders.items()
@@ -193,9 +195,10 @@ class VampPrior(Prior):
     def components(self) -> tuple[Tensor, Tensor, Tensor]:
         """The pseudo-cells' posteriors: means, log-variances ``(K, d)``, log-weights ``(K,)``."""
         locs, logvars = [], []
-        for name, encoder in self._encoders.items():
+        encoders: dict[str, nn.Module] = self.__dict__["_encoders"]
+        for name, encoder in encoders.items():
             pseudo = F.softplus(self.pseudo_inputs[name])  # (K, g) pseudo-counts
-            scale = encoder.library_scale.expand(pseudo.shape[0], 1)
+            scale = cast(Tensor, encoder.library_scale).expand(pseudo.shape[0], 1)
             loc, logvar = encoder(pseudo, scale)
             locs.append(loc)
             logvars.append(logvar)
@@ -215,7 +218,7 @@ class VampPrior(Prior):
 
 def _n_inputs(encoder: nn.Module) -> int:
     first = encoder.body.layers[0]  # type: ignore[union-attr,index]
-    return int(first.in_features)
+    return int(first.in_features)  # type: ignore[union-attr]
 
 
 def make_prior(name: str, n_latent: int, *, n_components: int = 0,
