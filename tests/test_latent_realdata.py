@@ -89,3 +89,40 @@ def test_learned_priors_cost_less_kl_than_the_standard_normal():
         model.train(progress_bar=False)
         kl[prior] = model.diagnostics(warn=False).loc["joint", "kl"]
     assert kl["mog"] < kl["normal"] and kl["vamp"] < kl["normal"], kl
+
+
+@pytest.mark.slow
+def test_synthetic_cells_pass_closer_to_real_than_prior_draws():
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    from omnivae.synthetic import LatentDensity, sample_cells
+
+    class PriorDraws:
+        random_state = 0
+
+        def sample(self, k):
+            return np.random.default_rng(0).standard_normal((k, 20)), None
+
+    mdata = md.read_h5mu(shared_file(CITE))
+    model = omnivae.Model(mdata, batch_key="batch", seed=0)
+    model.train(progress_bar=False)
+    posterior = model.sample(mdata.n_obs, seed=0)
+    density = model._latent_density[("cell_type", 8)]
+    prior = sample_cells(model, mdata.n_obs, density=LatentDensity(
+        "cell_type", dict.fromkeys(density.mixtures, PriorDraws()), density.cells))
+
+    def features(data, pcas):
+        x = [np.log1p(data[m].X.toarray() / data[m].X.sum(1).A.clip(1) * 1e4) for m in pcas]
+        return np.hstack([pcas[m].transform(v) for m, v in zip(pcas, x, strict=True)])
+
+    pcas = {m: PCA(20, random_state=0).fit(
+        np.log1p(mdata[m].X.toarray() / mdata[m].X.sum(1).A.clip(1) * 1e4)) for m in ("rna", "adt")}
+    real = features(mdata, pcas)
+    accuracy = {}
+    for name, fake in (("posterior", posterior), ("prior", prior)):
+        x = np.vstack([real, features(fake, pcas)])
+        y = np.r_[np.zeros(len(real)), np.ones(len(real))]
+        accuracy[name] = cross_val_score(LogisticRegression(max_iter=3000), x, y, cv=5).mean()
+    assert accuracy["posterior"] < 0.7 and accuracy["posterior"] < accuracy["prior"] - 0.1, accuracy
