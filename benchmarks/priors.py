@@ -96,7 +96,8 @@ def write_report(rows: list[dict], dataset: str, n_cells: int, n_types: int) -> 
     text = [f"# Priors on {dataset} (benchmarks/priors.py)", "",
             __doc__.split("Usage::")[1].split("Writes")[0].split("\n\n", 2)[2].strip(), "",
             f"{n_cells} cells, {n_types} cell types, seeds {seeds}; "
-            "50 mixture components / pseudo-cells.", "",
+            "50 mixture components / pseudo-cells. `train_s` is wall time on a shared machine "
+            "(2 cores, often many other jobs): not a speed comparison.", "",
             "## Mean over seeds", "", markdown_table(mean.to_dict(orient="records")), "",
             "## KL relative to the normal prior, per seed", "",
             markdown_table(ratio) if ratio else "(no learned prior run yet)", "",
