@@ -41,8 +41,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from omnivae._types import BatchData
+from omnivae._types import BatchData, Gaussian
 from omnivae.cell_data import CellData
+from omnivae.fusion import Mixture, product_of_experts
 from omnivae.module import MultimodalVAE
 
 _MAX_DRAW_ENTRIES = 20_000_000  # S * cells * features per chunk
@@ -70,6 +71,18 @@ def source_mask(mask: Tensor, t: int, sources: tuple[int, ...] | None = None) ->
         keep[list(sources)] = True
         use &= keep
     return torch.where(use.any(dim=1, keepdim=True), use, mask)
+
+
+def source_posterior(module: MultimodalVAE, batch: BatchData, mask: Tensor) -> Mixture:
+    """Posterior given the modalities in ``mask``: the product of their experts when the model
+    has one encoder per modality, else the model's own posterior (e.g. a joint encoder)."""
+    sub = BatchData(batch.counts, mask, batch.batch_index, batch.library)
+    if len(module.encoders) != len(module.config.names):
+        return module.posterior(sub)
+    loc, logvar = module.experts(sub)
+    q = product_of_experts(loc, logvar, mask)
+    weights = torch.ones(1, mask.shape[0], dtype=q.loc.dtype, device=q.loc.device)
+    return Mixture(Gaussian(q.loc.unsqueeze(0), q.logvar.unsqueeze(0)), weights)
 
 
 class DepthSampler:
@@ -119,8 +132,7 @@ def predictive_draws(
     the posterior's own (epistemic) uncertainty, without count noise or depth."""
     t = module.config.names.index(target)
     mask = source_mask(batch.mask, t, sources)
-    fused = module.posterior(BatchData(batch.counts, mask, batch.batch_index, batch.library),
-                             fusion="poe")
+    fused = source_posterior(module, batch, mask)
     decoder = module.decoder(target)
     draws = []
     for _ in range(n_samples):
@@ -166,8 +178,7 @@ def pit_scores(
     """
     t = module.config.names.index(target)
     mask = source_mask(batch.mask, t)
-    fused = module.posterior(BatchData(batch.counts, mask, batch.batch_index, batch.library),
-                             fusion="poe")
+    fused = source_posterior(module, batch, mask)
     decoder = module.decoder(target)
     y = y.to(batch.mask.device)
     small = y <= exact_up_to

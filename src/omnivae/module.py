@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from omnivae._types import BatchData, Gaussian, LossRecord
-from omnivae.fusion import Mixture, check_fusion_name
 from omnivae.collapse import collapse_terms
 from omnivae.confidence import evidence_penalty
+from omnivae.fusion import Mixture, check_fusion_name
 from omnivae.likelihoods import check_likelihood_name
 from omnivae.models import OBJECTIVES, check_model_name
 from omnivae.models.base import make_options
