@@ -22,6 +22,7 @@ from omnivae.loggers import Logger, make_logger
 from omnivae.models import resolve_model
 from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
 from omnivae.penalties import check_penalty_name
+from omnivae.priors import check_prior_name
 from omnivae.training import (
     BestAfterWarmup,
     HistoryCallback,
@@ -83,6 +84,14 @@ class Model:
     penalty_label_key
         A label column (e.g. cell type): the penalty is computed within each label group, so
         biology that differs between batches is not removed.
+    prior, prior_components
+        Prior over the latent: ``"normal"`` (default), ``"mog"`` (learned mixture of
+        Gaussians) or ``"vamp"`` (VampPrior over learned pseudo-cells); number of mixture
+        components (0: 50). See :mod:`omnivae.priors`.
+    confidence_penalty
+        Weight of the evidence-aware over-confidence penalty (:mod:`omnivae.confidence`):
+        posteriors from fewer modalities are pushed to be at least as wide as their distance
+        to the posterior from all the cell's modalities. 0 (default) disables it.
     seed
         Seed for weights, the validation split and training.
 
@@ -115,6 +124,9 @@ class Model:
         penalty_weight: float | None = None,
         penalty_keys: Sequence[str] | None = None,
         penalty_label_key: str | None = None,
+        prior: str = "normal",
+        prior_components: int = 0,
+        confidence_penalty: float = 0.0,
         seed: int = 0,
         _setup: SetupInfo | None = None,
         _config: ModuleConfig | None = None,
@@ -156,6 +168,8 @@ class Model:
             penalty_n_batches=tuple(len(self.setup.penalty_categories[k])
                                     for k in self.setup.penalty_keys),
             penalty_n_labels=len(self.setup.label_categories),
+            prior=check_prior_name(prior), prior_components=prior_components,
+            confidence_penalty=_non_negative(confidence_penalty, "confidence_penalty"),
         )
         torch.manual_seed(self.config.extra.get("seed", seed))
         background = {
@@ -167,6 +181,7 @@ class Model:
         self.history = pd.DataFrame()
         self.is_trained = False
         self._num_threads: int | None = None  # torch CPU threads of train() and embedding
+        self.calibrations: dict[str, Any] = {}  # target -> omnivae.calibration.Calibration
 
     def __repr__(self) -> str:
         mods = ", ".join(f"{m}: {self.setup.likelihoods[m]}" for m in self.setup.modalities)
@@ -366,7 +381,8 @@ class Model:
     @torch.no_grad()
     def predict(
         self, target: str, *, mdata: md.MuData | None = None, n_samples: int = 0,
-        batch_size: int = 1024, seed: int = 0,
+        batch_size: int = 1024, seed: int = 0, interval: float | None = None,
+        calibrate_on: ad.AnnData | None = None,
     ) -> ad.AnnData:
         """Predict modality ``target`` for every cell from its other modalities.
 
@@ -381,6 +397,14 @@ class Model:
             their standard deviation as ``layers["std"]`` (the model's uncertainty).
         batch_size, seed
             Cells per forward pass; seed of the posterior draws.
+        interval
+            Nominal coverage (e.g. 0.9) of per-cell, per-feature count intervals, added as
+            ``layers["lower"]`` and ``layers["upper"]``: posterior predictive quantiles, made
+            conformal when the model is calibrated for ``target`` (see :meth:`calibrate` and
+            :mod:`omnivae.calibration` for the exact procedure).
+        calibrate_on
+            True counts of ``target`` for held-out cells whose ``target`` was withheld from
+            training: calls :meth:`calibrate` first.
 
         Returns
         -------
@@ -415,7 +439,74 @@ class Model:
             result.layers["std"] = torch.cat(stds).numpy()
         result.uns["omnivae"] = {"target": target, "n_samples": n_samples,
                                  "normalization": "proportions summing to 1 per cell"}
+        if calibrate_on is not None:
+            self.calibrate(target, calibrate_on, mdata=mdata, seed=seed)
+        if interval is not None:
+            from omnivae.predictive import prediction_intervals
+
+            lower, upper, info = prediction_intervals(self, target, interval, mdata=mdata,
+                                                      seed=seed)
+            result.layers["lower"], result.layers["upper"] = lower, upper
+            result.uns["omnivae"]["interval"] = info
         return result
+
+    def calibrate(self, target: str, truth: ad.AnnData, *, mdata: md.MuData | None = None,
+                  n_samples: int = 200, per_feature: bool = True, seed: int = 0) -> Any:
+        """Calibrate ``target``'s prediction intervals conformally on held-out cells.
+
+        ``truth`` holds the true ``target`` counts of cells whose ``target`` was withheld from
+        training (e.g. part of what :func:`omnivae.splits.withhold_modality` returns). See
+        :func:`omnivae.predictive.calibrate`; the result is kept in ``self.calibrations``
+        (not saved with the model: calibrate again after loading).
+
+        Examples
+        --------
+        >>> import omnivae
+        >>> from omnivae.splits import withhold_modality
+        >>> sim = omnivae.datasets.simulate(100, modalities=("rna", "adt"), missing_fraction=0)
+        >>> masked, truth = withhold_modality(sim, "adt", fraction=0.5)
+        >>> model = omnivae.Model(masked, n_latent=3)
+        >>> pred = model.predict("adt", interval=0.9, calibrate_on=truth[:25])
+        >>> sorted(pred.layers), pred.uns["omnivae"]["interval"]["calibrated"]
+        (['lower', 'upper'], True)
+        """
+        from omnivae.predictive import calibrate
+
+        return calibrate(self, target, truth, mdata=mdata, n_samples=n_samples,
+                         per_feature=per_feature, seed=seed)
+
+    def diagnostics(self, mdata: md.MuData | None = None, *, warn: bool = True) -> pd.DataFrame:
+        """Posterior-collapse diagnostics per modality (KL, active units, precision share,
+        decoder use of z), warning on collapse; see :func:`omnivae.diagnostics.diagnostics`.
+
+        Examples
+        --------
+        >>> import omnivae
+        >>> model = omnivae.Model(omnivae.datasets.simulate(80, modalities=("rna", "adt")))
+        >>> model.diagnostics(warn=False).columns.tolist()[:3]
+        ['kl', 'active_units', 'precision_share']
+        """
+        from omnivae.diagnostics import diagnostics
+
+        return diagnostics(self, mdata, warn=warn)
+
+    def sample(self, n: int, *, cell_type: str | Sequence[str] | None = None,
+               batch: str | None = None, label_key: str = "cell_type",
+               seed: int = 0) -> md.MuData:
+        """``n`` synthetic cells with counts in every modality, optionally of chosen cell
+        types (``label_key`` column) and batch; see :func:`omnivae.synthetic.sample_cells`.
+
+        Examples
+        --------
+        >>> import omnivae
+        >>> model = omnivae.Model(omnivae.datasets.simulate(80, modalities=("rna", "adt")))
+        >>> model.sample(10, cell_type="type-0").obs["cell_type"].unique().tolist()
+        ['type-0']
+        """
+        from omnivae.synthetic import sample_cells
+
+        return sample_cells(self, n, cell_type=cell_type, batch=batch, label_key=label_key,
+                            seed=seed)
 
     # persistence -------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> None:
@@ -487,3 +578,9 @@ class Model:
         history = pd.DataFrame(meta.get("history") or {})
         model.history = history.set_index("epoch") if "epoch" in history else history
         return model
+
+
+def _non_negative(value: float, name: str) -> float:
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}.")
+    return float(value)

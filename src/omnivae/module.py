@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from omnivae._types import BatchData, Gaussian, LossRecord
+from omnivae.collapse import collapse_terms
+from omnivae.confidence import evidence_penalty
 from omnivae.fusion import Mixture, check_fusion_name
 from omnivae.likelihoods import check_likelihood_name
 from omnivae.models import OBJECTIVES, check_model_name
@@ -65,6 +67,8 @@ class ModuleConfig:
     dropout: float = 0.1
     fusion: str = "poe"
     prior: str = "normal"
+    prior_components: int = 0
+    confidence_penalty: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
     batch_penalty: str | None = None
     penalty_weight: float = 0.0
@@ -131,6 +135,8 @@ class MultimodalVAE(nn.Module):
         self, config: ModuleConfig, background_init: dict[str, Tensor] | None = None
     ) -> None:
         super().__init__()
+        self._memoize_experts = False
+        self._experts_memo: tuple[BatchData, tuple[Tensor, Tensor]] | None = None
         self.config = config
         background_init = background_init or {}
         c = config
@@ -154,7 +160,8 @@ class MultimodalVAE(nn.Module):
         if c.extra.get("n_reference_batches") is not None:  # a reference-mapped query model
             for encoder in self.encoders.values():
                 cast(Encoder, encoder).enable_batch_shift(c.n_batches)
-        self.prior = make_prior(c.prior, c.n_latent)
+        self.prior = make_prior(c.prior, c.n_latent, n_components=c.prior_components,
+                                encoders=dict(self.encoders))
         # one batch classifier per penalised column when the penalty is adversarial
         self.batch_classifiers = nn.ModuleList(
             BatchClassifier(c.n_latent, n, n_labels=c.penalty_n_labels)
@@ -169,7 +176,13 @@ class MultimodalVAE(nn.Module):
     # inference ---------------------------------------------------------------------------
     def experts(self, batch: BatchData) -> tuple[Tensor, Tensor]:
         """Expert parameters ``(M, n, d)``; each encoder runs only on cells that have its
-        modality, so a missing modality's encoder receives exactly zero gradient."""
+        modality, so a missing modality's encoder receives exactly zero gradient.
+
+        Within one :meth:`loss` call the result for a given ``batch`` object is computed
+        once: the objective and the collapse terms / confidence penalty share it."""
+        memo = self._experts_memo
+        if memo is not None and memo[0] is batch:
+            return memo[1]
         n, d = batch.n_cells, self.config.n_latent
         locs, logvars = [], []
         for m, name in enumerate(self.config.names):
@@ -184,7 +197,10 @@ class MultimodalVAE(nn.Module):
                 logvar = logvar.to(sub_logvar.dtype).index_put((rows,), sub_logvar)
             locs.append(loc)
             logvars.append(logvar)
-        return torch.stack(locs), torch.stack(logvars)
+        result = torch.stack(locs), torch.stack(logvars)
+        if self._memoize_experts:
+            self._experts_memo = (batch, result)
+        return result
 
     def posterior(self, batch: BatchData) -> Mixture:
         """The joint posterior q(z | observed modalities) of every cell in ``batch``
@@ -198,8 +214,21 @@ class MultimodalVAE(nn.Module):
         """The model's objective on a minibatch (see :mod:`omnivae.models`), plus
         ``penalty_weight`` times the batch mutual-information penalty when one is configured
         (and, for the adversarial penalty, the batch classifiers' own loss)."""
-        out = self.objective.loss(self, batch, kl_weight)
-        loss, extra = out.loss, dict(out.extra)
+        self._memoize_experts = True  # encoders run once per batch in this call
+        try:
+            out = self.objective.loss(self, batch, kl_weight)
+            loss, extra = out.loss, dict(out.extra)
+            unimodal = len(self.encoders) == len(self.config.modalities)
+            experts = self.experts(batch) if unimodal else None
+        finally:
+            self._memoize_experts, self._experts_memo = False, None
+        if experts is not None:  # models with unimodal experts
+            loc, logvar = experts
+            extra.update(collapse_terms(loc, logvar, batch.mask, self.config.names, self.prior.kl))
+            if self.config.confidence_penalty > 0:  # see omnivae.confidence
+                confidence = evidence_penalty(loc, logvar, batch.mask)
+                loss = loss + kl_weight * self.config.confidence_penalty * confidence
+                extra["confidence_penalty"] = confidence.detach()
         if self.config.batch_penalty is not None and batch.penalty_codes is not None:
             penalty, classifier_loss = self.batch_penalty(batch, out.embedding, out.joint)
             loss = loss + penalty_weight * penalty + classifier_loss

@@ -6,10 +6,26 @@ Every function returns the matplotlib :class:`~matplotlib.figure.Figure` and, gi
 - :func:`history` — training curves (ELBO, KL, batch penalty, batch-information probe).
 - :func:`latent_umap` — UMAP of the joint embedding coloured by batch, label, cluster.
 - :func:`predicted_vs_observed` — imputed against measured values, per feature.
+- :func:`calibration` — empirical against nominal coverage of prediction intervals.
+- :func:`diagnostics` — posterior-collapse diagnostics: per-modality KL, active units and each
+  modality's share of the joint posterior.
 """
 
+from omnivae.pl._calibration import plot_calibration
+from omnivae.pl._diagnostics import plot_diagnostics
 from omnivae.pl._embedding import latent_umap
 from omnivae.pl._history import history
 from omnivae.pl._prediction import predicted_vs_observed
 
-__all__ = ["history", "latent_umap", "predicted_vs_observed"]
+calibration = plot_calibration
+diagnostics = plot_diagnostics
+
+__all__ = [
+    "calibration",
+    "diagnostics",
+    "history",
+    "latent_umap",
+    "plot_calibration",
+    "plot_diagnostics",
+    "predicted_vs_observed",
+]
