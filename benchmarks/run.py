@@ -26,8 +26,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from suite.config import DATASETS, QUICK_DATASETS, SMALL_DATASETS, SPEED_PAIRS
-from suite.outputs import write_embedding, write_prediction, write_scaling, write_speed
-from suite.report import machine_note
+from suite.outputs import (
+    headline,
+    read_raw,
+    write_embedding,
+    write_prediction,
+    write_scaling,
+    write_speed,
+)
+from suite.report import atomic_write, machine_note
 from suite.speed import scaling_rows, speed_rows
 from suite.systems import all_systems
 from suite.tasks import embedding_rows, prediction_rows
@@ -54,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="cells (default 10000 100000 1000000; quick 300)")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds before a speed/scaling run is given up (and reported so)")
+    parser.add_argument("--from-raw", nargs="+", type=Path, metavar="DIR",
+                        help="run nothing: merge DIR/raw/<task>.json of earlier runs into --out")
     parser.add_argument("--out", type=Path, help="default benchmarks/results (quick: .../quick)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -69,8 +78,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def merge(folders: list[Path], out: Path, order: list[str]) -> None:
+    """Rebuild every table and plot in ``out`` from the raw rows of earlier runs."""
+    writers = {"embedding": write_embedding, "prediction": write_prediction}
+    for task in TASKS:
+        parts = [read_raw(folder, task) for folder in folders]
+        rows = [row for part in parts for row in part[0]]
+        if not rows:
+            continue
+        note = " ".join(dict.fromkeys(p[1] for p in parts if p[1]))
+        settings = " ".join(dict.fromkeys(p[2] for p in parts if p[2]))
+        if task in writers:
+            writers[task](out, rows, order, note, settings)
+        elif task == "speed":
+            write_speed(out, rows, SPEED_PAIRS, note, settings)
+        else:
+            write_scaling(out, rows, note, settings)
+    atomic_write(out / "summary.md", "# Headline\n\nMean over seeds; best per column in bold. "
+                 "Details: embedding.md, prediction.md, speed.md, scaling.md.\n\n"
+                 + headline(out, order) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.from_raw:
+        merge(args.from_raw, args.out, [s.name for s in all_systems(args.systems)])
+        print(f"merged into {args.out}")
+        return
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     import omnivae
@@ -117,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
                           "Shaped like pbmc10k_protein_v3_rna4000_adt14 (RNA 4000, ADT 14); 1 "
                           f"epoch per run; runs not finished within {args.timeout:.0f} s are "
                           "reported as such.")
+    merge([args.out], args.out, order)
     print(f"results in {args.out}")
 
 

@@ -11,8 +11,20 @@ import pandas as pd
 from .report import atomic_write, bar_grid, mean_spread, scatter_bio_batch, table
 
 
-def _raw(out: Path, task: str, rows: list[dict]) -> None:
-    atomic_write(out / "raw" / f"{task}.json", json.dumps(rows, indent=1, default=float))
+def _raw(out: Path, task: str, rows: list[dict], note: str = "", settings: str = "") -> None:
+    atomic_write(out / "raw" / f"{task}.json", json.dumps(
+        {"note": note, "settings": settings, "rows": rows}, indent=1, default=float))
+
+
+def read_raw(folder: Path, task: str) -> tuple[list[dict], str, str]:
+    """Rows, machine note and settings of ``folder/raw/<task>.json`` (empty if absent)."""
+    path = folder / "raw" / f"{task}.json"
+    if not path.is_file():
+        return [], "", ""
+    data = json.loads(path.read_text())
+    if isinstance(data, list):  # written before the note was stored alongside
+        return data, "", ""
+    return data["rows"], data.get("note", ""), data.get("settings", "")
 
 
 def _doc(title: str, note: str, settings: str, body: list[str]) -> str:
@@ -37,7 +49,7 @@ def write_embedding(out: Path, rows: list[dict], order: list[str], note: str, se
              out / "embedding.png", order)
     scatter_bio_batch(frame, "scib batch correction vs bio conservation (mean over seeds)",
                       out / "embedding_bio_batch.png", order)
-    _raw(out, "embedding", rows)
+    _raw(out, "embedding", rows, note, settings)
 
 
 def write_prediction(out: Path, rows: list[dict], order: list[str], note: str, settings: str) -> None:
@@ -58,7 +70,7 @@ def write_prediction(out: Path, rows: list[dict], order: list[str], note: str, s
     frame["panel"] = frame["task"] + " (" + frame["metric"] + ")"
     bar_grid(frame, ["dataset", "panel"], "score", "Cross-modal prediction (mean ± sd over seeds)",
              out / "prediction.png", order)
-    _raw(out, "prediction", rows)
+    _raw(out, "prediction", rows, note, settings)
 
 
 def _ratio(values: pd.DataFrame, column: str, peer: str) -> str:
@@ -82,7 +94,8 @@ def write_speed(out: Path, rows: list[dict], pairs: dict[str, str], note: str, s
     for dataset, group in frame.groupby("dataset", sort=False):
         ok = group[group.get("error", pd.Series(index=group.index, dtype=object)).isna()] \
             if "error" in group else group
-        peer = pairs.get(dataset, "")
+        peer = pairs.get(dataset) or next(
+            (s for s in group["system"].unique() if s != "omnivae"), "peer")
         body += [f"## {dataset}: omnivae vs {peer}", ""]
         if len(ok):
             body += [table(ok.assign(seed=ok["repeat"]), ["system"], columns), "",
@@ -92,7 +105,7 @@ def write_speed(out: Path, rows: list[dict], pairs: dict[str, str], note: str, s
         for _, failed in group[group.get("error").notna()].iterrows() if "error" in group else []:
             body.append(f"- {failed['system']} repeat {failed['repeat']}: {failed['error']}")
     atomic_write(out / "speed.md", _doc("Speed and memory", note, settings, body))
-    _raw(out, "speed", rows)
+    _raw(out, "speed", rows, note, settings)
 
 
 def write_scaling(out: Path, rows: list[dict], note: str, settings: str) -> None:
@@ -129,7 +142,40 @@ def write_scaling(out: Path, rows: list[dict], note: str, settings: str) -> None
         ax.grid(alpha=0.3)
         ax.legend()
     save_figure(fig, out / "scaling.png")
-    _raw(out, "scaling", rows)
+    _raw(out, "scaling", rows, note, settings)
 
 
 __all__ = ["mean_spread", "write_embedding", "write_prediction", "write_scaling", "write_speed"]
+
+
+def headline(out: Path, order: list[str]) -> str:
+    """One table from whatever raw results exist in ``out``: scib total (bio conservation where
+    there are no batches) per dataset and every prediction score, mean over seeds."""
+    columns: dict[str, dict[str, str]] = {}
+    short = {"neurips2021_bmmc_cite_starter": "CITE starter",
+             "neurips2021_bmmc_multiome_starter": "Multiome starter",
+             "totalvi_sln111_subset": "SLN111", "quickstart_pbmc_mosaic": "PBMC mosaic",
+             "mop_snareseq_c1": "SNARE-seq", "pbmc10k_protein_v3_rna4000_adt14": "PBMC10k"}
+    rows = read_raw(out, "embedding")[0]
+    if rows:
+        frame = pd.DataFrame(rows)
+        for dataset, group in frame.groupby("dataset", sort=False):
+            col = f"{short.get(dataset, dataset)} scib total"
+            columns[col] = {s: f"{g['total'].mean():.3f}" for s, g in group.groupby("system")}
+    rows = read_raw(out, "prediction")[0]
+    if rows:
+        frame = pd.DataFrame(rows)
+        for (dataset, task, metric), group in frame.groupby(["dataset", "task", "metric"],
+                                                             sort=False):
+            col = f"{short.get(dataset, dataset)} {task} {metric}"
+            columns[col] = {s: f"{g['score'].mean():.3f}" for s, g in group.groupby("system")}
+    systems = [s for s in order if any(s in c for c in columns.values())]
+    lines = ["| system | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for system in systems:
+        cells = []
+        for values in columns.values():
+            best = max(values.values(), key=float)
+            value = values.get(system, "")
+            cells.append(f"**{value}**" if value and value == best else value)
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -100,22 +100,25 @@ def bar_grid(frame: pd.DataFrame, panels: Sequence[str], value: str, title: str,
     groups = list(frame.groupby(list(panels), sort=False))
     if not groups:
         return
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 0.45 * len(order) + 1.5),
+    names = [n for n in order if n in set(frame["system"])]  # one row per system, all panels
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 0.45 * len(names) + 1.5),
                              squeeze=False, sharey=True)
+    colors = ["tab:blue" if n.startswith("omnivae") else
+              "tab:orange" if "scvi" in n else "tab:gray" for n in names]
     for ax, (key, group) in zip(axes[0], groups, strict=True):
-        stats = group.groupby("system")[value].agg(["mean", "std"])
-        names = [n for n in order if n in stats.index]
-        means = stats.loc[names, "mean"].to_numpy()
-        errors = np.nan_to_num(stats.loc[names, "std"].to_numpy())
-        colors = ["tab:blue" if n.startswith("omnivae") else
-                  "tab:orange" if "scvi" in n else "tab:gray" for n in names]
-        ax.barh(range(len(names)), means, xerr=errors, color=colors)
-        ax.set_yticks(range(len(names)), names)
-        ax.invert_yaxis()
+        stats = group.groupby("system")[value].agg(["mean", "std"]).reindex(names)
+        ax.barh(range(len(names)), stats["mean"].fillna(0).to_numpy(),
+                xerr=np.nan_to_num(stats["std"].to_numpy()), color=colors)
+        for i, missing in enumerate(stats["mean"].isna()):
+            if missing:
+                ax.text(0.01, i, "n/a", va="center", fontsize=7, color="gray",
+                        transform=ax.get_yaxis_transform())
         ax.set_title("\n".join(map(str, key if isinstance(key, tuple) else (key,))), fontsize=9)
         ax.set_xlabel(value)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(title)
+    axes[0][0].set_yticks(range(len(names)), names)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title, y=1.04)
     save_figure(fig, path)
 
 
@@ -143,5 +146,5 @@ def scatter_bio_batch(frame: pd.DataFrame, title: str, path: Path, order: Sequen
         ax.set_title(dataset, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)
     save_figure(fig, path)
