@@ -22,8 +22,13 @@ def read_raw(folder: Path, task: str) -> tuple[list[dict], str, str]:
     if not path.is_file():
         return [], "", ""
     data = json.loads(path.read_text())
-    if isinstance(data, list):  # written before the note was stored alongside
-        return data, "", ""
+    if isinstance(data, list):  # older format: the note and settings are only in the markdown
+        lines = (folder / f"{task}.md").read_text().splitlines() if (
+            folder / f"{task}.md").is_file() else []
+        note = next((x for x in lines if x.startswith("Measured")), "")
+        settings = next((x for x in lines if x.startswith(("Mode:", "Shaped like"))
+                         or " epochs per run" in x), "")
+        return data, note, settings
     return data["rows"], data.get("note", ""), data.get("settings", "")
 
 
