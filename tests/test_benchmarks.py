@@ -41,7 +41,7 @@ def test_quick_benchmark_end_to_end(tmp_path):
     for png in ("embedding.png", "embedding_bio_batch.png", "prediction.png", "scaling.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 
-    raw = {t: json.loads((tmp_path / "raw" / f"{t}.json").read_text())
+    raw = {t: json.loads((tmp_path / "raw" / f"{t}.json").read_text())["rows"]
            for t in ("embedding", "prediction", "speed", "scaling")}
     emb = raw["embedding"]
     by = {(r["dataset"], r["system"]): r for r in emb}
