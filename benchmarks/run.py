@@ -1,0 +1,159 @@
+"""omnivae side by side with scvi-tools TOTALVI/MULTIVI and simple baselines, on real data.
+
+Usage::
+
+    python benchmarks/run.py [--quick] [--datasets NAME ...] [--seeds 0 1 2] \\
+        [--tasks embedding prediction speed scaling] [--accelerator cpu|gpu] \\
+        [--systems NAME ...] [--out benchmarks/results]
+
+Full mode (default): the four small datasets, seeds 0 1 2, every system at its defaults;
+speed on pbmc10k_protein_v3_rna4000_adt14 (vs TOTALVI) and mop_snareseq_c1 (vs MULTIVI);
+scaling on synthetic data shaped like pbmc10k at 10k, 100k and 1M cells. ``--quick`` (a few
+minutes on 2 cores, run in CI): two small datasets (one per peer), one seed, few epochs for every neural
+network (3), one speed pair (multiome starter vs MULTIVI, 1 epoch) and one
+scaling size (300 cells), written to ``benchmarks/results/quick``.
+Each task writes ``<out>/<task>.md`` (tables), PNG plots and ``<out>/raw/<task>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from suite.config import DATASETS, QUICK_DATASETS, SMALL_DATASETS, SPEED_PAIRS
+from suite.outputs import (
+    headline,
+    read_raw,
+    write_embedding,
+    write_prediction,
+    write_scaling,
+    write_speed,
+)
+from suite.report import atomic_write, machine_note
+from suite.speed import scaling_rows, speed_rows
+from suite.systems import all_systems
+from suite.tasks import embedding_rows, prediction_rows
+
+TASKS = ("embedding", "prediction", "speed", "scaling")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny CI run (a few minutes)")
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS),
+                        help="datasets for embedding/prediction (default: the four small ones)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2 (quick: 0)")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--systems", nargs="+", help="system names (default: all)")
+    parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--max-epochs", type=int,
+                        help="cap every neural network's epochs (default: each system's own; quick: 3)")
+    parser.add_argument("--speed-epochs", type=int, help="epochs per timed run (default 5; quick 1)")
+    parser.add_argument("--speed-repeats", type=int, help="alternated repeats (default 3; quick 1)")
+    parser.add_argument("--speed-datasets", nargs="+", choices=sorted(SPEED_PAIRS))
+    parser.add_argument("--scaling-sizes", nargs="+", type=int,
+                        help="cells (default 10000 100000 1000000; quick 300)")
+    parser.add_argument("--timeout", type=float, default=3600.0,
+                        help="seconds before a speed/scaling run is given up (and reported so)")
+    parser.add_argument("--from-raw", nargs="+", type=Path, metavar="DIR",
+                        help="run nothing: merge DIR/raw/<task>.json of earlier runs into --out")
+    parser.add_argument("--out", type=Path, help="default benchmarks/results (quick: .../quick)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.datasets = args.datasets or list(QUICK_DATASETS if quick else SMALL_DATASETS)
+    args.seeds = args.seeds if args.seeds is not None else ([0] if quick else [0, 1, 2])
+    args.max_epochs = args.max_epochs or (3 if quick else None)
+    args.speed_epochs = args.speed_epochs or (1 if quick else 5)
+    args.speed_repeats = args.speed_repeats or (1 if quick else 3)
+    args.speed_datasets = args.speed_datasets or (
+        {"neurips2021_bmmc_multiome_starter": "multivi"} if quick else list(SPEED_PAIRS))
+    args.scaling_sizes = args.scaling_sizes or ([300] if quick else [10_000, 100_000, 1_000_000])
+    args.out = args.out or (RESULTS / "quick" if quick else RESULTS)
+    return args
+
+
+def merge(folders: list[Path], out: Path, order: list[str]) -> None:
+    """Rebuild every table and plot in ``out`` from the raw rows of earlier runs."""
+    writers = {"embedding": write_embedding, "prediction": write_prediction}
+    for task in TASKS:
+        parts = [read_raw(folder, task) for folder in folders]
+        rows = [row for part in parts for row in part[0]]
+        if not rows:
+            continue
+        note = " ".join(dict.fromkeys(p[1] for p in parts if p[1]))
+        settings = " ".join(dict.fromkeys(p[2] for p in parts if p[2]))
+        if task in writers:
+            writers[task](out, rows, order, note, settings)
+        elif task == "speed":
+            write_speed(out, rows, SPEED_PAIRS, note, settings)
+        else:
+            write_scaling(out, rows, note, settings)
+    atomic_write(out / "summary.md", "# Headline\n\nMean over seeds; best per column in bold. "
+                 "Details: embedding.md, prediction.md, speed.md, scaling.md.\n\n"
+                 + headline(out, order) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.from_raw:
+        merge(args.from_raw, args.out, [s.name for s in all_systems(args.systems)])
+        print(f"merged into {args.out}")
+        return
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import omnivae
+
+    note = machine_note(args.accelerator)
+    systems = all_systems(args.systems)
+    order = [s.name for s in systems]
+    epochs = ("each system's default epochs and early stopping" if args.max_epochs is None
+              else f"at most {args.max_epochs} epochs per neural network (quick mode)")
+    settings = (f"Mode: {'quick' if args.quick else 'full'}; seeds {args.seeds}; {epochs}.")
+    embedding, prediction = [], []
+    data = {name: omnivae.datasets.load(name) for name in args.datasets
+            if {"embedding", "prediction"} & set(args.tasks)}
+    for seed in args.seeds:  # seed outermost: a cut-short run still covers every dataset
+        for name, mdata in data.items():
+            spec = DATASETS[name]
+            common = {"seed": seed, "max_epochs": args.max_epochs, "accelerator": args.accelerator}
+            if "embedding" in args.tasks:
+                embedding += embedding_rows(mdata, spec, systems, **common)
+                write_embedding(args.out, embedding, order, note, settings)
+            if "prediction" in args.tasks:
+                prediction += prediction_rows(mdata, spec, systems, **common)
+                write_prediction(args.out, prediction, order, note, settings)
+    if "speed" in args.tasks:
+        pairs = (args.speed_datasets if isinstance(args.speed_datasets, dict)
+                 else {d: SPEED_PAIRS[d] for d in args.speed_datasets})
+        rows: list[dict] = []
+        for dataset, peer in pairs.items():
+            rows += speed_rows(dataset, peer, epochs=args.speed_epochs,
+                               repeats=args.speed_repeats, accelerator=args.accelerator,
+                               timeout=args.timeout, batch_key=DATASETS[dataset].batch_key)
+            write_speed(args.out, rows, pairs, note,
+                        f"{args.speed_epochs} epochs per run, {args.speed_repeats} repeats, batch "
+                        "size 256, 128 hidden units, 20 latent dimensions for both systems "
+                        "(each keeps its own number of layers), 10 % validation cells, no early "
+                        "stopping.")
+    if "scaling" in args.tasks:
+        rows = []
+        for n_cells in args.scaling_sizes:
+            rows += scaling_rows("pbmc10k_protein_v3_rna4000_adt14", [n_cells],
+                                 ["omnivae", "totalvi"], epochs=1, accelerator=args.accelerator,
+                                 timeout=args.timeout)
+            write_scaling(args.out, rows, note,
+                          "Shaped like pbmc10k_protein_v3_rna4000_adt14 (RNA 4000, ADT 14); 1 "
+                          f"epoch per run; runs not finished within {args.timeout:.0f} s are "
+                          "reported as such.")
+    merge([args.out], args.out, order)
+    print(f"results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

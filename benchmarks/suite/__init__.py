@@ -1,0 +1,1 @@
+"""omnivae's benchmark suite against scvi-tools and simple baselines (run ``benchmarks/run.py``)."""

@@ -1,0 +1,150 @@
+"""Tables (markdown) and plots (PNG) of benchmark rows, written atomically."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, buffer.getvalue())
+
+
+def machine_note(accelerator: str) -> str:
+    """Where and when the numbers were measured (the machine is shared: load average shown)."""
+    import scvi
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False).stdout.strip()
+    except OSError:
+        commit = "?"
+    try:
+        import scib_metrics
+        scib_version = scib_metrics.__version__
+    except ImportError:
+        scib_version = "not installed"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()} "
+            f"({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads, accelerator {accelerator}); omnivae commit "
+            f"{commit or '?'}, scvi-tools {scvi.__version__}, scib-metrics {scib_version}. "
+            f"The machine is shared with other jobs (load average at start: {load}), so "
+            "absolute seconds are noisy; ratios come from alternated runs.")
+
+
+def mean_spread(values: pd.Series) -> str:
+    """``mean ± sd (n)`` of the finite values (sd over seeds; blank sd for one seed)."""
+    v = values.dropna().to_numpy(dtype=float)
+    if len(v) == 0:
+        return "n/a"
+    if len(v) == 1:
+        return f"{v[0]:.3f}"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+
+
+def table(frame: pd.DataFrame, index: Sequence[str], columns: Sequence[str],
+          order: Sequence[str] | None = None) -> str:
+    """Markdown table of ``mean ± sd`` of ``columns`` grouped by ``index``."""
+    rows = []
+    for key, group in frame.groupby(list(index), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(index, key, strict=True))
+        row.update({c: mean_spread(group[c]) if c in group else "n/a" for c in columns})
+        row["seeds"] = str(group["seed"].nunique())
+        rows.append(row)
+    if order:
+        rank = {name: i for i, name in enumerate(order)}
+        rows.sort(key=lambda r: tuple(rank.get(str(r[k]), 99) if k == "system" else 0
+                                      for k in index))
+    header = [*index, *columns, "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def bar_grid(frame: pd.DataFrame, panels: Sequence[str], value: str, title: str,
+             path: Path, order: Sequence[str]) -> None:
+    """One horizontal bar chart per panel (mean over seeds, error bar = sd), systems as bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(frame.groupby(list(panels), sort=False))
+    if not groups:
+        return
+    names = [n for n in order if n in set(frame["system"])]  # one row per system, all panels
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 0.45 * len(names) + 1.5),
+                             squeeze=False, sharey=True)
+    colors = ["tab:blue" if n.startswith("omnivae") else
+              "tab:orange" if "scvi" in n else "tab:gray" for n in names]
+    for ax, (key, group) in zip(axes[0], groups, strict=True):
+        stats = group.groupby("system")[value].agg(["mean", "std"]).reindex(names)
+        ax.barh(range(len(names)), stats["mean"].fillna(0).to_numpy(),
+                xerr=np.nan_to_num(stats["std"].to_numpy()), color=colors)
+        for i, missing in enumerate(stats["mean"].isna()):
+            if missing:
+                ax.text(0.01, i, "n/a", va="center", fontsize=7, color="gray",
+                        transform=ax.get_yaxis_transform())
+        ax.set_title("\n".join(map(str, key if isinstance(key, tuple) else (key,))), fontsize=9)
+        ax.set_xlabel(value)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(names)), names)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title, y=1.04)
+    save_figure(fig, path)
+
+
+def scatter_bio_batch(frame: pd.DataFrame, title: str, path: Path, order: Sequence[str]) -> None:
+    """Batch correction vs bio conservation per dataset, one point per system (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = frame.dropna(subset=["batch correction"])
+    datasets = list(dict.fromkeys(frame["dataset"]))
+    if not datasets:
+        return
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 4.2), squeeze=False)
+    markers = "osD^v<>phX*"
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        stats = frame[frame["dataset"] == dataset].groupby("system")[
+            ["bio conservation", "batch correction"]].mean()
+        for i, name in enumerate(n for n in order if n in stats.index):
+            ax.scatter(stats.loc[name, "bio conservation"], stats.loc[name, "batch correction"],
+                       marker=markers[i % len(markers)], s=60, label=name)
+        ax.set_xlabel("bio conservation")
+        ax.set_ylabel("batch correction")
+        ax.set_title(dataset, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title, y=1.04)
+    save_figure(fig, path)

@@ -1,0 +1,178 @@
+"""One small interface for every benchmarked system, omnivae's rows and the simple baselines.
+
+A system is fitted on a MuData (``fit``), then gives a joint embedding of every cell
+(``embed``; NaN rows for cells it cannot embed) and/or predicts a withheld modality for some
+cells (``predict``; rows are scores or normalised expression in the target's feature order).
+The scvi-tools peers live in :mod:`suite.peers`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import mudata as md
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+
+import omnivae
+from omnivae.metrics import knn_predict, log_normalize, pca_embedding
+
+from .config import DatasetSpec, PredictionTask
+
+N_COMPS = 30
+
+
+class System:
+    """Base class: subclasses set ``embeds``/``predicts`` and implement what they support."""
+
+    name: str = "system"
+    embeds: ClassVar[bool] = True
+    predicts: ClassVar[bool] = True
+    needs_epochs: ClassVar[bool] = False  # trains a neural network (quick mode caps its epochs)
+    metrics: ClassVar[tuple[str, ...]] = ("pearson", "auroc")  # prediction scores it can get
+
+    def supports(self, modalities: set[str]) -> bool:
+        """Whether the system can model a dataset with these modalities."""
+        return True
+
+    def fit(self, mdata: md.MuData, spec: DatasetSpec, *, seed: int,
+            max_epochs: int | None = None, accelerator: str = "cpu") -> None:
+        self.mdata, self.spec, self.seed = mdata, spec, seed
+
+    def embed(self) -> np.ndarray:
+        raise NotImplementedError(f"{self.name} does not embed")
+
+    def predict(self, task: PredictionTask, cells: pd.Index) -> np.ndarray:
+        raise NotImplementedError(f"{self.name} does not predict")
+
+
+def modality_rows(mdata: md.MuData, modality: str) -> np.ndarray:
+    """Position in ``mdata.obs_names`` of each cell of ``mdata[modality]``."""
+    return mdata.obs_names.get_indexer(mdata[modality].obs_names)
+
+
+class Omnivae(System):
+    """``omnivae.Model(**kwargs)`` at its defaults (epochs from the data size, early stopping).
+
+    A row is a name and a dict of ``omnivae.Model`` arguments (see :data:`OMNIVAE_ROWS`).
+    """
+
+    needs_epochs = True
+
+    def __init__(self, name: str, **model_kwargs: Any):
+        self.name, self.model_kwargs = name, model_kwargs
+
+    def fit(self, mdata, spec, *, seed, max_epochs=None, accelerator="cpu"):
+        super().fit(mdata, spec, seed=seed)
+        self.model = omnivae.Model(mdata, batch_key=spec.batch_key, seed=seed, **self.model_kwargs)
+        # the held-out batch probe only logs I(z; batch); switching it off changes no result
+        self.model.train(max_epochs=max_epochs, accelerator=accelerator, progress_bar=False,
+                         batch_probe_every=0)
+
+    def embed(self):
+        return self.model.get_latent_representation()
+
+    def predict(self, task, cells):
+        pred = self.model.predict(task.target)
+        return np.asarray(pred[cells].X)
+
+
+class PCAConcat(System):
+    """Early integration: PCA of the concatenated log-normalised modalities (0 where missing)."""
+
+    name = "PCA (concatenated)"
+    predicts = False
+
+    def embed(self):
+        blocks = []
+        for modality in self.mdata.mod:
+            block = np.zeros((self.mdata.n_obs, self.mdata[modality].n_vars), dtype=np.float32)
+            block[modality_rows(self.mdata, modality)] = log_normalize(self.mdata[modality].X)
+            blocks.append(block)
+        x = np.concatenate(blocks, axis=1)
+        n = min(N_COMPS, x.shape[0] - 1, x.shape[1] - 1)
+        return PCA(n, random_state=self.seed).fit_transform(x)
+
+
+class PCARNA(System):
+    """PCA of log-normalised RNA alone (NaN for cells without RNA)."""
+
+    name = "PCA (RNA)"
+    predicts = False
+
+    def supports(self, modalities):
+        return "rna" in modalities
+
+    def embed(self):
+        out = np.full((self.mdata.n_obs, N_COMPS), np.nan)
+        emb = pca_embedding(self.mdata["rna"].X, N_COMPS, seed=self.seed)
+        out[modality_rows(self.mdata, "rna"), : emb.shape[1]] = emb
+        return out
+
+
+class RandomEmbedding(System):
+    """Control: standard normal noise, the floor every real embedding must clear."""
+
+    name = "random (control)"
+    predicts = False
+
+    def embed(self):
+        return np.random.default_rng(self.seed).normal(size=(self.mdata.n_obs, N_COMPS))
+
+
+class KNNRegression(System):
+    """kNN regression on the PCA of the source modality (average of 15 neighbours' profiles)."""
+
+    name = "kNN regression"
+    embeds = False
+
+    def predict(self, task, cells):
+        source = self.mdata[task.source]
+        inputs = pca_embedding(source.X, N_COMPS, seed=self.seed)
+        train = source.obs_names.isin(self.mdata[task.target].obs_names)
+        train_names = source.obs_names[train]
+        query = source.obs_names.get_indexer(cells)
+        targets = self.mdata[task.target][train_names].X
+        return knn_predict(inputs[train], targets, inputs[query])
+
+
+class FeatureMean(System):
+    """Per-feature mean of the normalised target over the training cells (same for every cell).
+
+    Scored by AUROC only: a prediction constant over cells has no Pearson r over cells.
+    """
+
+    name = "per-feature mean"
+    embeds = False
+    metrics = ("auroc",)
+
+    def predict(self, task, cells):
+        counts = np.asarray(self.mdata[task.target].X.toarray(), dtype=np.float64)
+        total = counts.sum(1, keepdims=True)
+        profile = (counts / np.where(total > 0, total, 1.0))[total[:, 0] > 0].mean(0)
+        return np.tile(profile, (len(cells), 1))
+
+
+# omnivae rows: name -> omnivae.Model arguments. Another model or fusion is one more line.
+OMNIVAE_ROWS: dict[str, dict[str, Any]] = {
+    "omnivae (poe)": {"fusion": "poe"},
+    "omnivae (moe)": {"fusion": "moe"},
+    "omnivae (mopoe, default)": {"fusion": "mopoe"},
+}
+
+
+def all_systems(names: list[str] | None = None) -> list[System]:
+    """Every system (or those named), omnivae rows first, then peers, then baselines."""
+    from .peers import MultiVI, TotalVI
+
+    systems: list[System] = [Omnivae(n, **kw) for n, kw in OMNIVAE_ROWS.items()]
+    systems += [TotalVI(), MultiVI(), PCAConcat(), PCARNA(), RandomEmbedding(), KNNRegression(),
+                FeatureMean()]
+    if names:
+        unknown = set(names) - {s.name for s in systems}
+        if unknown:
+            raise SystemExit(f"Unknown systems {sorted(unknown)}; choose from "
+                             f"{[s.name for s in systems]}.")
+        systems = [s for s in systems if s.name in names]
+    return systems

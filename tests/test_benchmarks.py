@@ -1,0 +1,85 @@
+"""The benchmark suite's quick mode, end to end on real data (so the suite never rots)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import shared_file
+
+ROOT = Path(__file__).resolve().parents[1]
+pytest.importorskip("scvi")
+pytest.importorskip("scib_metrics")
+
+
+def _run_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("benchmarks_run", ROOT / "benchmarks" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # ~6 CPU-minutes (scib-metrics' jax compilation, 14 trainings, 4 subprocesses)
+@pytest.mark.realdata
+def test_quick_benchmark_end_to_end(tmp_path):
+    for name in ("neurips2021_bmmc_cite_starter", "neurips2021_bmmc_multiome_starter",
+                 "pbmc10k_protein_v3_rna4000_adt14"):
+        shared_file(name)
+    run = _run_module()
+    run.main(["--quick", "--out", str(tmp_path)])
+
+    for task in ("embedding", "prediction", "speed", "scaling"):
+        text = (tmp_path / f"{task}.md").read_text()
+        assert "Measured" in text
+        assert "| system |" in text or "| cells |" in text
+    for png in ("embedding.png", "embedding_bio_batch.png", "prediction.png", "scaling.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+    raw = {t: json.loads((tmp_path / "raw" / f"{t}.json").read_text())["rows"]
+           for t in ("embedding", "prediction", "speed", "scaling")}
+    emb = raw["embedding"]
+    by = {(r["dataset"], r["system"]): r for r in emb}
+    cite, multiome = "neurips2021_bmmc_cite_starter", "neurips2021_bmmc_multiome_starter"
+    common = ["omnivae (poe)", "omnivae (moe)", "omnivae (mopoe, default)", "PCA (concatenated)",
+              "PCA (RNA)", "random (control)"]
+    assert {s for d, s in by if d == cite} == {*common, "TOTALVI (scvi-tools)"}
+    assert {s for d, s in by if d == multiome} == {*common, "MULTIVI (scvi-tools)"}
+    for row in emb:
+        for key in ("bio conservation", "batch correction", "total"):
+            assert 0.0 <= row[key] <= 1.0, row
+        assert row["total"] == pytest.approx(0.6 * row["bio conservation"]
+                                             + 0.4 * row["batch correction"])
+    # the random control conserves less biology than every embedding trained on the data (the
+    # peers get 3 epochs in quick mode, too few to be held to this)
+    for dataset in (cite, multiome):
+        floor = by[(dataset, "random (control)")]["bio conservation"]
+        for system in common[:-1]:
+            assert by[(dataset, system)]["bio conservation"] > floor + 0.05, (dataset, system)
+
+    pred = {(r["dataset"], r["task"], r["system"]): r for r in raw["prediction"]}
+    assert (cite, "rna->adt", "TOTALVI (scvi-tools)") in pred
+    assert (multiome, "rna->atac", "MULTIVI (scvi-tools)") in pred
+    assert (multiome, "atac->rna", "MULTIVI (scvi-tools)") in pred
+    assert (multiome, "rna->atac", "per-feature mean") in pred
+    assert (cite, "rna->adt", "per-feature mean") not in pred  # constant: no Pearson r
+    for row in raw["prediction"]:
+        low = 0.0 if row["metric"] == "auroc" else -1.0
+        assert low <= row["score"] <= 1.0, row
+        assert row["withheld cells"] == round(0.25 * (600 if row["dataset"] == cite else 500))
+    # kNN on RNA-PCA predicts proteins well on this set; misaligned cells or features would not
+    assert pred[(cite, "rna->adt", "kNN regression")]["score"] > 0.4
+    assert pred[(multiome, "rna->atac", "kNN regression")]["score"] > 0.6
+
+    for row in raw["speed"] + raw["scaling"]:
+        assert "error" not in row, row
+        assert row["cells x epochs / s"] > 0 and 0 < row["fraction of matmul"] < 1
+        assert row["peak RSS MB"] >= row["RSS before training MB"] > 50
+    assert {r["system"] for r in raw["speed"]} == {"omnivae", "multivi"}
+    assert {r["system"] for r in raw["scaling"]} == {"omnivae", "totalvi"}
+    assert "Ratios omnivae / multivi" in (tmp_path / "speed.md").read_text()
