@@ -25,7 +25,6 @@ def _run_module():
     return module
 
 
-@pytest.mark.slow  # ~6 CPU-minutes (scib-metrics' jax compilation, 14 trainings, 4 subprocesses)
 @pytest.mark.realdata
 def test_quick_benchmark_end_to_end(tmp_path):
     for name in ("neurips2021_bmmc_cite_starter", "neurips2021_bmmc_multiome_starter",
