@@ -91,6 +91,12 @@ def importance_weighted(lw: Tensor, draws: tuple[Tensor, ...],
     return bound, (normalised * lw).sum(dim=0)
 
 
+def bound_value(lw: Tensor, estimator: str) -> Tensor:
+    """The bound's value per stratum ``(P,)`` from log weights ``(K, P)`` without gradient
+    tricks: the mean for ``elbo``, ``log mean_k exp lw`` for ``iwae`` and ``dreg``."""
+    return importance_weighted(lw, (), "elbo" if estimator == "elbo" else "iwae")[0]
+
+
 class MMVAE(Objective):
     """MMVAE objective (see module docstring)."""
 
@@ -117,8 +123,7 @@ class MMVAE(Objective):
                                                self.options.estimator)
         with torch.no_grad():
             at_one = log_px + log_ratio
-            bound_at_one = (at_one.mean(dim=0) if self.options.estimator == "elbo"
-                            else importance_weighted(at_one, (), "iwae")[0])
+            bound_at_one = bound_value(at_one, self.options.estimator)
         n = batch.n_cells
         reconstruction = {
             name: (weight.repeat(k) * v).sum() / (k * batch.mask[:, m].sum().clamp(min=1))

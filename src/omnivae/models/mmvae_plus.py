@@ -33,7 +33,12 @@ from omnivae._types import BatchData, Gaussian, check_choice
 from omnivae.fusion import fuse, product_of_experts
 from omnivae.models.base import Objective, ObjectiveOutput, make_options, modality_nll
 from omnivae.models.dmvae import prior_padding, private_encoders
-from omnivae.models.mmvae import ESTIMATORS, importance_weighted, log_mixture_density
+from omnivae.models.mmvae import (
+    ESTIMATORS,
+    bound_value,
+    importance_weighted,
+    log_mixture_density,
+)
 from omnivae.priors import gaussian_log_prob
 
 if TYPE_CHECKING:
@@ -130,8 +135,7 @@ class MMVAEPlus(Objective):
                                                self.options.estimator)
         with torch.no_grad():
             at_one = log_px + log_ratio
-            bound_at_one = (at_one.mean(dim=0) if self.options.estimator == "elbo"
-                            else importance_weighted(at_one, (), "iwae")[0])
+            bound_at_one = bound_value(at_one, self.options.estimator)
         n = batch.n_cells
         return ObjectiveOutput(
             loss=-(weight * surrogate).sum() / n, reconstruction=reconstruction,
