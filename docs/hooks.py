@@ -67,6 +67,10 @@ def _benchmarks(add: Any) -> str:
              "Written by the scripts in `benchmarks/` (each file says how to rerun it).\n"]
     for table in sorted(results.glob("*.md")):
         text = table.read_text(encoding="utf-8")
+        # results link each other and their figures relatively: on this one page, a link to
+        # another results table becomes its plain label and figures live in benchmarks/
+        text = re.sub(r"(?<!!)\[([^\]]+)\]\(([\w.-]+)\.md\)", r"\1", text)
+        text = re.sub(r"\]\(([\w.-]+\.(?:png|svg))\)", r"](benchmarks/\1)", text)
         parts.append(re.sub(r"^(#+)", r"#\1", text, flags=re.MULTILINE))  # one level down
     for image in sorted(results.glob("*.png")):
         add(f"benchmarks/{image.name}", source=image)
