@@ -6,31 +6,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-try:  # tests/ as a package (rootdir on sys.path) or as a plain folder (tests/ on it)
-    from tests.family_helpers import (
-        COMPLETE,
-        FAST,
-        MOSAIC,
-        SPECS,
-        fixed_noise,
-        log_normal,
-        make_batch,
-        make_vae,
-    )
-except ImportError:
-    from family_helpers import (
-        COMPLETE,
-        FAST,
-        MOSAIC,
-        SPECS,
-        fixed_noise,
-        log_normal,
-        make_batch,
-        make_vae,
-    )
-
 from omnivae.models import MODELS, OBJECTIVES
 from omnivae.module import ModalitySpec, MultimodalVAE
+from tests.family_helpers import (
+    COMPLETE,
+    FAST,
+    MOSAIC,
+    SPECS,
+    fixed_noise,
+    log_normal,
+    make_batch,
+    make_vae,
+)
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -8,40 +8,22 @@ import math
 import pytest
 import torch
 
-try:  # tests/ as a package (rootdir on sys.path) or as a plain folder (tests/ on it)
-    from tests.family_helpers import (
-        COMPLETE,
-        MOSAIC,
-        NAMES,
-        enc,
-        fixed_noise,
-        kl_gauss,
-        kl_std,
-        log_normal,
-        make_batch,
-        make_vae,
-        nll,
-        observed,
-        poe,
-    )
-except ImportError:
-    from family_helpers import (
-        COMPLETE,
-        MOSAIC,
-        NAMES,
-        enc,
-        fixed_noise,
-        kl_gauss,
-        kl_std,
-        log_normal,
-        make_batch,
-        make_vae,
-        nll,
-        observed,
-        poe,
-    )
-
 from omnivae.models import MODELS, OBJECTIVES
+from tests.family_helpers import (
+    COMPLETE,
+    MOSAIC,
+    NAMES,
+    enc,
+    fixed_noise,
+    kl_gauss,
+    kl_std,
+    log_normal,
+    make_batch,
+    make_vae,
+    nll,
+    observed,
+    poe,
+)
 
 
 def subsets_of(kind):

@@ -129,7 +129,23 @@ def _sample_mixture(n: int, loc: Tensor, logvar: Tensor, weights: Tensor,
     return Gaussian(loc[pick], logvar[pick]).rsample(generator)
 
 
-class MixtureOfGaussians(Prior):
+class _MixturePrior(Prior):
+    """A prior that is a Gaussian mixture given by :meth:`components` (shared by the
+    mixture-of-Gaussians and the VampPrior): density and sampling written once."""
+
+    def components(self) -> tuple[Tensor, Tensor, Tensor]:
+        raise NotImplementedError
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return mixture_log_prob(z, *self.components())
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        with torch.no_grad():
+            loc, logvar, log_w = self.components()
+            return _sample_mixture(n, loc, logvar, log_w.exp(), generator)
+
+
+class MixtureOfGaussians(_MixturePrior):
     """A mixture of ``n_components`` diagonal Gaussians; means, variances, weights learned.
 
     Examples
@@ -150,16 +166,9 @@ class MixtureOfGaussians(Prior):
         """Means ``(K, d)``, log-variances ``(K, d)`` and log-weights ``(K,)``."""
         return self.loc, self.logvar.clamp(-8.0, 4.0), torch.log_softmax(self.logits, dim=0)
 
-    def log_prob(self, z: Tensor) -> Tensor:
-        return mixture_log_prob(z, *self.components())
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        with torch.no_grad():
-            loc, logvar, log_w = self.components()
-            return _sample_mixture(n, loc, logvar, log_w.exp(), generator)
 
 
-class VampPrior(Prior):
+class VampPrior(_MixturePrior):
     """VampPrior over pseudo-cells passed through the model's encoders (see module docstring).
 
     Parameters
@@ -207,13 +216,6 @@ class VampPrior(Prior):
         joint = product_of_experts(torch.stack(locs), torch.stack(logvars), every)
         return joint.loc, joint.logvar, torch.full((k,), -math.log(k), device=joint.loc.device)
 
-    def log_prob(self, z: Tensor) -> Tensor:
-        return mixture_log_prob(z, *self.components())
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        with torch.no_grad():
-            loc, logvar, log_w = self.components()
-            return _sample_mixture(n, loc, logvar, log_w.exp(), generator)
 
 
 def _n_inputs(encoder: nn.Module) -> int:
