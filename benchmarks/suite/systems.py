@@ -55,20 +55,25 @@ def modality_rows(mdata: md.MuData, modality: str) -> np.ndarray:
 class Omnivae(System):
     """``omnivae.Model(**kwargs)`` at its defaults (epochs from the data size, early stopping).
 
-    A row is a name and a dict of ``omnivae.Model`` arguments (see :data:`OMNIVAE_ROWS`).
+    A row is a name and a dict of ``omnivae.Model`` arguments (see :data:`OMNIVAE_ROWS`);
+    ``train_kwargs`` go to ``Model.train`` (for example ``lr``), for tuning the defaults.
     """
 
     needs_epochs = True
 
-    def __init__(self, name: str, **model_kwargs: Any):
+    def __init__(self, name: str, train_kwargs: dict[str, Any] | None = None,
+                 **model_kwargs: Any):
         self.name, self.model_kwargs = name, model_kwargs
+        self.train_kwargs = dict(train_kwargs or {})
 
     def fit(self, mdata, spec, *, seed, max_epochs=None, accelerator="cpu"):
         super().fit(mdata, spec, seed=seed)
         self.model = omnivae.Model(mdata, batch_key=spec.batch_key, seed=seed, **self.model_kwargs)
         # the held-out batch probe only logs I(z; batch); switching it off changes no result
-        self.model.train(max_epochs=max_epochs, accelerator=accelerator, progress_bar=False,
-                         batch_probe_every=0)
+        train_kwargs = {**self.train_kwargs,  # a cap (quick mode) wins over a row's epochs
+                        "max_epochs": max_epochs or self.train_kwargs.get("max_epochs")}
+        self.model.train(accelerator=accelerator, progress_bar=False, batch_probe_every=0,
+                         **train_kwargs)
 
     def embed(self):
         return self.model.get_latent_representation()

@@ -1,0 +1,137 @@
+"""Choose omnivae's defaults with the benchmark suite: candidates on tuning datasets only.
+
+Each candidate is a set of ``omnivae.Model`` / ``Model.train`` arguments that differ from the
+current defaults. Every candidate is scored with the suite's own tasks (scib-metrics embedding
+and withheld-modality prediction, :mod:`suite.tasks`) on the *tuning* datasets; the chosen
+defaults are then confirmed by the full suite on the other datasets (see
+``benchmarks/results/tuning.md``), which are never used here.
+
+Usage::
+
+    python benchmarks/tune_defaults.py --candidates baseline latent10 hidden256 \\
+        --datasets neurips2021_bmmc_cite_starter neurips2021_bmmc_multiome_starter --seeds 0 \\
+        --out benchmarks/results/tuning
+
+Rows are appended to ``<out>/raw/tuning.jsonl`` as they finish (a stopped run keeps them) and
+``<out>/tuning.md`` is rewritten from all rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import omnivae
+from omnivae.training import default_max_epochs
+from suite.config import DATASETS
+from suite.report import atomic_write
+from suite.systems import Omnivae
+from suite.tasks import embedding_rows, prediction_rows
+
+# name -> (Model arguments, train arguments); "baseline" is the defaults as they are.
+CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "baseline": ({}, {}),
+    "poe": ({"fusion": "poe"}, {}),
+    "latent10": ({"n_latent": 10}, {}),
+    "latent30": ({"n_latent": 30}, {}),
+    "hidden256": ({"n_hidden": 256}, {}),
+    "hidden64": ({"n_hidden": 64}, {}),
+    "layers2": ({"n_layers": 2}, {}),
+    "dropout0": ({"dropout": 0.0}, {}),
+    "dropout0.2": ({"dropout": 0.2}, {}),
+    "lr1e-3": ({}, {"lr": 1e-3}),
+    "lr5e-3": ({}, {"lr": 5e-3}),
+    "wd1e-3": ({}, {"weight_decay": 1e-3}),
+    "warmup_half": ({}, {"kl_warmup_epochs_fraction": 0.5}),
+    "warmup_tenth": ({}, {"kl_warmup_epochs_fraction": 0.1}),
+    "batch128": ({}, {"batch_size": 128}),
+    "patience60": ({}, {"patience": 60}),
+    "no_early_stop": ({}, {"early_stopping": False}),
+}
+
+
+def parse_candidate(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A named candidate, or ``name+name`` combining several (later ones win)."""
+    model: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    for part in text.split("+"):
+        if part not in CANDIDATES:
+            raise SystemExit(f"Unknown candidate {part!r}; choose from {sorted(CANDIDATES)}.")
+        model.update(CANDIDATES[part][0])
+        train.update(CANDIDATES[part][1])
+    return model, train
+
+
+def run_candidate(text: str, dataset: str, seed: int) -> list[dict]:
+    model_kwargs, train_kwargs = parse_candidate(text)
+    mdata = omnivae.datasets.load(dataset)
+    spec = DATASETS[dataset]
+    fraction = train_kwargs.pop("kl_warmup_epochs_fraction", None)
+    if fraction is not None:
+        epochs = default_max_epochs(mdata.n_obs)
+        train_kwargs["kl_warmup_epochs"] = fraction * epochs
+    system = Omnivae(text, train_kwargs=train_kwargs, **model_kwargs)
+    rows = [{**r, "task": "embedding"} for r in embedding_rows(
+        mdata, spec, [system], seed=seed, max_epochs=None, accelerator="cpu")]
+    rows += prediction_rows(mdata, spec, [system], seed=seed, max_epochs=None, accelerator="cpu")
+    return rows
+
+
+def summarise(rows: list[dict]) -> str:
+    """One line per candidate: the mean over seeds of each dataset's scores."""
+    table = pd.DataFrame(rows)
+    table["column"] = np.where(table["task"] == "embedding", table["dataset"].str[:22] + " total",
+                               table["dataset"].str[:22] + " " + table["task"])
+    value = table["total"].where(table["task"] == "embedding", table["score"])
+    table = table.assign(value=value)
+    wide = table.pivot_table(index="system", columns="column", values="value", aggfunc="mean")
+    seeds = table.groupby("system")["seed"].nunique()
+    wide.insert(0, "seeds", seeds)
+    lines = ["# Tuning omnivae's defaults (tuning datasets only)", "",
+             "Mean over seeds of each score; candidates differ from the defaults in the named "
+             "arguments (see `benchmarks/tune_defaults.py`).", "",
+             "| candidate | " + " | ".join(wide.columns) + " |",
+             "|---" * (len(wide.columns) + 1) + "|"]
+    for name, row in wide.iterrows():
+        cells = [f"{v:.3f}" if isinstance(v, float) and c != "seeds" else str(v)
+                 for c, v in row.items()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", nargs="+", default=["baseline"])
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS),
+                        default=["neurips2021_bmmc_cite_starter",
+                                 "neurips2021_bmmc_multiome_starter"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tuning"))
+    args = parser.parse_args(argv)
+    raw = args.out / "raw" / "tuning.jsonl"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    warnings.filterwarnings("ignore")
+    for seed in args.seeds:
+        for dataset in args.datasets:
+            for text in args.candidates:
+                rows = run_candidate(text, dataset, seed)
+                with raw.open("a") as handle:
+                    for row in rows:
+                        handle.write(json.dumps(row) + "\n")
+                print(f"{text} {dataset} seed {seed}: " + ", ".join(
+                    f"{r['task']}={r.get('total', r.get('score')):.3f}" for r in rows), flush=True)
+    rows = [json.loads(line) for line in raw.read_text().splitlines() if line.strip()]
+    atomic_write(args.out / "tuning.md", summarise(rows))
+
+
+if __name__ == "__main__":
+    main()
