@@ -56,6 +56,11 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "batch128": ({}, {"batch_size": 128}),
     "patience60": ({}, {"patience": 60}),
     "no_early_stop": ({}, {"early_stopping": False}),
+    "atac_poisson": ({"likelihoods": {"atac": "poisson"}}, {}),
+    "atac_nb": ({"likelihoods": {"atac": "nb"}}, {}),
+    "hsic": ({"batch_penalty": "hsic"}, {}),
+    "mmd": ({"batch_penalty": "mmd"}, {}),
+    "adversarial": ({"batch_penalty": "adversarial"}, {}),
 }
 
 
