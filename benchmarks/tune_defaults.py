@@ -10,7 +10,7 @@ Usage::
 
     python benchmarks/tune_defaults.py --candidates baseline latent10 hidden256 \\
         --datasets neurips2021_bmmc_cite_starter neurips2021_bmmc_multiome_starter --seeds 0 \\
-        --out benchmarks/results/tuning
+        --out benchmarks/results
 
 Rows are appended to ``<out>/raw/tuning.jsonl`` as they finish (a stopped run keeps them) and
 ``<out>/tuning.md`` is rewritten from all rows.
@@ -91,25 +91,29 @@ def run_candidate(text: str, dataset: str, seed: int) -> list[dict]:
     return rows
 
 
+SHORT = {"neurips2021_bmmc_cite_starter": "CITE", "neurips2021_bmmc_multiome_starter": "Multiome",
+         "totalvi_sln111_subset": "SLN111", "quickstart_pbmc_mosaic": "mosaic"}
+
+
 def summarise(rows: list[dict]) -> str:
-    """One line per candidate: the mean over seeds of each dataset's scores."""
+    """One line per candidate: the mean over seeds of each dataset's scores (and how many
+    seeds); an empty cell was not run."""
     table = pd.DataFrame(rows)
-    table["column"] = np.where(table["task"] == "embedding", table["dataset"].str[:22] + " total",
-                               table["dataset"].str[:22] + " " + table["task"])
-    value = table["total"].where(table["task"] == "embedding", table["score"])
-    table = table.assign(value=value)
+    name = table["dataset"].map(lambda d: SHORT.get(d, d))
+    table["column"] = np.where(table["task"] == "embedding", name + " scib total",
+                               name + " " + table["task"])
+    table["value"] = table["total"].where(table["task"] == "embedding", table["score"])
     wide = table.pivot_table(index="system", columns="column", values="value", aggfunc="mean")
-    seeds = table.groupby("system")["seed"].nunique()
-    wide.insert(0, "seeds", seeds)
+    seeds = table.groupby("system")["seed"].apply(lambda s: " ".join(map(str, sorted(set(s)))))
     lines = ["# Tuning omnivae's defaults (tuning datasets only)", "",
-             "Mean over seeds of each score; candidates differ from the defaults in the named "
-             "arguments (see `benchmarks/tune_defaults.py`).", "",
-             "| candidate | " + " | ".join(wide.columns) + " |",
-             "|---" * (len(wide.columns) + 1) + "|"]
-    for name, row in wide.iterrows():
-        cells = [f"{v:.3f}" if isinstance(v, float) and c != "seeds" else str(v)
-                 for c, v in row.items()]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+             "Mean over seeds of each score; `baseline` is the defaults, every other candidate "
+             "differs from them in the arguments named in `benchmarks/tune_defaults.py`. The "
+             "confirmation datasets are never scored here.", "",
+             "| candidate | seeds | " + " | ".join(wide.columns) + " |",
+             "|---|---|" + "---|" * len(wide.columns)]
+    for candidate, row in wide.iterrows():
+        cells = ["" if pd.isna(v) else f"{v:.3f}" for v in row]
+        lines.append(f"| {candidate} | {seeds[candidate]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
                         default=["neurips2021_bmmc_cite_starter",
                                  "neurips2021_bmmc_multiome_starter"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tuning"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     raw = args.out / "raw" / "tuning.jsonl"
     raw.parent.mkdir(parents=True, exist_ok=True)

@@ -180,6 +180,16 @@ FAMILY_ROWS: dict[str, dict[str, Any]] = {
 }
 
 
+# Settings under consideration for the defaults, selectable by name like the family rows:
+# the batch-MI penalty at the weight the issue-3 curve (batch_penalty_curve.md) chose.
+VARIANT_ROWS: dict[str, dict[str, Any]] = {
+    "omnivae (mopoe + mmd 100)": {"fusion": "mopoe", "batch_penalty": "mmd",
+                                  "penalty_weight": 100.0},
+    "omnivae (mopoe + hsic 100)": {"fusion": "mopoe", "batch_penalty": "hsic",
+                                   "penalty_weight": 100.0},
+}
+
+
 def all_systems(names: list[str] | None = None) -> list[System]:
     """Every system (or those named), omnivae rows first, then peers, then baselines."""
     from .peers import MultiVI, TotalVI
@@ -188,7 +198,8 @@ def all_systems(names: list[str] | None = None) -> list[System]:
     systems += [TotalVI(), MultiVI(), PCAConcat(), PCARNA(), RandomEmbedding(), KNNRegression(),
                 FeatureMean()]
     if names:
-        systems += [Omnivae(n, **kw) for n, kw in FAMILY_ROWS.items() if n in names]
+        systems += [Omnivae(n, **kw) for n, kw in {**FAMILY_ROWS, **VARIANT_ROWS}.items()
+                    if n in names]
         unknown = set(names) - {s.name for s in systems}
         if unknown:
             raise SystemExit(f"Unknown systems {sorted(unknown)}; choose from "

@@ -1,0 +1,50 @@
+"""The defaults-tuning script's candidate parsing and its summary table (no training here;
+the tasks it calls are exercised end to end by the benchmark quick mode)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tune_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("tune_defaults", ROOT / "benchmarks" / "tune_defaults.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_candidates_combine_and_unknown_names_are_refused():
+    tune = _tune_module()
+    model, train = tune.parse_candidate("hidden64+lr1e-3+dropout0.2")
+    assert model == {"n_hidden": 64, "dropout": 0.2}
+    assert train == {"lr": 1e-3}
+    assert tune.parse_candidate("baseline") == ({}, {})
+    with pytest.raises(SystemExit, match="Unknown candidate 'hidden65'"):
+        tune.parse_candidate("hidden64+hidden65")
+
+
+def test_summary_averages_seeds_per_dataset_and_task():
+    tune = _tune_module()
+    rows = [
+        {"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "system": "baseline",
+         "task": "embedding", "total": 0.60},
+        {"dataset": "neurips2021_bmmc_cite_starter", "seed": 1, "system": "baseline",
+         "task": "embedding", "total": 0.70},
+        {"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "system": "baseline",
+         "task": "rna->adt", "score": 0.5},
+        {"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "system": "lr1e-3",
+         "task": "rna->adt", "score": 0.25},
+    ]
+    text = tune.summarise(rows)
+    header = next(line for line in text.splitlines() if line.startswith("| candidate"))
+    assert header == "| candidate | seeds | CITE rna->adt | CITE scib total |"
+    assert "| baseline | 0 1 | 0.500 | 0.650 |" in text
+    assert "| lr1e-3 | 0 | 0.250 |  |" in text  # not run: an empty cell, not a number
