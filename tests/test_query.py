@@ -172,3 +172,27 @@ def test_query_model_saves_and_loads(tmp_path):
     loaded = omnivae.Model.load(tmp_path / "query_model", query)
     np.testing.assert_allclose(loaded.get_latent_representation(),
                                mapped.get_latent_representation(), rtol=1e-5, atol=1e-6)
+
+
+def test_query_model_with_a_smaller_panel_saves_and_loads(tmp_path):
+    sim = omnivae.datasets.simulate(150, modalities=("rna", "adt"), n_batches=3, seed=0)
+    model = omnivae.Model(sim[sim.obs["batch"] != "batch-2"].copy(), batch_key="batch",
+                          n_latent=3)
+    model.train(max_epochs=2, progress_bar=False)
+    query = sim[sim.obs["batch"] == "batch-2"].copy()
+    query.mod["adt"] = query["adt"][:, ::3].copy()  # a third of the antibody panel
+    refresh(query)
+    mapped = model.map_query(query, max_epochs=2, progress_bar=False)
+    mapped.save(tmp_path / "query_model")
+    loaded = omnivae.Model.load(tmp_path / "query_model", query)
+    assert isinstance(loaded, type(mapped)) and loaded.n_trainable == mapped.n_trainable
+    np.testing.assert_array_equal(loaded.measured["adt"], mapped.measured["adt"])
+    np.testing.assert_allclose(loaded.get_latent_representation(),
+                               mapped.get_latent_representation(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loaded.predict("adt").X, mapped.predict("adt").X,
+                               rtol=1e-4, atol=1e-6)
+    unseen = query.copy()
+    unseen.obs["batch"] = "batch-9"
+    with pytest.raises(ValueError, match="never saw"):
+        omnivae.Model.load(tmp_path / "query_model", unseen)
+

@@ -36,6 +36,8 @@ import mudata as md
 import numpy as np
 import torch
 
+from omnivae.cell_data import CellData
+from omnivae.data import SetupInfo
 from omnivae.model import Model
 from omnivae.module import ModuleConfig, MultimodalVAE
 from omnivae.query_data import setup_query
@@ -134,15 +136,58 @@ def load_query(
     old = reference.config
     config = ModuleConfig.from_dict({
         **old.to_dict(), "n_batches": max(n_ref, len(setup.batch_categories)),
-        "extra": {**old.extra, "n_reference_batches": n_ref},
+        "extra": {**old.extra, "n_reference_batches": n_ref, "fill_steps": fill_steps},
     })
-    model = QueryModel(query_mdata, _setup=setup, _config=config, _data=data)
-    model.frozen = load_reference_weights(model.module, reference.module.state_dict(), n_ref)
+    return _query_model(query_mdata, setup, config, data, measured,
+                        reference.module.state_dict())
+
+
+def _query_model(
+    mdata: md.MuData, setup: SetupInfo, config: ModuleConfig, data: CellData,
+    measured: dict[str, np.ndarray], reference_state: dict[str, torch.Tensor],
+    fill: bool = True,
+) -> QueryModel:
+    """The query model of ``mdata`` with the reference weights copied in and frozen."""
+    model = QueryModel(mdata, _setup=setup, _config=config, _data=data)
+    n_ref = int(config.extra["n_reference_batches"])
+    model.frozen = load_reference_weights(model.module, reference_state, n_ref)
     model.module.eval()
     model.measured = measured
     model.n_reference_batches = n_ref
-    model.fill_steps = fill_steps
-    model._data = fill_unmeasured(model.module, data, measured, fill_steps)
+    model.fill_steps = int(config.extra.get("fill_steps", 100))
+    if fill:
+        model._data = fill_unmeasured(model.module, data, measured, model.fill_steps)
+    return model
+
+
+def restore_query_model(
+    mdata: md.MuData, setup: SetupInfo, config: ModuleConfig, state: dict[str, torch.Tensor],
+    path: Path,
+) -> QueryModel:
+    """A saved query model on its query cells (any subset of the reference's features); used
+    by :meth:`omnivae.Model.load`. The frozen entries are those of the reference's shapes."""
+    from omnivae import _io
+
+    data, query_setup, measured = setup_query(mdata, setup)
+    if len(query_setup.batch_categories) > len(setup.batch_categories):
+        new = query_setup.batch_categories[len(setup.batch_categories):]
+        raise ValueError(f"{path} is a query model for batches {list(setup.batch_categories)}; "
+                         f"these cells have batches it never saw {list(new)[:5]}: map them "
+                         "with omnivae.Model.load_query(reference, mdata).")
+    n_ref = int(config.extra["n_reference_batches"])
+    reference_config = ModuleConfig.from_dict({
+        **config.to_dict(), "n_batches": n_ref,
+        "extra": {k: v for k, v in config.extra.items()
+                  if k not in ("n_reference_batches", "fill_steps")},
+    })
+    shapes = MultimodalVAE(reference_config).state_dict()
+    reference_state = {k: state[k][tuple(slice(0, s) for s in v.shape)]
+                       for k, v in shapes.items() if k in state}
+    model = _query_model(mdata, setup, config, data, measured, reference_state, fill=False)
+    _io.check_state_matches(model.module, state, path)
+    model.module.load_state_dict(state)
+    model.module.eval()
+    model._data = fill_unmeasured(model.module, data, measured, model.fill_steps)
     return model
 
 
@@ -172,8 +217,6 @@ def map_query(
 def _load_reference(path: Path) -> Model:
     """A saved reference model's setup, config and weights (no data needed)."""
     from omnivae import _io
-    from omnivae.data import SetupInfo
-
     meta, state = _io.load_model_folder(path)
     setup = SetupInfo.from_dict(meta["setup"])
     config = ModuleConfig.from_dict(meta["module"])
