@@ -196,3 +196,40 @@ def test_query_model_with_a_smaller_panel_saves_and_loads(tmp_path):
     with pytest.raises(ValueError, match="never saw"):
         omnivae.Model.load(tmp_path / "query_model", unseen)
 
+
+
+def test_cli_map_writes_query_embedding_predictions_and_model(tmp_path, capsys):
+    import mudata as md
+
+    from omnivae.cli import main
+
+    sim = omnivae.datasets.simulate(150, modalities=("rna", "adt"), n_batches=3, seed=0)
+    model = omnivae.Model(sim[sim.obs["batch"] != "batch-2"].copy(), batch_key="batch",
+                          n_latent=3)
+    model.train(max_epochs=2, progress_bar=False)
+    model.save(tmp_path / "ref")
+    query = sim[sim.obs["batch"] == "batch-2"].copy()
+    query.mod["adt"] = query["adt"][:, ::2].copy()  # half the antibody panel
+    query.obs["lab"] = "new_lab"
+    del query.obs["batch"]
+    for name in query.mod:
+        query[name].obs = query[name].obs.drop(columns=["batch"], errors="ignore")
+    refresh(query)
+    query.write_h5mu(tmp_path / "query.h5mu")
+    args = ["map", str(tmp_path / "ref"), str(tmp_path / "query.h5mu"), "-o",
+            str(tmp_path / "out.h5mu"), "--max-epochs", "2", "--no-progress"]
+    assert main(args) == 2  # the reference's batch column is missing: the error says what to do
+    assert "--batch-key" in capsys.readouterr().err
+    assert not (tmp_path / "out.h5mu").exists()
+    assert main([*args, "--batch-key", "lab", "--save-model", str(tmp_path / "q")]) == 0
+    result = md.read_h5mu(tmp_path / "out.h5mu")
+    assert result.obsm["X_omnivae"].shape == (query.n_obs, 3)
+    assert result.uns["X_omnivae"]["params"]["new_batches"] == ["new_lab"]
+    assert result["adt_imputed"].shape == (query.n_obs, sim["adt"].n_vars)
+    assert "rna_imputed" in result.mod
+    loaded = omnivae.Model.load(tmp_path / "q", result)
+    np.testing.assert_allclose(loaded.get_latent_representation(), result.obsm["X_omnivae"],
+                               rtol=1e-4, atol=1e-5)
+    assert main(["map", str(tmp_path / "nowhere"), str(tmp_path / "query.h5mu"), "-o",
+                 str(tmp_path / "x.h5mu")]) == 2
+    assert "not an omnivae model folder" in capsys.readouterr().err
