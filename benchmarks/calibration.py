@@ -25,6 +25,8 @@ import time
 import warnings
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -38,6 +40,8 @@ RESULTS = Path(__file__).parent / "results"
 DATASETS = {"neurips2021_bmmc_cite_starter": ("adt", "rna"),
             "neurips2021_bmmc_multiome_starter": ("atac", "rna")}
 
+
+matplotlib.use("Agg")  # figures are only written to files
 
 def split_truth(truth, seed: int = 0):
     order = np.random.default_rng(seed).permutation(truth.n_obs)
@@ -98,7 +102,7 @@ def main() -> None:
                 })
     result = pd.concat(tables, ignore_index=True)
     RESULTS.mkdir(exist_ok=True)
-    plot_calibration(result, RESULTS / "calibration.png", by="dataset")
+    plt.close(plot_calibration(result, by="dataset", path=RESULTS / "calibration.png"))
     text = [
         "# Calibrated prediction intervals (benchmarks/calibration.py)", "",
         "Target withheld from half of the paired cells; those split into calibration and test "

@@ -17,6 +17,9 @@ import argparse
 import warnings
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+
 import omnivae
 from omnivae.pl import plot_diagnostics
 from omnivae.report import markdown_table
@@ -24,6 +27,8 @@ from omnivae.report import markdown_table
 RESULTS = Path(__file__).parent / "results"
 DATASETS = ("neurips2021_bmmc_cite_starter", "neurips2021_bmmc_multiome_starter")
 
+
+matplotlib.use("Agg")  # figures are only written to files
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,7 +54,7 @@ def main() -> None:
         collapse = [str(w.message) for w in caught if "Collapse" in type(w.message).__name__]
         short = name.split("_")[2]
         png = f"collapse_diagnostics_{short}.png"
-        plot_diagnostics(model.history, RESULTS / png)
+        plt.close(plot_diagnostics(model.history, path=RESULTS / png))
         rows = table.reset_index().to_dict(orient="records")
         text += [f"## {name} ({mdata.n_obs} cells, {len(model.history)} epochs)", "",
                  markdown_table(rows), "",

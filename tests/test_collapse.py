@@ -82,7 +82,8 @@ def test_a_modality_ignored_by_the_joint_posterior_is_reported(trained):
 def test_plot_diagnostics_writes_a_figure(trained, tmp_path):
     from omnivae.pl import plot_diagnostics
 
-    path = plot_diagnostics(trained[1].history, tmp_path / "d.png")
-    assert path.stat().st_size > 5000
+    fig = plot_diagnostics(trained[1].history, path=tmp_path / "plots" / "d.png")
+    assert (tmp_path / "plots" / "d.png").stat().st_size > 5000
+    assert "share of the joint precision" in [ax.get_title() for ax in fig.axes]
     with pytest.raises(ValueError, match="train the model first"):
         plot_diagnostics(trained[1].history[["validation_elbo"]])

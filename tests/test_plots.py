@@ -54,3 +54,24 @@ def test_predicted_vs_observed_shows_pearson_per_feature():
     np.testing.assert_allclose(fig.axes[0].collections[0].get_offsets()[:, 0], proportions[:, 0])
     with pytest.raises(KeyError, match=r"tl\.predict"):
         omnivae.pl.predicted_vs_observed(sim, modality="rna")
+
+
+def test_modality_share_per_group(tmp_path):
+    from omnivae.diagnostics import modality_shares
+
+    sim = omnivae.datasets.simulate(150, modalities=("rna", "adt"), seed=0)
+    model = omnivae.Model(sim, n_latent=3)
+    model.train(max_epochs=2, progress_bar=False)
+    shares = modality_shares(model)
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0, atol=1e-5)
+    adt_rows = ~sim.obs_names.isin(sim["adt"].obs_names)  # cells without protein hold none
+    assert adt_rows.any() and (shares.loc[adt_rows, "adt"] == 0).all()
+    fig = omnivae.pl.modality_share(sim, model, groupby="cell_type",
+                                    path=tmp_path / "plots" / "share.png")
+    assert (tmp_path / "plots" / "share.png").stat().st_size > 0
+    n_groups = sim.obs["cell_type"].nunique()
+    assert len(fig.axes[0].patches) == 3 * n_groups  # rna, adt, prior per group
+    complete = sim[sim.obs_names.isin(sim["adt"].obs_names)
+                   & sim.obs_names.isin(sim["rna"].obs_names)].copy()
+    with pytest.raises(ValueError, match="no encoder per modality"):
+        modality_shares(omnivae.Model(complete, model="early", n_latent=3))

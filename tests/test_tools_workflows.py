@@ -113,3 +113,14 @@ def test_csv_logger_writes_every_loss_term(tmp_path):
     assert make_logger(False) is False and make_logger(True).__class__ is CSVLogger
     if importlib.util.find_spec("tensorboard") is not None:
         assert type(make_logger("TensorBoard", tmp_path)).__name__ == "TensorBoardLogger"
+
+
+def test_a_new_model_ignores_predicted_modalities():
+    """tl.predict writes "adt_imputed" (proportions) into the MuData: a model built on it
+    afterwards uses the measured modalities only (the README quick start does this)."""
+    sim = omnivae.datasets.simulate(80, modalities=("rna", "adt"), seed=0)
+    model = omnivae.Model(sim, n_latent=3)
+    omnivae.tl.predict(sim, model, target="adt")
+    assert "adt_imputed" in sim.mod
+    again = omnivae.Model(sim, n_latent=3)
+    assert again.setup.modalities == ("rna", "adt")

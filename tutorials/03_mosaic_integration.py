@@ -85,6 +85,25 @@ omnivae.tl.predict(rna_only, rna_query, target="adt")
 print(rna_only)
 
 # %% [markdown]
+# So does a protein-only query that measured just a quarter of the antibody panel. The
+# antibodies it lacks are filled with the model's expectation, decoded from the latent that
+# best explains the ones it measured (`omnivae.query_fill`), so the encoder never reads them as
+# "not expressed":
+
+# %%
+small_panel = query.copy()
+del small_panel.mod["rna"]
+small_panel.mod["adt"] = small_panel["adt"][:, ::4].copy()  # every fourth antibody
+refresh(small_panel)
+panel_query = model.map_query(small_panel, max_epochs=5 if QUICK else 100,
+                              progress_bar=not QUICK)
+panel_truth = obs_column(small_panel, "celltype").astype(str).to_numpy()
+panel_accuracy = float(np.mean(knn.predict(panel_query.get_latent_representation())
+                               == panel_truth))
+print(f"protein only, {small_panel['adt'].n_vars} of {query['adt'].n_vars} antibodies: "
+      f"label transfer accuracy {panel_accuracy:.3f}")
+
+# %% [markdown]
 # Reference and query together in one UMAP (an AnnData with the two embeddings stacked):
 
 # %%

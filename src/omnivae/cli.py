@@ -1,4 +1,5 @@
-"""Command line: ``omnivae fit`` trains on an .h5mu file; ``omnivae demo`` runs the bundled demo."""
+"""Command line: ``omnivae fit`` trains on an .h5mu file, ``omnivae map`` maps new cells onto a
+saved model (reference mapping), ``omnivae demo`` runs the bundled demo."""
 
 from __future__ import annotations
 
@@ -87,6 +88,32 @@ def build_parser() -> argparse.ArgumentParser:
                           "(same data and options; the result equals an uninterrupted run).")
     _add_training_options(fit)
 
+    query = sub.add_parser(
+        "map", help="Map new cells (QUERY.h5mu) onto a saved model without retraining it.",
+        description="Reference mapping: load the model saved in MODEL_DIR (omnivae fit "
+                    "--save-model, or Model.save), fit only parameters for the query's new "
+                    "batches (the reference weights stay frozen) and write OUT.h5mu with "
+                    "obsm['X_omnivae'] in the reference's latent space and one "
+                    "'<modality>_imputed' modality per reference modality. The query may lack "
+                    "modalities or measure fewer features (e.g. a smaller antibody panel).",
+    )
+    query.add_argument("model_dir", type=Path, help="Folder of the saved reference model.")
+    query.add_argument("input", type=Path, help="Query .h5mu file with raw counts.")
+    query.add_argument("-o", "--output", type=Path, required=True,
+                       help="Output .h5mu file (written atomically).")
+    query.add_argument("--batch-key", default=None,
+                       help="Batch column of the query (default: the reference's batch column); "
+                            "labels the reference never saw get new parameters.")
+    query.add_argument("--no-impute", action="store_true", help="Do not write predicted modalities.")
+    query.add_argument("--save-model", type=Path, default=None,
+                       help="Also save the query model to this folder (load it with "
+                            "omnivae.Model.load(DIR, query_mdata)).")
+    query.add_argument("--max-epochs", type=int, default=None,
+                       help="Epochs fitting the new batches' parameters (default 100).")
+    query.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda", "mps"],
+                       help="Where to train (default auto: a GPU when there is one).")
+    query.add_argument("--no-progress", action="store_true", help="Hide the training progress bar.")
+
     demo = sub.add_parser(
         "demo", help="Train on a built-in simulated dataset and write results, a UMAP and a report.",
         description="Simulate RNA + ATAC + protein counts (several batches, known cell types, "
@@ -134,12 +161,57 @@ def _fit(args: argparse.Namespace) -> None:
           f"{', imputed modalities' if not args.no_impute else ''}).")
 
 
+def _map(args: argparse.Namespace) -> None:
+    import mudata as md
+
+    import omnivae
+    from omnivae._io import write_h5mu_atomic
+    from omnivae.data import obs_column
+    from omnivae.query import _load_reference
+
+    if not args.input.is_file():
+        raise SystemExit(f"omnivae map: query file {args.input} does not exist.")
+    reference = _load_reference(args.model_dir)
+    mdata = md.read_h5mu(args.input)
+    reference_key = reference.setup.batch_key
+    if args.batch_key is not None:
+        if reference_key is None:
+            raise ValueError(f"The model in {args.model_dir} was trained without a batch "
+                             "column; leave --batch-key out (the query becomes one new batch).")
+        if args.batch_key != reference_key:
+            mdata.obs[reference_key] = obs_column(mdata, args.batch_key).to_numpy()
+    elif reference_key is not None:
+        try:
+            obs_column(mdata, reference_key)
+        except KeyError:
+            raise ValueError(
+                f"The model's batch column {reference_key!r} is not in {args.input}; name the "
+                "query's batch column with --batch-key COLUMN.") from None
+    model = omnivae.tl.map_query(mdata, reference, max_epochs=args.max_epochs,
+                                 progress_bar=not args.no_progress, return_model=True,
+                                 accelerator=args.accelerator)
+    assert isinstance(model, omnivae.Model)
+    params = mdata.uns["X_omnivae"]["params"]
+    print(f"Mapped {mdata.n_obs} cells; new batches {params['new_batches']}, "
+          f"{params['n_trainable']} parameters fitted, reference weights frozen.")
+    if not args.no_impute:
+        for name in model.setup.modalities:
+            omnivae.tl.impute(mdata, model, target=name)
+    if args.save_model:
+        model.save(args.save_model, overwrite=True)
+    write_h5mu_atomic(mdata, args.output)
+    print(f"Wrote {args.output} ({mdata.n_obs} cells; obsm['X_omnivae']"
+          f"{', imputed modalities' if not args.no_impute else ''}).")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omnivae`` command."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "fit":
             _fit(args)
+        elif args.command == "map":
+            _map(args)
         else:
             from omnivae.demo import run_demo
 

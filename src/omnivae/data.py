@@ -211,6 +211,14 @@ def _background_init(matrix: sp.csr_matrix, library: np.ndarray, scale: float) -
     return np.log(np.percentile(dense, 30, axis=0) + 0.5).astype(np.float32)
 
 
+def _is_prediction(mdata: md.MuData, name: str) -> bool:
+    """Whether modality ``name`` holds omnivae's predictions (``uns[name]["params"]["target"]``
+    written by :func:`omnivae.tl.predict`), not measured counts."""
+    entry = mdata.uns.get(name)
+    params = entry.get("params") if isinstance(entry, Mapping) else None
+    return isinstance(params, Mapping) and "target" in params and "normalization" in params
+
+
 def setup_mudata(
     mdata: md.MuData,
     *,
@@ -229,7 +237,8 @@ def setup_mudata(
     mdata
         The data; each modality holds raw counts in ``X`` or in ``layer``.
     modalities
-        Names of the modalities to use (default: all of ``mdata.mod``).
+        Names of the modalities to use (default: all of ``mdata.mod`` except the predictions
+        :func:`omnivae.tl.predict` wrote, e.g. ``adt_imputed``).
     likelihoods
         Per-modality likelihood overrides (see :func:`default_likelihood` for the defaults).
     layer
@@ -255,7 +264,8 @@ def setup_mudata(
         modalities, likelihoods = reference.modalities, reference.likelihoods
         layer, batch_key = reference.layers, reference.batch_key
         penalty_keys, label_key = reference.penalty_keys, reference.label_key
-    names = tuple(modalities) if modalities is not None else tuple(mdata.mod)
+    names = tuple(modalities) if modalities is not None else tuple(
+        m for m in mdata.mod if not _is_prediction(mdata, m))
     if not names:
         raise ValueError("mdata has no modalities; add at least one AnnData to mdata.mod.")
     unknown = [m for m in names if m not in mdata.mod]

@@ -165,3 +165,58 @@ def _messages(table: pd.DataFrame, names: tuple[str, ...], n_latent: int) -> lis
         out.append(f"No latent unit is active (of {n_latent}): the posterior has collapsed "
                    "onto the prior for every cell.")
     return out
+
+
+@torch.no_grad()
+def modality_shares(model: Model, mdata: md.MuData | None = None, *,
+                    batch_size: int = 1024) -> pd.DataFrame:
+    """Each modality's share of every cell's joint posterior (its share of the precision).
+
+    Per cell and latent dimension, a modality's share is its expert's precision over the
+    total precision of the product of the cell's experts and the prior,
+    ``exp(-logvar_m) / (1 + Σ_k exp(-logvar_k))`` (modalities the cell lacks hold none),
+    averaged over the dimensions; the ``prior`` column is the rest. A modality with a share
+    near zero is ignored by the joint posterior of those cells. For models whose posterior is
+    not fused from these experts (JMVAE's joint encoder for complete cells), the shares
+    describe the unimodal experts.
+
+    Parameters
+    ----------
+    model
+        A model with one encoder per modality (the product/mixture-of-experts models).
+    mdata
+        Cells to measure (default: the training data).
+    batch_size
+        Cells per forward pass.
+
+    Returns
+    -------
+    DataFrame ``(n_cells, n_modalities + 1)`` indexed by cell, rows summing to one.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(80, modalities=("rna", "adt"), seed=0)
+    >>> model = omnivae.Model(sim, n_latent=3)
+    >>> shares = modality_shares(model)
+    >>> list(shares.columns), bool(abs(shares.sum(axis=1) - 1).max() < 1e-5)
+    (['rna', 'adt', 'prior'], True)
+    """
+    if len(model.module.encoders) != len(model.setup.modalities):
+        raise ValueError(f"model={model.config.model!r} has no encoder per modality (it reads "
+                         "them jointly), so its posterior has no per-modality shares.")
+    data = model._cell_data(mdata)
+    model.module.eval()
+    parts = []
+    for start in range(0, data.n_cells, batch_size):
+        batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
+        batch = batch.to(model._device())
+        _, logvar = model.module.experts(batch)  # (M, n, d)
+        precision = torch.exp(-logvar) * batch.mask.T[:, :, None]
+        share = precision / (1.0 + precision.sum(dim=0, keepdim=True))
+        parts.append(share.mean(dim=2).T.cpu().numpy())  # (n, M)
+    shares = np.concatenate(parts)
+    table = pd.DataFrame(shares, columns=list(model.setup.modalities),
+                         index=(mdata if mdata is not None else model.mdata).obs_names)
+    table["prior"] = 1.0 - shares.sum(axis=1)
+    return table

@@ -566,13 +566,22 @@ class Model:
 
     @classmethod
     def load(cls, path: str | Path, mdata: md.MuData) -> Model:
-        """Load a saved model and attach it to ``mdata`` (features and batches are checked)."""
+        """Load a saved model and attach it to ``mdata`` (features and batches are checked).
+
+        A saved query model (reference mapping) loads onto its query cells, which may measure
+        fewer features than the reference (its unmeasured ones are filled again).
+        """
         meta, state = _io.load_model_folder(Path(path))
         setup = SetupInfo.from_dict(meta["setup"])
         config = ModuleConfig.from_dict(meta["module"])
-        model = cls(mdata, _setup=setup, _config=config)
-        _io.check_state_matches(model.module, state, Path(path))
-        model.module.load_state_dict(state)
+        if config.extra.get("n_reference_batches") is not None:  # a reference-mapped query
+            from omnivae.query import restore_query_model
+
+            model: Model = restore_query_model(mdata, setup, config, state, Path(path))
+        else:
+            model = cls(mdata, _setup=setup, _config=config)
+            _io.check_state_matches(model.module, state, Path(path))
+            model.module.load_state_dict(state)
         model.module.eval()
         model.is_trained = bool(meta.get("is_trained", False))
         history = pd.DataFrame(meta.get("history") or {})

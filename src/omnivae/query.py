@@ -13,20 +13,18 @@ What a query may lack, and how it is handled:
 * **whole modalities** (e.g. RNA only): those cells simply lack them (a mask, as in mosaic
   training); the model predicts them.
 * **features of a modality** (e.g. a smaller antibody panel): the unmeasured features are
-  filled with the model's expectation for the cell, and the cell's library is renormalised to
-  the full panel: ``library_full = library_measured / Σ_measured p``, where ``p`` is the
-  decoded expression profile (proportions) of that modality. The first pass predicts ``p``
-  from the cell's other modalities (or, without any, from the zero-filled panel); the fill is
-  then refined by re-encoding with the filled panel (``fill_iterations`` passes in all) and
-  redone after training. Zero-filling instead would tell the encoder "not expressed" for every
-  unmeasured protein.
+  filled with the model's expectation for the cell and the cell's library is renormalised to
+  the full panel (:mod:`omnivae.query_fill`): decoded from the latent that best explains the
+  features the cell measured (a MAP estimate), before and again after training. Zero-filling
+  instead would tell the encoder "not expressed" for every unmeasured protein.
 
 Measured (``quickstart_pbmc_mosaic``; reference: three donors, 40 epochs; query: donor
-``p4_0``; 15-NN label transfer from the reference latent, chance 0.33): full query 0.80
-before and 0.79-0.91 after fitting the new batch (seed-dependent), RNA only 0.85; half the
-antibody panel with RNA 0.75 filled vs 0.79 zero-filled, but protein only with half the panel
-0.78 filled vs 0.55 zero-filled, a quarter of the panel with RNA 0.73 vs 0.58. Fitting the
-new batch's parameters moved accuracy by at most a few points on this data.
+``p4_0``; 15-NN label transfer from the reference latent, chance 0.33; before / after 20
+epochs of query training): full query 0.87 / 0.80 (0.79-0.91 over seeds), RNA only 0.85;
+protein only with half the antibody panel 0.76 / 0.77 filled vs 0.52 / 0.70 zero-filled; protein
+only with a quarter of the panel 0.63 / 0.63 filled vs 0.03 / 0.12 zero-filled; a quarter of the
+panel with RNA 0.74 / 0.74. Fitting the new batch's parameters moved accuracy by at most a few
+points on this data.
 """
 
 from __future__ import annotations
@@ -36,13 +34,14 @@ from typing import Any
 
 import mudata as md
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from omnivae.cell_data import CellData
+from omnivae.data import SetupInfo
 from omnivae.model import Model
 from omnivae.module import ModuleConfig, MultimodalVAE
 from omnivae.query_data import setup_query
+from omnivae.query_fill import fill_unmeasured
 from omnivae.surgery import count_trainable, load_reference_weights
 
 
@@ -66,7 +65,7 @@ class QueryModel(Model):
     frozen: dict[str, torch.Tensor]
     measured: dict[str, np.ndarray]
     n_reference_batches: int
-    fill_iterations: int
+    fill_steps: int
 
     @property
     def n_trainable(self) -> int:
@@ -94,7 +93,7 @@ class QueryModel(Model):
             self.module.train()
             super().train(max_epochs or 100, **kwargs)
         self.module.eval()
-        self._data = _fill_unmeasured(self.module, self._data, self.measured, self.fill_iterations)
+        self._data = fill_unmeasured(self.module, self._data, self.measured, self.fill_steps)
         self.is_trained = True
 
 
@@ -102,7 +101,7 @@ def load_query(
     reference: Model | str | Path,
     query_mdata: md.MuData,
     *,
-    fill_iterations: int = 3,
+    fill_steps: int = 100,
 ) -> QueryModel:
     """Build a query model from a trained reference (nothing is trained yet).
 
@@ -113,8 +112,9 @@ def load_query(
     query_mdata
         The query cells: raw counts of any subset of the reference's modalities and features;
         the reference's batch column (batches it never saw get new parameters).
-    fill_iterations
-        Passes of the fill of unmeasured features (see the module docstring).
+    fill_steps
+        Optimisation steps of the latent that fills the features the query did not measure
+        (:mod:`omnivae.query_fill`); 0 zero-fills them.
 
     Examples
     --------
@@ -136,15 +136,58 @@ def load_query(
     old = reference.config
     config = ModuleConfig.from_dict({
         **old.to_dict(), "n_batches": max(n_ref, len(setup.batch_categories)),
-        "extra": {**old.extra, "n_reference_batches": n_ref},
+        "extra": {**old.extra, "n_reference_batches": n_ref, "fill_steps": fill_steps},
     })
-    model = QueryModel(query_mdata, _setup=setup, _config=config, _data=data)
-    model.frozen = load_reference_weights(model.module, reference.module.state_dict(), n_ref)
+    return _query_model(query_mdata, setup, config, data, measured,
+                        reference.module.state_dict())
+
+
+def _query_model(
+    mdata: md.MuData, setup: SetupInfo, config: ModuleConfig, data: CellData,
+    measured: dict[str, np.ndarray], reference_state: dict[str, torch.Tensor],
+    fill: bool = True,
+) -> QueryModel:
+    """The query model of ``mdata`` with the reference weights copied in and frozen."""
+    model = QueryModel(mdata, _setup=setup, _config=config, _data=data)
+    n_ref = int(config.extra["n_reference_batches"])
+    model.frozen = load_reference_weights(model.module, reference_state, n_ref)
     model.module.eval()
     model.measured = measured
     model.n_reference_batches = n_ref
-    model.fill_iterations = fill_iterations
-    model._data = _fill_unmeasured(model.module, data, measured, fill_iterations)
+    model.fill_steps = int(config.extra.get("fill_steps", 100))
+    if fill:
+        model._data = fill_unmeasured(model.module, data, measured, model.fill_steps)
+    return model
+
+
+def restore_query_model(
+    mdata: md.MuData, setup: SetupInfo, config: ModuleConfig, state: dict[str, torch.Tensor],
+    path: Path,
+) -> QueryModel:
+    """A saved query model on its query cells (any subset of the reference's features); used
+    by :meth:`omnivae.Model.load`. The frozen entries are those of the reference's shapes."""
+    from omnivae import _io
+
+    data, query_setup, measured = setup_query(mdata, setup)
+    if len(query_setup.batch_categories) > len(setup.batch_categories):
+        new = query_setup.batch_categories[len(setup.batch_categories):]
+        raise ValueError(f"{path} is a query model for batches {list(setup.batch_categories)}; "
+                         f"these cells have batches it never saw {list(new)[:5]}: map them "
+                         "with omnivae.Model.load_query(reference, mdata).")
+    n_ref = int(config.extra["n_reference_batches"])
+    reference_config = ModuleConfig.from_dict({
+        **config.to_dict(), "n_batches": n_ref,
+        "extra": {k: v for k, v in config.extra.items()
+                  if k not in ("n_reference_batches", "fill_steps")},
+    })
+    shapes = MultimodalVAE(reference_config).state_dict()
+    reference_state = {k: state[k][tuple(slice(0, s) for s in v.shape)]
+                       for k, v in shapes.items() if k in state}
+    model = _query_model(mdata, setup, config, data, measured, reference_state, fill=False)
+    _io.check_state_matches(model.module, state, path)
+    model.module.load_state_dict(state)
+    model.module.eval()
+    model._data = fill_unmeasured(model.module, data, measured, model.fill_steps)
     return model
 
 
@@ -174,8 +217,6 @@ def map_query(
 def _load_reference(path: Path) -> Model:
     """A saved reference model's setup, config and weights (no data needed)."""
     from omnivae import _io
-    from omnivae.data import SetupInfo
-
     meta, state = _io.load_model_folder(path)
     setup = SetupInfo.from_dict(meta["setup"])
     config = ModuleConfig.from_dict(meta["module"])
@@ -184,54 +225,3 @@ def _load_reference(path: Path) -> Model:
     model.module = MultimodalVAE(config)
     model.module.load_state_dict(state)
     return model
-
-
-@torch.no_grad()
-def _fill_unmeasured(
-    module: MultimodalVAE, data: CellData, measured: dict[str, np.ndarray], iterations: int,
-    batch_size: int = 1024,
-) -> CellData:
-    """Fill features a query did not measure with the model's expectation; renormalise the
-    library to the full panel (see the module docstring). Returns a new :class:`CellData`."""
-    partial = {m: ~v for m, v in measured.items() if not v.all()}
-    if not partial or iterations <= 0:
-        return data
-    module.eval()
-    counts = {m: data.counts[m].toarray() if m in partial else data.counts[m]
-              for m in data.modalities}
-    library = {m: v.copy() for m, v in data.library.items()}
-    observed_library = {m: data.library[m].copy() for m in partial}
-    for iteration in range(iterations):
-        for start in range(0, data.n_cells, batch_size):
-            rows = np.arange(start, min(start + batch_size, data.n_cells))
-            batch = CellData(data.modalities, {m: sp.csr_matrix(counts[m]) if m in partial
-                                               else counts[m] for m in data.modalities},
-                             data.mask, data.batch_index, library).batch(rows)
-            for name, missing in partial.items():
-                col = data.modalities.index(name)
-                has = data.mask[rows, col]
-                if iteration == 0:  # from the other modalities (or the zero-filled panel)
-                    decoded, _ = module.predict_normalized(batch, name)
-                else:
-                    z = module.posterior(batch).mean
-                    decoded = module.decoder(name).normalized(z, batch.batch_index)
-                profile = decoded.numpy()
-                share = profile[:, ~missing].sum(axis=1).clip(1e-3, 1.0)
-                full = observed_library[name][rows] / share
-                expected = _expected(module, name, profile, full)
-                block = counts[name][rows]
-                block[:, missing] = np.where(has[:, None], expected[:, missing], 0.0)
-                counts[name][rows] = block
-                library[name][rows] = np.where(has, full, 1.0).astype(np.float32)
-    return CellData(data.modalities,
-                    {m: sp.csr_matrix(counts[m], dtype=np.float32) if m in partial else counts[m]
-                     for m in data.modalities},
-                    data.mask, data.batch_index, library, data.penalty_codes, data.labels)
-
-
-def _expected(module: MultimodalVAE, name: str, profile: np.ndarray,
-              library: np.ndarray) -> np.ndarray:
-    """Expected counts (the probability of a non-zero, for Bernoulli) at ``library``."""
-    if module.decoder(name).likelihood == "bernoulli":
-        return -np.expm1(-library[:, None] * profile)
-    return library[:, None] * profile

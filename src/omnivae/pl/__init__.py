@@ -7,8 +7,10 @@ Every function returns the matplotlib :class:`~matplotlib.figure.Figure` and, gi
 - :func:`latent_umap` — UMAP of the joint embedding coloured by batch, label, cluster.
 - :func:`predicted_vs_observed` — imputed against measured values, per feature.
 - :func:`calibration` — empirical against nominal coverage of prediction intervals.
-- :func:`diagnostics` — posterior-collapse diagnostics: per-modality KL, active units and each
-  modality's share of the joint posterior.
+- :func:`diagnostics` — posterior-collapse diagnostics over training: per-modality KL, active
+  units and each modality's share of the joint posterior.
+- :func:`modality_share` — each modality's share of the joint posterior per group of cells
+  (e.g. cell type).
 """
 
 from omnivae.pl._calibration import plot_calibration
@@ -16,6 +18,7 @@ from omnivae.pl._diagnostics import plot_diagnostics
 from omnivae.pl._embedding import latent_umap
 from omnivae.pl._history import history
 from omnivae.pl._prediction import predicted_vs_observed
+from omnivae.pl._share import modality_share
 
 calibration = plot_calibration
 diagnostics = plot_diagnostics
@@ -25,6 +28,7 @@ __all__ = [
     "diagnostics",
     "history",
     "latent_umap",
+    "modality_share",
     "plot_calibration",
     "plot_diagnostics",
     "predicted_vs_observed",

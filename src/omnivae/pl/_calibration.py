@@ -7,13 +7,15 @@ from typing import Any
 
 import pandas as pd
 
+from omnivae.pl._utils import finish
+
 SERIES = (("raw", "posterior predictive (raw)", "tab:gray"),
           ("calibrated", "conformal (randomised)", "tab:blue"),
           ("calibrated_inclusive", "conformal, lower <= y <= upper", "tab:orange"))
 
 
-def plot_calibration(table: pd.DataFrame, path: str | Path | None = None, *,
-                     by: str | None = None) -> Any:
+def plot_calibration(table: pd.DataFrame, *, by: str | None = None,
+                     path: str | Path | None = None) -> Any:
     """Calibration plot: empirical coverage against nominal coverage, with the diagonal.
 
     Parameters
@@ -21,23 +23,25 @@ def plot_calibration(table: pd.DataFrame, path: str | Path | None = None, *,
     table
         :func:`omnivae.predictive.coverage_table` output (columns ``nominal``, ``raw``,
         ``calibrated``, ``calibrated_inclusive``), optionally stacked with a ``by`` column.
-    path
-        Save as PNG here (and close the figure); ``None`` returns the figure.
     by
         Column splitting ``table`` into panels (e.g. ``"dataset"``).
+    path
+        Save the figure there too (PNG, PDF or SVG by the suffix; folders are created).
+
+    Returns
+    -------
+    The matplotlib :class:`~matplotlib.figure.Figure`.
 
     Examples
     --------
     >>> import pandas as pd, tempfile, os
     >>> t = pd.DataFrame({"nominal": [0.8, 0.9], "raw": [0.6, 0.7], "calibrated": [0.8, 0.9],
     ...                   "calibrated_inclusive": [0.85, 0.93]})
-    >>> os.path.getsize(plot_calibration(t, os.path.join(tempfile.mkdtemp(), "c.png"))) > 0
-    True
+    >>> path = os.path.join(tempfile.mkdtemp(), "c.png")
+    >>> fig = plot_calibration(t, path=path)
+    >>> [ax.get_xlabel() for ax in fig.axes], os.path.getsize(path) > 0
+    (['nominal coverage'], True)
     """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     groups = list(table.groupby(by, sort=False)) if by else [("", table)]
@@ -52,8 +56,4 @@ def plot_calibration(table: pd.DataFrame, path: str | Path | None = None, *,
         ax.set_ylabel("empirical coverage")
         ax.set_title(str(name), fontsize=10)
         ax.legend(fontsize=7, frameon=False)
-    if path is None:
-        return fig
-    from omnivae.report import _save
-
-    return _save(fig, path, dpi=110)
+    return finish(fig, path, dpi=110)

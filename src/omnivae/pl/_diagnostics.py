@@ -7,13 +7,15 @@ from typing import Any
 
 import pandas as pd
 
+from omnivae.pl._utils import finish
+
 PANELS = (("kl_", "KL of each unimodal posterior (nats)"),
           ("precision_share_", "share of the joint precision"),
           ("active_units", "active latent units"))
 
 
-def plot_diagnostics(history: pd.DataFrame, path: str | Path | None = None, *,
-                     split: str = "validation") -> Any:
+def plot_diagnostics(history: pd.DataFrame, *, split: str = "validation",
+                     path: str | Path | None = None) -> Any:
     """Per-modality KL, precision share and active units over the epochs of training.
 
     Parameters
@@ -21,27 +23,25 @@ def plot_diagnostics(history: pd.DataFrame, path: str | Path | None = None, *,
     history
         ``model.history`` (columns ``<split>_kl_<m>``, ``<split>_precision_share_<m>``,
         ``<split>_active_units[_<m>]``, logged every epoch).
-    path
-        Save the figure as PNG here (and close it); ``None`` returns the open figure.
     split
         ``"validation"`` (default) or ``"train"``.
+    path
+        Save the figure there too (PNG, PDF or SVG by the suffix; folders are created).
 
     Returns
     -------
-    The matplotlib figure, or the path it was saved to.
+    The matplotlib :class:`~matplotlib.figure.Figure`.
 
     Examples
     --------
     >>> import pandas as pd, tempfile, os
     >>> h = pd.DataFrame({"validation_kl_rna": [5.0, 9.0], "validation_precision_share_rna":
     ...                   [0.5, 0.6], "validation_active_units": [3.0, 8.0]})
-    >>> os.path.getsize(plot_diagnostics(h, os.path.join(tempfile.mkdtemp(), "d.png"))) > 0
-    True
+    >>> path = os.path.join(tempfile.mkdtemp(), "d.png")
+    >>> fig = plot_diagnostics(h, path=path)
+    >>> [ax.get_title() for ax in fig.axes][1], os.path.getsize(path) > 0
+    ('share of the joint precision', True)
     """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     prefix = f"{split}_"
@@ -60,8 +60,4 @@ def plot_diagnostics(history: pd.DataFrame, path: str | Path | None = None, *,
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7, frameon=False)
-    if path is None:
-        return fig
-    from omnivae.report import _save
-
-    return _save(fig, path, dpi=110)
+    return finish(fig, path, dpi=110)

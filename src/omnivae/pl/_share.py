@@ -1,0 +1,71 @@
+"""Each modality's share of the joint posterior, per group of cells."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mudata as md
+
+from omnivae.data import obs_column
+from omnivae.pl._utils import finish
+
+if TYPE_CHECKING:
+    from omnivae.model import Model
+
+
+def modality_share(
+    mdata: md.MuData, model: Model, *, groupby: str, path: str | Path | None = None,
+) -> Any:
+    """Stacked bars: how much of each group's joint posterior comes from each modality.
+
+    The shares are :func:`omnivae.diagnostics.modality_shares` (each modality's share of the
+    posterior precision, the prior holding the rest), averaged over the cells of each group.
+    Over training, the same quantity per modality is in :func:`omnivae.pl.diagnostics`.
+
+    Parameters
+    ----------
+    mdata
+        The cells (the model's training data, or new cells of known batches).
+    model
+        A trained model with one encoder per modality.
+    groupby
+        Column of ``mdata.obs`` or a modality's ``obs`` grouping the cells (e.g. cell type).
+    path
+        Save the figure there too.
+
+    Returns
+    -------
+    The matplotlib :class:`~matplotlib.figure.Figure` (the per-cell table it averages:
+    :func:`omnivae.diagnostics.modality_shares`).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(120, modalities=("rna", "adt"), seed=0)
+    >>> model = omnivae.Model(sim, n_latent=3)
+    >>> model.train(max_epochs=2, progress_bar=False)
+    >>> fig = omnivae.pl.modality_share(sim, model, groupby="cell_type")
+    >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()], fig.axes[0].get_xlabel()
+    (['rna', 'adt', 'prior'], 'share of the joint posterior precision')
+    """
+    import matplotlib.pyplot as plt
+
+    from omnivae.diagnostics import modality_shares
+
+    shares = modality_shares(model, None if mdata is model.mdata else mdata)
+    groups = obs_column(mdata, groupby).astype(str).to_numpy()
+    table = shares.groupby(groups).mean().sort_index()
+    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.32 * len(table)))
+    left = 0.0
+    colors = plt.get_cmap("tab10")
+    for k, column in enumerate(table.columns):
+        color = "lightgray" if column == "prior" else colors(k % 10)
+        ax.barh(table.index, table[column], left=left, color=color, label=column)
+        left = left + table[column].to_numpy()
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the joint posterior precision")
+    ax.set_title(f"each modality's share, by {groupby}", fontsize=10)
+    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    return finish(fig, path)

@@ -1,0 +1,50 @@
+"""The README's Python quick start runs as written (fewer epochs and draws), in a fresh folder,
+and produces what it promises: clusters, a UMAP, imputed proteins, a mapped query."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib
+import pytest
+
+from tests.conftest import ROOT, shared_file
+
+FAST = {  # the only edits: shorter training, fewer posterior draws
+    "return_model=True)": "return_model=True, max_epochs=3)",
+    "max_epochs=None": "max_epochs=3",
+    "max_epochs=100": "max_epochs=2",
+    "n_samples=100": "n_samples=5",
+    "n_samples=20": "n_samples=5",
+}
+
+
+def _quick_start() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Quick start (Python)"):]
+    match = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    assert match is not None, "README has no Python quick start block"
+    return match.group(1)
+
+
+@pytest.mark.realdata
+def test_readme_quick_start_runs_in_a_fresh_folder(tmp_path, monkeypatch):
+    shared_file("neurips2021_bmmc_cite_starter")
+    matplotlib.use("Agg")
+    code = _quick_start()
+    for old, new in FAST.items():
+        assert old in code, f"README quick start changed: {old!r} not found; update FAST"
+        code = code.replace(old, new)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md quick start", "exec"), namespace)
+    mdata = namespace["mdata"]
+    assert mdata.obs["leiden"].nunique() > 1
+    assert {"X_omnivae", "X_omnivae_umap"} <= set(mdata.obsm)
+    assert mdata["adt_imputed"].n_obs == mdata.n_obs
+    assert {"std", "lower", "upper"} <= set(mdata["adt_imputed"].layers)
+    assert (tmp_path / "umap.png").stat().st_size > 0
+    assert (tmp_path / "results.h5mu").is_file() and (tmp_path / "my_model").is_dir()
+    query = namespace["query_mdata"]
+    assert namespace["z_query"].shape == (query.n_obs, 20)
+    assert query["adt_imputed"].n_obs == query.n_obs
