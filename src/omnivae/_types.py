@@ -65,6 +65,67 @@ class Gaussian:
 
 
 @dataclass(frozen=True)
+class NonZero:
+    """The non-zero entries of one modality's ``(n, g)`` counts, in row-major order.
+
+    Lets the likelihoods evaluate their count-dependent terms (``lgamma`` of the counts,
+    ``x log mu``) on the non-zeros only: for sparse single-cell counts that is a few percent of
+    the dense matrix.
+
+    Parameters
+    ----------
+    rows, cols
+        ``(nnz,)`` int64 row and column of each non-zero, rows ascending.
+    values
+        ``(nnz,)`` the counts there.
+    n_rows
+        Rows of the dense matrix.
+
+    Examples
+    --------
+    >>> import torch
+    >>> nz = NonZero.from_dense(torch.tensor([[0.0, 2.0], [3.0, 0.0]]))
+    >>> nz.rows.tolist(), nz.cols.tolist(), nz.values.tolist()
+    ([0, 1], [1, 0], [2.0, 3.0])
+    >>> sub = nz.select(torch.tensor([1, 1]))  # rows of cells 1 and 1 again
+    >>> sub.rows.tolist(), sub.cols.tolist(), sub.n_rows
+    ([0, 1], [0, 0], 2)
+    """
+
+    rows: Tensor
+    cols: Tensor
+    values: Tensor
+    n_rows: int
+
+    @classmethod
+    def from_dense(cls, x: Tensor) -> NonZero:
+        """The non-zeros of a dense ``(n, g)`` tensor (one full pass over it)."""
+        rows, cols = x.nonzero(as_tuple=True)
+        return cls(rows, cols, x[rows, cols], int(x.shape[0]))
+
+    def to(self, device: torch.device | str) -> NonZero:
+        return NonZero(self.rows.to(device, non_blocking=True),
+                       self.cols.to(device, non_blocking=True),
+                       self.values.to(device, non_blocking=True), self.n_rows)
+
+    def select(self, cells: Tensor) -> NonZero:
+        """The non-zeros of the rows ``cells`` (positions, repeats allowed), renumbered
+        ``0..len(cells)-1`` in that order: what ``dense[cells]`` holds."""
+        n = int(cells.numel())
+        if n == self.n_rows and bool(
+                torch.equal(cells, torch.arange(n, device=cells.device))):
+            return self
+        counts = torch.bincount(self.rows, minlength=self.n_rows)  # (n_rows,)
+        starts = torch.cumsum(counts, 0) - counts
+        lengths = counts[cells]  # (P,)
+        new_rows = torch.repeat_interleave(torch.arange(n, device=cells.device), lengths)
+        first = torch.cumsum(lengths, 0) - lengths  # position of each row's first entry
+        index = starts[cells][new_rows] + torch.arange(new_rows.numel(), device=cells.device) \
+            - first[new_rows]
+        return NonZero(new_rows, self.cols[index], self.values[index], n)
+
+
+@dataclass(frozen=True)
 class BatchData:
     """One minibatch as the module sees it.
 
@@ -85,6 +146,10 @@ class BatchData:
         latent is penalised (``None`` when no penalty is configured).
     labels
         ``(n,)`` integer label codes when the penalty is conditioned on a label column.
+    nonzero
+        Per modality, the non-zero entries of ``counts`` (gathered from the sparse data, so
+        the likelihoods need not scan the dense matrix); ``None`` or a missing modality: found
+        from the dense counts when needed.
     """
 
     counts: dict[str, Tensor]
@@ -93,6 +158,13 @@ class BatchData:
     library: dict[str, Tensor]
     penalty_codes: Tensor | None = None
     labels: Tensor | None = None
+    nonzero: dict[str, NonZero] | None = None
+
+    def nonzero_of(self, name: str) -> NonZero:
+        """The non-zeros of modality ``name``'s counts."""
+        if self.nonzero is not None and name in self.nonzero:
+            return self.nonzero[name]
+        return NonZero.from_dense(self.counts[name])
 
     @property
     def n_cells(self) -> int:
@@ -108,6 +180,8 @@ class BatchData:
             penalty_codes=None if self.penalty_codes is None
             else self.penalty_codes.to(device, non_blocking=True),
             labels=None if self.labels is None else self.labels.to(device, non_blocking=True),
+            nonzero=None if self.nonzero is None
+            else {k: v.to(device) for k, v in self.nonzero.items()},
         )
 
 

@@ -1,0 +1,105 @@
+"""Log-likelihoods summed over features, with the count-dependent terms on the non-zeros only.
+
+A minibatch's counts are mostly zeros (a few percent of RNA, under one percent of ATAC peaks
+are non-zero). Every term of the count likelihoods that involves the counts vanishes at zero:
+``lgamma(x + theta) - lgamma(theta)``, ``lgamma(x + 1)``, ``x log mu``. So the sum over
+features is a dense part that depends on the parameters only (``-theta log1p(mu / theta)``
+for the NB, ``-rate`` for the Poisson) plus those terms evaluated at the non-zero entries and
+added to their rows. Same function as ``dist.log_prob(x).sum(-1)`` (the sums are only ordered
+differently) at a fraction of the special-function calls. Pure torch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from omnivae import likelihoods as lk
+from omnivae._types import NonZero
+
+CountDistribution = (
+    lk.NegativeBinomial | lk.ZeroInflatedNegativeBinomial | lk.Poisson | lk.Bernoulli
+    | lk.NegativeBinomialMixture
+)
+
+
+def _at(param: Tensor, nz: NonZero, shape: torch.Size) -> Tensor:
+    """``param`` broadcast to ``shape`` ``(n, g)``, read at the non-zeros ``(nnz,)``; a
+    per-feature parameter is gathered by column without materialising the broadcast."""
+    if param.dim() == 1 or (param.dim() == 2 and param.shape[0] == 1 and shape[0] != 1):
+        return param.reshape(-1).expand(shape[-1])[nz.cols]
+    return param.expand(shape)[nz.rows, nz.cols]
+
+
+def _add_rows(dense: Tensor, nz: NonZero, sparse: Tensor) -> Tensor:
+    """Per row: ``dense`` ``(n, g)`` summed over features plus ``sparse`` ``(nnz,)`` of its
+    non-zeros."""
+    total = dense.sum(dim=-1)
+    return total.index_add(0, nz.rows, sparse.to(total.dtype))
+
+
+def _nb_sparse(v: Tensor, mu: Tensor, theta: Tensor, eps: float) -> Tensor:
+    """The count-dependent NB terms at non-zeros: ``lgamma`` ratios and ``x log(mu/(theta+mu))``."""
+    log_comb = lk._log_gamma_ratio(v, theta) - torch.lgamma(v + 1.0)
+    return log_comb + v * (torch.log(mu + eps) - torch.log(theta + mu + eps))
+
+
+def summed_log_prob(dist: CountDistribution, x: Tensor, nz: NonZero) -> Tensor:
+    """``dist.log_prob(x).sum(-1)`` for ``(n, g)`` counts ``x`` whose non-zeros are ``nz``.
+
+    NB, ZINB, Poisson and Bernoulli (given its ``rate``) evaluate the count terms on the
+    non-zeros only; other distributions (the protein NB mixture, whose components need the
+    counts everywhere) fall back to the dense sum.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from omnivae._types import NonZero
+
+CountDistribution = (
+    lk.NegativeBinomial | lk.ZeroInflatedNegativeBinomial | lk.Poisson | lk.Bernoulli
+    | lk.NegativeBinomialMixture
+)
+    >>> x = torch.tensor([[0.0, 3.0, 0.0], [1.0, 0.0, 0.0]])
+    >>> d = lk.NegativeBinomial(torch.rand(2, 3) + 0.1, torch.tensor([0.5, 2.0, 300.0]))
+    >>> fast = summed_log_prob(d, x, NonZero.from_dense(x))
+    >>> torch.allclose(fast, d.log_prob(x).sum(-1))
+    True
+    """
+    shape = x.shape
+    if isinstance(dist, lk.NegativeBinomial):
+        mu, theta = dist.mu, dist.theta
+        dense = -theta * torch.log1p(mu / (theta + dist.eps))
+        sparse = _nb_sparse(nz.values, _at(mu, nz, shape), _at(theta, nz, shape), dist.eps)
+        return _add_rows(dense.expand(shape), nz, sparse)
+    if isinstance(dist, lk.ZeroInflatedNegativeBinomial):
+        mu, theta, logits = dist.mu, dist.theta, dist.zi_logits
+        log_pi, log_not_pi = F.logsigmoid(logits), F.logsigmoid(-logits)
+        nb_zero = -theta * torch.log1p(mu / (theta + dist.eps))  # log NB(0)
+        zero = torch.logaddexp(log_pi, log_not_pi + nb_zero).expand(shape)
+        nonzero = (_at(log_not_pi, nz, shape) + _at(nb_zero, nz, shape)
+                   + _nb_sparse(nz.values, _at(mu, nz, shape), _at(theta, nz, shape), dist.eps))
+        return _add_rows(zero, nz, nonzero - _at(zero, nz, shape))
+    if isinstance(dist, lk.Poisson):
+        rate = dist.rate
+        v = nz.values
+        sparse = v * torch.log(_at(rate, nz, shape) + dist.eps) - torch.lgamma(v + 1.0)
+        return _add_rows(-rate.expand(shape), nz, sparse)
+    if isinstance(dist, lk.Bernoulli) and dist.scores is not None:
+        # P(x > 0) = 1 - exp(-rate): log P(0) = -rate, log P(1) = log(-expm1(-rate)), and the
+        # rates sum to ``total`` (before the clamp at min_rate, which only guards the logs)
+        assert dist.total is not None
+        total = dist.total.reshape(-1).expand(shape[0])  # (n,)
+        log_norm = torch.logsumexp(dist.scores, dim=-1)  # (n,)
+        r = total[nz.rows] * torch.exp(_at(dist.scores, nz, shape) - log_norm[nz.rows])
+        r = r.clamp(min=dist.min_rate)
+        return (-total).index_add(0, nz.rows, torch.log(-torch.expm1(-r)) + r)
+    if isinstance(dist, lk.Bernoulli) and dist.rate is not None:
+        rate = dist.rate
+        r = _at(rate, nz, shape)
+        return _add_rows(-rate.expand(shape), nz, torch.log(-torch.expm1(-r)) + r)
+    return dist.log_prob(x).sum(dim=-1)
+
+
+__all__ = ["summed_log_prob"]
