@@ -78,8 +78,8 @@ class NonZero:
         ``(nnz,)`` int64 row and column of each non-zero, rows ascending.
     values
         ``(nnz,)`` the counts there.
-    n_rows
-        Rows of the dense matrix.
+    n_rows, n_cols
+        Shape of the dense matrix.
 
     Examples
     --------
@@ -88,25 +88,30 @@ class NonZero:
     >>> nz.rows.tolist(), nz.cols.tolist(), nz.values.tolist()
     ([0, 1], [1, 0], [2.0, 3.0])
     >>> sub = nz.select(torch.tensor([1, 1]))  # rows of cells 1 and 1 again
-    >>> sub.rows.tolist(), sub.cols.tolist(), sub.n_rows
-    ([0, 1], [0, 0], 2)
+    >>> sub.rows.tolist(), sub.cols.tolist(), sub.shape
+    ([0, 1], [0, 0], torch.Size([2, 2]))
     """
 
     rows: Tensor
     cols: Tensor
     values: Tensor
     n_rows: int
+    n_cols: int
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.n_rows, self.n_cols))
 
     @classmethod
     def from_dense(cls, x: Tensor) -> NonZero:
         """The non-zeros of a dense ``(n, g)`` tensor (one full pass over it)."""
         rows, cols = x.nonzero(as_tuple=True)
-        return cls(rows, cols, x[rows, cols], int(x.shape[0]))
+        return cls(rows, cols, x[rows, cols], int(x.shape[0]), int(x.shape[1]))
 
     def to(self, device: torch.device | str) -> NonZero:
         return NonZero(self.rows.to(device, non_blocking=True),
                        self.cols.to(device, non_blocking=True),
-                       self.values.to(device, non_blocking=True), self.n_rows)
+                       self.values.to(device, non_blocking=True), self.n_rows, self.n_cols)
 
     def select(self, cells: Tensor) -> NonZero:
         """The non-zeros of the rows ``cells`` (positions, repeats allowed), renumbered
@@ -122,7 +127,7 @@ class NonZero:
         first = torch.cumsum(lengths, 0) - lengths  # position of each row's first entry
         index = starts[cells][new_rows] + torch.arange(new_rows.numel(), device=cells.device) \
             - first[new_rows]
-        return NonZero(new_rows, self.cols[index], self.values[index], n)
+        return NonZero(new_rows, self.cols[index], self.values[index], n, self.n_cols)
 
 
 @dataclass(frozen=True)

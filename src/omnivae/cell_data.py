@@ -112,5 +112,5 @@ def gather_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[torch.Tensor, 
     dense = np.zeros((len(rows), matrix.shape[1]), dtype=np.float32)
     dense[out_rows, cols] = values
     nz = NonZero(torch.from_numpy(out_rows), torch.from_numpy(cols), torch.from_numpy(values),
-                 len(rows))
+                 len(rows), int(matrix.shape[1]))
     return torch.from_numpy(dense), nz

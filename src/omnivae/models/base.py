@@ -111,10 +111,11 @@ def modality_nll(vae: MultimodalVAE, name: str, z: Tensor, cells: Tensor,
     else:
         dist = decoder(*args)
     counts, nonzero = batch.counts[name], batch.nonzero_of(name)
-    if not (cells.numel() == batch.n_cells
-            and torch.equal(cells, torch.arange(batch.n_cells, device=cells.device))):
-        counts, nonzero = counts[cells], nonzero.select(cells)  # the decoded rows only
-    return -summed_log_prob(dist, counts, nonzero)
+    if cells.numel() == batch.n_cells and torch.equal(
+            cells, torch.arange(batch.n_cells, device=cells.device)):
+        return -summed_log_prob(dist, counts, nonzero)
+    # the decoded rows only; the dense rows are gathered only for likelihoods that need them
+    return -summed_log_prob(dist, lambda: counts[cells], nonzero.select(cells))
 
 
 def decode_nll(vae: MultimodalVAE, z: Tensor, cells: Tensor, batch: BatchData,
