@@ -54,9 +54,11 @@ class Gaussian:
 
     def rsample(self, generator: torch.Generator | None = None) -> Tensor:
         """Reparameterised sample with the same shape as ``loc``."""
-        noise = torch.randn(
-            self.loc.shape, device=self.loc.device, dtype=self.loc.dtype, generator=generator
-        )
+        if generator is None:  # the global generator (torch.compile traces this form)
+            noise = torch.randn_like(self.loc)
+        else:
+            noise = torch.randn(self.loc.shape, device=self.loc.device, dtype=self.loc.dtype,
+                                generator=generator)
         return self.loc + self.scale * noise
 
     def kl_to_standard_normal(self) -> Tensor:

@@ -52,6 +52,7 @@ class _NBZeroSum(torch.autograd.Function):
     """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # sums in float32
     def forward(ctx: torch.autograd.function.FunctionCtx, mu: Tensor, theta: Tensor,
                 eps: float) -> Tensor:
         t = theta + eps
@@ -61,6 +62,7 @@ class _NBZeroSum(torch.autograd.Function):
         return -(log1p @ theta)  # (n,)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx: torch.autograd.function.FunctionCtx,  # type: ignore[override]
                  grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         mu, theta, log1p = ctx.saved_tensors  # type: ignore[attr-defined]
