@@ -82,6 +82,9 @@ class NonZero:
         ``(nnz,)`` the counts there.
     n_rows, n_cols
         Shape of the dense matrix.
+    log_factorial
+        ``(n_rows,)`` per row ``sum lgamma(x + 1)`` of its counts (a constant of the data,
+        precomputed once per cell), or ``None``: computed from ``values`` when needed.
 
     Examples
     --------
@@ -99,6 +102,7 @@ class NonZero:
     values: Tensor
     n_rows: int
     n_cols: int
+    log_factorial: Tensor | None = None
 
     @property
     def shape(self) -> torch.Size:
@@ -113,7 +117,9 @@ class NonZero:
     def to(self, device: torch.device | str) -> NonZero:
         return NonZero(self.rows.to(device, non_blocking=True),
                        self.cols.to(device, non_blocking=True),
-                       self.values.to(device, non_blocking=True), self.n_rows, self.n_cols)
+                       self.values.to(device, non_blocking=True), self.n_rows, self.n_cols,
+                       None if self.log_factorial is None
+                       else self.log_factorial.to(device, non_blocking=True))
 
     def select(self, cells: Tensor) -> NonZero:
         """The non-zeros of the rows ``cells`` (positions, repeats allowed), renumbered
@@ -129,7 +135,8 @@ class NonZero:
         first = torch.cumsum(lengths, 0) - lengths  # position of each row's first entry
         index = starts[cells][new_rows] + torch.arange(new_rows.numel(), device=cells.device) \
             - first[new_rows]
-        return NonZero(new_rows, self.cols[index], self.values[index], n, self.n_cols)
+        return NonZero(new_rows, self.cols[index], self.values[index], n, self.n_cols,
+                       None if self.log_factorial is None else self.log_factorial[cells])
 
 
 @dataclass(frozen=True)

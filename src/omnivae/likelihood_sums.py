@@ -83,10 +83,26 @@ def _nb_zero_sum(mu: Tensor, theta: Tensor, eps: float, shape: torch.Size) -> Te
     return (-theta * torch.log1p(mu / (theta + eps))).expand(shape).sum(dim=-1)
 
 
-def _nb_sparse(v: Tensor, mu: Tensor, theta: Tensor, eps: float) -> Tensor:
-    """The count-dependent NB terms at non-zeros: ``lgamma`` ratios and ``x log(mu/(theta+mu))``."""
-    log_comb = lk._log_gamma_ratio(v, theta) - torch.lgamma(v + 1.0)
-    return log_comb + v * (torch.log(mu + eps) - torch.log(theta + mu + eps))
+def _nb_sparse(v: Tensor, mu: Tensor, theta: Tensor, nz: NonZero, shape: torch.Size,
+               eps: float) -> Tensor:
+    """The count-dependent NB terms at the non-zeros (``lgamma(x + 1)`` left out, see
+    :func:`_log_factorial`): the ``lgamma`` ratio and ``x log(mu / (theta + mu))``.
+    ``lgamma(theta)`` of a per-feature ``theta`` is computed per feature, not per non-zero."""
+    th = _at(theta, nz, shape)
+    per_feature = theta.dim() == 1 or (theta.dim() == 2 and theta.shape[0] == 1)
+    lgamma_theta = _at(torch.lgamma(theta), nz, shape) if per_feature else None
+    log_ratio = lk._log_gamma_ratio(v, th, lgamma_theta)
+    mu_nz = _at(mu, nz, shape)
+    return log_ratio + v * (torch.log(mu_nz + eps) - torch.log(th + mu_nz + eps))
+
+
+def _log_factorial(nz: NonZero) -> Tensor:
+    """Per row, ``sum lgamma(x + 1)`` over its counts: a constant of the data, precomputed
+    per cell when the minibatch carries it."""
+    if nz.log_factorial is not None:
+        return nz.log_factorial
+    return torch.zeros(nz.n_rows, dtype=nz.values.dtype, device=nz.values.device).index_add(
+        0, nz.rows, torch.lgamma(nz.values + 1.0))
 
 
 def summed_log_prob(dist: CountDistribution, x: Tensor | Callable[[], Tensor],
@@ -116,21 +132,22 @@ CountDistribution = (
     shape = nz.shape
     if isinstance(dist, lk.NegativeBinomial):
         mu, theta = dist.mu, dist.theta
-        sparse = _nb_sparse(nz.values, _at(mu, nz, shape), _at(theta, nz, shape), dist.eps)
-        return _nb_zero_sum(mu, theta, dist.eps, shape).index_add(0, nz.rows, sparse)
+        sparse = _nb_sparse(nz.values, mu, theta, nz, shape, dist.eps)
+        total = _nb_zero_sum(mu, theta, dist.eps, shape).index_add(0, nz.rows, sparse)
+        return total - _log_factorial(nz)
     if isinstance(dist, lk.ZeroInflatedNegativeBinomial):
         mu, theta, logits = dist.mu, dist.theta, dist.zi_logits
         log_pi, log_not_pi = F.logsigmoid(logits), F.logsigmoid(-logits)
         nb_zero = -theta * torch.log1p(mu / (theta + dist.eps))  # log NB(0)
         zero = torch.logaddexp(log_pi, log_not_pi + nb_zero).expand(shape)
         nonzero = (_at(log_not_pi, nz, shape) + _at(nb_zero, nz, shape)
-                   + _nb_sparse(nz.values, _at(mu, nz, shape), _at(theta, nz, shape), dist.eps))
-        return _add_rows(zero, nz, nonzero - _at(zero, nz, shape))
+                   + _nb_sparse(nz.values, mu, theta, nz, shape, dist.eps))
+        return _add_rows(zero, nz, nonzero - _at(zero, nz, shape)) - _log_factorial(nz)
     if isinstance(dist, lk.Poisson):
         rate = dist.rate
         v = nz.values
-        sparse = v * torch.log(_at(rate, nz, shape) + dist.eps) - torch.lgamma(v + 1.0)
-        return _add_rows(-rate.expand(shape), nz, sparse)
+        sparse = v * torch.log(_at(rate, nz, shape) + dist.eps)
+        return _add_rows(-rate.expand(shape), nz, sparse) - _log_factorial(nz)
     if isinstance(dist, lk.Bernoulli) and dist.scores is not None:
         # P(x > 0) = 1 - exp(-rate): log P(0) = -rate, log P(1) = log(-expm1(-rate)), and the
         # rates sum to ``total`` (before the clamp at min_rate, which only guards the logs)
