@@ -26,26 +26,69 @@ CountDistribution = (
 )
 
 
+class _Gather(torch.autograd.Function):
+    """``values[index]`` for a 1-D ``values`` whose backward sums the gradients of repeated
+    indices with ``bincount`` (serial, so the same on every call; the parallel accumulation of
+    autograd's indexing backward adds them in a varying order on CPU)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, values: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.size = values.shape[0]  # type: ignore[attr-defined]
+        return values[index]
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx,  # type: ignore[override]
+                 grad: Tensor) -> tuple[Tensor, None]:
+        (index,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return _scatter_sum(grad, index, ctx.size), None  # type: ignore[attr-defined]
+
+
+def _scatter_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
+    """``out[i] = sum of values[index == i]``, deterministic."""
+    return torch.bincount(index, weights=values, minlength=size).to(values.dtype)
+
+
+class _RowSum(torch.autograd.Function):
+    """Per row sums of non-zero terms ``(nnz,)`` into ``(n,)``, deterministic (see _Gather)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, values: Tensor, rows: Tensor,
+                n: int) -> Tensor:
+        ctx.save_for_backward(rows)
+        return _scatter_sum(values, rows, n)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx,  # type: ignore[override]
+                 grad: Tensor) -> tuple[Tensor, None, None]:
+        (rows,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return grad[rows], None, None
+
+
 def _at(param: Tensor, nz: NonZero, shape: torch.Size) -> Tensor:
     """``param`` broadcast to ``shape`` ``(n, g)``, read at the non-zeros ``(nnz,)``; a
     per-feature parameter is gathered by column without materialising the broadcast."""
     if param.dim() == 1 or (param.dim() == 2 and param.shape[0] == 1 and shape[0] != 1):
-        return param.reshape(-1).expand(shape[-1])[nz.cols]
-    return param.expand(shape)[nz.rows, nz.cols]
+        return _Gather.apply(param.reshape(-1).expand(shape[-1]).contiguous(), nz.cols)
+    return param.expand(shape)[nz.rows, nz.cols]  # distinct positions: order-free backward
+
+
+def _row_sums(nz: NonZero, sparse: Tensor) -> Tensor:
+    """Per row of ``nz``, the sum of the non-zero terms ``sparse`` ``(nnz,)``."""
+    return _RowSum.apply(sparse, nz.rows, nz.n_rows)
 
 
 def _add_rows(dense: Tensor, nz: NonZero, sparse: Tensor) -> Tensor:
     """Per row: ``dense`` ``(n, g)`` summed over features plus ``sparse`` ``(nnz,)`` of its
     non-zeros."""
     total = dense.sum(dim=-1)
-    return total.index_add(0, nz.rows, sparse.to(total.dtype))
+    return total + _row_sums(nz, sparse.to(total.dtype))
 
 
 class _NBZeroSum(torch.autograd.Function):
     """``sum_g -theta_g log1p(mu_ng / (theta_g + eps))`` per row for a per-feature ``theta``
-    ``(g,)``, with a hand-written backward: the feature sums are matrix-vector products and
-    the dense passes few (autograd's version divides by a broadcast ``theta`` several times,
-    the slowest elementwise kernel on CPU).
+    ``(g,)``, with a hand-written backward with few dense passes (autograd's version divides by
+    a broadcast ``theta`` several times, the slowest elementwise kernel on CPU).
 
     ``d/dmu = -theta / (t + mu)``, ``d/dtheta = -log1p(mu/t) + theta mu / (t (t + mu))``
     with ``t = theta + eps``.
@@ -59,7 +102,8 @@ class _NBZeroSum(torch.autograd.Function):
         log1p = torch.log1p(mu * t.reciprocal())  # (n, g)
         ctx.save_for_backward(mu, theta, log1p)
         ctx.eps = eps  # type: ignore[attr-defined]
-        return -(log1p @ theta)  # (n,)
+        return -(log1p * theta).sum(dim=-1)  # (n,); ATen's sums, reproducible for a fixed
+        # thread count (a BLAS matrix-vector product may split its sum differently per call)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
@@ -70,7 +114,9 @@ class _NBZeroSum(torch.autograd.Function):
         inv = (mu + t).reciprocal_()  # (n, g): 1 / (t + mu)
         grad_mu = grad_theta = None
         if ctx.needs_input_grad[1]:  # type: ignore[attr-defined]
-            grad_theta = (theta / t) * (grad @ (mu * inv)) - grad @ log1p
+            weighted = grad.unsqueeze(-1)  # (n, 1)
+            grad_theta = ((theta / t) * (mu * inv * weighted).sum(dim=0)
+                          - (log1p * weighted).sum(dim=0))
         if ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
             grad_mu = inv.mul_(theta).mul_(-grad.unsqueeze(-1))
         return grad_mu, grad_theta, None
@@ -101,8 +147,7 @@ def _log_factorial(nz: NonZero) -> Tensor:
     per cell when the minibatch carries it."""
     if nz.log_factorial is not None:
         return nz.log_factorial
-    return torch.zeros(nz.n_rows, dtype=nz.values.dtype, device=nz.values.device).index_add(
-        0, nz.rows, torch.lgamma(nz.values + 1.0))
+    return _scatter_sum(torch.lgamma(nz.values + 1.0), nz.rows, nz.n_rows)
 
 
 def summed_log_prob(dist: CountDistribution, x: Tensor | Callable[[], Tensor],
@@ -133,7 +178,7 @@ CountDistribution = (
     if isinstance(dist, lk.NegativeBinomial):
         mu, theta = dist.mu, dist.theta
         sparse = _nb_sparse(nz.values, mu, theta, nz, shape, dist.eps)
-        total = _nb_zero_sum(mu, theta, dist.eps, shape).index_add(0, nz.rows, sparse)
+        total = _nb_zero_sum(mu, theta, dist.eps, shape) + _row_sums(nz, sparse)
         return total - _log_factorial(nz)
     if isinstance(dist, lk.ZeroInflatedNegativeBinomial):
         mu, theta, logits = dist.mu, dist.theta, dist.zi_logits
@@ -155,7 +200,7 @@ CountDistribution = (
         total = dist.total.reshape(-1).expand(shape[0])  # (n,)
         freq = torch.softmax(dist.scores, dim=-1)  # one fused pass each way (logsumexp's
         r = (total[nz.rows] * _at(freq, nz, shape)).clamp(min=dist.min_rate)  # backward is slower)
-        return (-total).index_add(0, nz.rows, torch.log(-torch.expm1(-r)) + r)
+        return _row_sums(nz, torch.log(-torch.expm1(-r)) + r) - total
     if isinstance(dist, lk.Bernoulli) and dist.rate is not None:
         rate = dist.rate
         r = _at(rate, nz, shape)
