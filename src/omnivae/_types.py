@@ -54,14 +54,89 @@ class Gaussian:
 
     def rsample(self, generator: torch.Generator | None = None) -> Tensor:
         """Reparameterised sample with the same shape as ``loc``."""
-        noise = torch.randn(
-            self.loc.shape, device=self.loc.device, dtype=self.loc.dtype, generator=generator
-        )
+        if generator is None:  # the global generator (torch.compile traces this form)
+            noise = torch.randn_like(self.loc)
+        else:
+            noise = torch.randn(self.loc.shape, device=self.loc.device, dtype=self.loc.dtype,
+                                generator=generator)
         return self.loc + self.scale * noise
 
     def kl_to_standard_normal(self) -> Tensor:
         """KL(q || N(0, I)) summed over the latent dimension, shape ``(...)``."""
         return 0.5 * torch.sum(self.loc**2 + torch.exp(self.logvar) - 1.0 - self.logvar, dim=-1)
+
+
+@dataclass(frozen=True)
+class NonZero:
+    """The non-zero entries of one modality's ``(n, g)`` counts, in row-major order.
+
+    Lets the likelihoods evaluate their count-dependent terms (``lgamma`` of the counts,
+    ``x log mu``) on the non-zeros only: for sparse single-cell counts that is a few percent of
+    the dense matrix.
+
+    Parameters
+    ----------
+    rows, cols
+        ``(nnz,)`` int64 row and column of each non-zero, rows ascending.
+    values
+        ``(nnz,)`` the counts there.
+    n_rows, n_cols
+        Shape of the dense matrix.
+    log_factorial
+        ``(n_rows,)`` per row ``sum lgamma(x + 1)`` of its counts (a constant of the data,
+        precomputed once per cell), or ``None``: computed from ``values`` when needed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> nz = NonZero.from_dense(torch.tensor([[0.0, 2.0], [3.0, 0.0]]))
+    >>> nz.rows.tolist(), nz.cols.tolist(), nz.values.tolist()
+    ([0, 1], [1, 0], [2.0, 3.0])
+    >>> sub = nz.select(torch.tensor([1, 1]))  # rows of cells 1 and 1 again
+    >>> sub.rows.tolist(), sub.cols.tolist(), sub.shape
+    ([0, 1], [0, 0], torch.Size([2, 2]))
+    """
+
+    rows: Tensor
+    cols: Tensor
+    values: Tensor
+    n_rows: int
+    n_cols: int
+    log_factorial: Tensor | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.n_rows, self.n_cols))
+
+    @classmethod
+    def from_dense(cls, x: Tensor) -> NonZero:
+        """The non-zeros of a dense ``(n, g)`` tensor (one full pass over it)."""
+        rows, cols = x.nonzero(as_tuple=True)
+        return cls(rows, cols, x[rows, cols], int(x.shape[0]), int(x.shape[1]))
+
+    def to(self, device: torch.device | str) -> NonZero:
+        return NonZero(self.rows.to(device, non_blocking=True),
+                       self.cols.to(device, non_blocking=True),
+                       self.values.to(device, non_blocking=True), self.n_rows, self.n_cols,
+                       None if self.log_factorial is None
+                       else self.log_factorial.to(device, non_blocking=True))
+
+    def select(self, cells: Tensor) -> NonZero:
+        """The non-zeros of the rows ``cells`` (positions, repeats allowed), renumbered
+        ``0..len(cells)-1`` in that order: what ``dense[cells]`` holds."""
+        n = int(cells.numel())
+        if n == self.n_rows and bool(
+                torch.equal(cells, torch.arange(n, device=cells.device))):
+            return self
+        counts = torch.bincount(self.rows, minlength=self.n_rows)  # (n_rows,)
+        starts = torch.cumsum(counts, 0) - counts
+        lengths = counts[cells]  # (P,)
+        new_rows = torch.repeat_interleave(torch.arange(n, device=cells.device), lengths)
+        first = torch.cumsum(lengths, 0) - lengths  # position of each row's first entry
+        index = starts[cells][new_rows] + torch.arange(new_rows.numel(), device=cells.device) \
+            - first[new_rows]
+        return NonZero(new_rows, self.cols[index], self.values[index], n, self.n_cols,
+                       None if self.log_factorial is None else self.log_factorial[cells])
 
 
 @dataclass(frozen=True)
@@ -85,6 +160,10 @@ class BatchData:
         latent is penalised (``None`` when no penalty is configured).
     labels
         ``(n,)`` integer label codes when the penalty is conditioned on a label column.
+    nonzero
+        Per modality, the non-zero entries of ``counts`` (gathered from the sparse data, so
+        the likelihoods need not scan the dense matrix); ``None`` or a missing modality: found
+        from the dense counts when needed.
     """
 
     counts: dict[str, Tensor]
@@ -93,6 +172,13 @@ class BatchData:
     library: dict[str, Tensor]
     penalty_codes: Tensor | None = None
     labels: Tensor | None = None
+    nonzero: dict[str, NonZero] | None = None
+
+    def nonzero_of(self, name: str) -> NonZero:
+        """The non-zeros of modality ``name``'s counts."""
+        if self.nonzero is not None and name in self.nonzero:
+            return self.nonzero[name]
+        return NonZero.from_dense(self.counts[name])
 
     @property
     def n_cells(self) -> int:
@@ -108,6 +194,8 @@ class BatchData:
             penalty_codes=None if self.penalty_codes is None
             else self.penalty_codes.to(device, non_blocking=True),
             labels=None if self.labels is None else self.labels.to(device, non_blocking=True),
+            nonzero=None if self.nonzero is None
+            else {k: v.to(device) for k, v in self.nonzero.items()},
         )
 
 

@@ -33,15 +33,17 @@ def check_likelihood_name(name: str) -> str:
     return check_choice(name, LIKELIHOOD_NAMES, "likelihood")
 
 
-def _log_gamma_ratio(x: Tensor, theta: Tensor) -> Tensor:
+def _log_gamma_ratio(x: Tensor, theta: Tensor, lgamma_theta: Tensor | None = None) -> Tensor:
     """``lgamma(x + theta) - lgamma(theta)`` without the cancellation of two huge lgammas.
 
     For ``theta > 100`` Stirling's series ``lgamma(z) ~ (z - 1/2) log z - z + log(2 pi)/2 +
     1/(12 z)`` (error < 3e-9) is differenced analytically:
     ``(theta - 1/2) log1p(x/theta) + x (log(theta + x) - 1) - x / (12 theta (theta + x))``.
     In float32 the plain difference loses ~``6e-8 theta log(theta)``: 1 nat at ``theta = 1e6``.
+    ``lgamma_theta``, when given, is ``lgamma(theta)`` (computed per feature by the caller).
     """
-    plain = torch.lgamma(x + theta) - torch.lgamma(theta)
+    plain = torch.lgamma(x + theta) - (torch.lgamma(theta) if lgamma_theta is None
+                                        else lgamma_theta)
     if not bool((theta > _STIRLING_MIN_THETA).any()):  # theta is per feature: a cheap check
         return plain
     th = theta.clamp_min(_STIRLING_MIN_THETA)  # finite, and zero gradient off-branch
@@ -246,6 +248,13 @@ class Bernoulli(_CountDistribution):
     ----------
     logits
         Log-odds of a non-zero observation.
+    rate
+        Alternatively (keyword), a binarized Poisson: ``P(x > 0) = 1 - exp(-rate)``; the
+        logits ``rate + log(-expm1(-rate))`` are computed only when asked for.
+
+    See Also
+    --------
+    Bernoulli.binarized_poisson : the decoder's form, ``rate = total * softmax(scores)``.
 
     Examples
     --------
@@ -253,12 +262,62 @@ class Bernoulli(_CountDistribution):
     >>> d = Bernoulli(torch.tensor([0.0, 0.0]))
     >>> d.log_prob(torch.tensor([0.0, 7.0])).exp()
     tensor([0.5000, 0.5000])
+    >>> Bernoulli(rate=torch.tensor([2.0])).mean  # 1 - exp(-2)
+    tensor([0.8647])
     """
 
     _params = ("logits",)
+    scores: Tensor | None = None
+    total: Tensor | None = None
+    min_rate: float = 1e-8
 
-    def __init__(self, logits: Tensor) -> None:
-        self.logits = logits
+    def __init__(self, logits: Tensor | None = None, *, rate: Tensor | None = None) -> None:
+        if (logits is None) == (rate is None):
+            raise ValueError("Give Bernoulli either logits or rate (not both).")
+        self._logits, self._rate = logits, rate
+
+    @classmethod
+    def binarized_poisson(cls, scores: Tensor, total: Tensor, *, min_rate: float = 1e-8
+                          ) -> Bernoulli:
+        """``P(x > 0) = 1 - exp(-rate)`` with ``rate = total * softmax(scores)`` (clamped at
+        ``min_rate``), the rate kept implicit: the summed log-likelihood
+        (:func:`omnivae.likelihood_sums.summed_log_prob`) then needs only a ``logsumexp`` of
+        the scores densely (the rates sum to ``total``) and the rates at the non-zeros.
+
+        Parameters
+        ----------
+        scores
+            ``(n, g)`` unnormalised log-frequencies.
+        total
+            ``(n, 1)`` expected number of events (the cell's number of non-zero features).
+
+        Examples
+        --------
+        >>> import torch
+        >>> d = Bernoulli.binarized_poisson(torch.zeros(1, 2), torch.tensor([[2.0]]))
+        >>> d.rate, d.mean  # 1 - exp(-1)
+        (tensor([[1., 1.]]), tensor([[0.6321, 0.6321]]))
+        """
+        dist = cls(rate=scores)  # the rate is set lazily from the scores
+        dist._rate, dist.scores, dist.total, dist.min_rate = None, scores, total, min_rate
+        return dist
+
+    @property
+    def rate(self) -> Tensor | None:
+        """The binarized Poisson's rate (``None`` for a Bernoulli given by its logits)."""
+        if self._rate is None and self.scores is not None:
+            assert self.total is not None
+            self._rate = (self.total * torch.softmax(self.scores, dim=-1)).clamp(min=self.min_rate)
+        return self._rate
+
+    @property
+    def logits(self) -> Tensor:
+        """Log-odds of a non-zero observation."""
+        if self._logits is None:
+            rate = self.rate
+            assert rate is not None
+            self._logits = rate + torch.log(-torch.expm1(-rate))  # logit of 1 - exp(-rate)
+        return self._logits
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Elementwise ``log P(1{x > 0})``: ``-softplus(-logits)`` or ``-softplus(logits)``."""

@@ -190,7 +190,9 @@ class MultimodalVAE(nn.Module):
             counts = batch.counts[name]
             loc = counts.new_zeros((n, d))
             logvar = torch.zeros_like(loc)
-            if rows.numel():
+            if rows.numel() == n:  # every cell has it: no copy of the counts
+                loc, logvar = self.encoders[name](counts, batch.library[name], batch.batch_index)
+            elif rows.numel():
                 sub_loc, sub_logvar = self.encoders[name](
                     counts[rows], batch.library[name][rows], batch.batch_index[rows])
                 loc = loc.to(sub_loc.dtype).index_put((rows,), sub_loc)

@@ -161,6 +161,8 @@ class CountDecoder(nn.Module):
             return lk.NegativeBinomialMixture(
                 background, foreground, torch.exp(self.log_theta), self.mixture_head(hidden)
             )
+        if self.likelihood == "bernoulli":  # P(x > 0) = 1 - exp(-rate), rate implicit
+            return lk.Bernoulli.binarized_poisson(self.head(hidden), library)
         rate = library * torch.softmax(self.head(hidden), dim=-1)  # (n, g)
         if self.likelihood == "nb":
             return lk.NegativeBinomial(rate, torch.exp(self.log_theta))
@@ -168,10 +170,7 @@ class CountDecoder(nn.Module):
             return lk.ZeroInflatedNegativeBinomial(
                 rate, torch.exp(self.log_theta), self.dropout_head(hidden)
             )
-        if self.likelihood == "poisson":
-            return lk.Poisson(rate)
-        rate = rate.clamp(min=1e-8)
-        return lk.Bernoulli(rate + torch.log(-torch.expm1(-rate)))  # logit of 1 - exp(-rate)
+        return lk.Poisson(rate)
 
     def normalized(self, z: Tensor, batch_index: Tensor) -> Tensor:
         """Expected expression as proportions summing to one per cell, ``(n, g)``.

@@ -7,6 +7,7 @@ row slice per modality (no per-cell Python), densified, and moved to the device 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -52,6 +53,32 @@ def make_loader(data: CellData, indices: np.ndarray, batch_size: int, shuffle: b
         CellDataset(data, indices), batch_size=batch_size, shuffle=shuffle,
         collate_fn=_keep, num_workers=0, generator=generator,
     )
+
+
+PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16": "bf16-mixed",
+              "bf16-mixed": "bf16-mixed"}
+
+
+def training_precision(precision: str, accelerator: str) -> str:
+    """Lightning's precision setting for ``precision`` (``"32"`` or ``"bf16"``).
+
+    bfloat16 autocast is used on CUDA only: on the CPU it is slower than float32 on most
+    machines and changes the sums, so ``"bf16"`` falls back to float32 with a warning.
+
+    Examples
+    --------
+    >>> training_precision("32", "cpu")
+    '32-true'
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
+    chosen = PRECISIONS[precision]
+    on_cuda = torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto")
+    if chosen == "bf16-mixed" and not on_cuda:
+        warnings.warn("precision='bf16' needs a CUDA GPU; training in float32 on the CPU.",
+                      UserWarning, stacklevel=3)
+        return "32-true"
+    return chosen
 
 
 def split_cells(n_cells: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,14 +127,20 @@ class TrainingPlan(pl.LightningModule):
     signature
         Settings and data summary stored in checkpoints and compared on resume
         (:func:`omnivae.checkpoints.check_signature`).
+    compile
+        Evaluate the loss through :func:`torch.compile` (the module's weights are shared, so
+        checkpoints and the trained model are unchanged).
     """
 
     def __init__(self, module: MultimodalVAE, *, lr: float = 1e-3, weight_decay: float = 1e-6,
                  kl_warmup_epochs: float = 0.0, n_steps_per_epoch: int = 1,
                  probe_columns: dict[str, int] | None = None, probe_every: int = 0,
                  shuffle_generator: torch.Generator | None = None,
-                 signature: dict[str, Any] | None = None) -> None:
+                 signature: dict[str, Any] | None = None, compile: bool = False) -> None:
         super().__init__()
+        self._loss = module.loss
+        if compile:  # dynamic: the last minibatch and the non-zero counts vary in size
+            self._loss = torch.compile(module.loss, dynamic=True)
         self.shuffle_generator = shuffle_generator
         self.signature = signature or {}
         self._resumed_rng: dict[str, Any] | None = None
@@ -119,6 +152,9 @@ class TrainingPlan(pl.LightningModule):
         self.probe_every = probe_every
         self._probe_z: list[torch.Tensor] = []
         self._probe_codes: list[torch.Tensor] = []
+        self._epoch_sums: torch.Tensor | None = None  # running sums of the logged train terms
+        self._epoch_keys: list[str] = []
+        self._epoch_cells = self._epoch_steps = 0
 
     @property
     def kl_weight(self) -> float:
@@ -141,19 +177,51 @@ class TrainingPlan(pl.LightningModule):
                      prog_bar=key == "elbo", sync_dist=True)
 
     def training_step(self, batch: BatchData, batch_idx: int) -> torch.Tensor:
-        record = self.module.loss(batch, kl_weight=self.kl_weight,
-                                  penalty_weight=self.penalty_weight)
+        record = self._loss(batch, kl_weight=self.kl_weight, penalty_weight=self.penalty_weight)
         if not torch.isfinite(record.loss):
             raise FloatingPointError(
                 f"Non-finite loss at epoch {self.current_epoch}, step {self.global_step} "
                 f"(batch {batch_idx}): {describe_non_finite(self.module, batch, record)}"
             )
-        self._log_record("train", record.terms(), batch.n_cells)
-        self.log("kl_weight", self.kl_weight, on_step=False, on_epoch=True, batch_size=1)
+        self._accumulate(record.terms(), batch.n_cells)
+        if batch_idx + 1 >= self.trainer.num_training_batches:  # last step: log the epoch
+            self._log_epoch_means()
         return record.loss
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_sums, self._epoch_keys = None, []
+        self._epoch_cells = self._epoch_steps = 0
+
+    def _accumulate(self, terms: dict[str, torch.Tensor], n: int) -> None:
+        """Add a step's terms (weighted by its cells) to the epoch's sums: one stacked tensor,
+        no host synchronisation, instead of one Lightning ``log`` call per term and step."""
+        keys = [*terms, "kl_weight"]
+        values = torch.stack([v.float() for v in terms.values()]) * n
+        values = torch.cat([values, values.new_tensor([self.kl_weight])])
+        if self._epoch_sums is None or keys != self._epoch_keys:
+            if self._epoch_sums is not None:  # a term appeared mid-epoch: log what we have
+                self._log_epoch_means()
+            self._epoch_keys, self._epoch_sums = keys, torch.zeros_like(values)
+            self._epoch_cells = self._epoch_steps = 0
+        self._epoch_sums = self._epoch_sums + values
+        self._epoch_cells += n
+        self._epoch_steps += 1
+
+    def _log_epoch_means(self) -> None:
+        """Log the epoch's means as ``train_<term>`` (weighted by cells, as Lightning's epoch
+        reduction of per-step logs would) and ``kl_weight`` (mean over steps)."""
+        if self._epoch_sums is None or not self._epoch_steps:
+            return
+        means = self._epoch_sums[:-1] / self._epoch_cells
+        kl_weight = self._epoch_sums[-1] / self._epoch_steps
+        for key, value in zip(self._epoch_keys[:-1], means.unbind(), strict=True):
+            self.log(f"train_{key}", value, on_step=False, on_epoch=True, batch_size=1,
+                     prog_bar=key == "elbo", sync_dist=True)
+        self.log("kl_weight", kl_weight, on_step=False, on_epoch=True, batch_size=1)
+        self._epoch_sums, self._epoch_keys = None, []
+
     def validation_step(self, batch: BatchData, batch_idx: int) -> None:
-        record = self.module.loss(batch, kl_weight=1.0, penalty_weight=0.0)
+        record = self._loss(batch, kl_weight=1.0, penalty_weight=0.0)
         self._log_record("validation", record.terms(), batch.n_cells)
         if self._probing:
             codes = (batch.penalty_codes if batch.penalty_codes is not None
@@ -182,7 +250,11 @@ class TrainingPlan(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Stop before a non-finite gradient reaches the weights (one check per step)."""
         grads = [(n, p.grad) for n, p in self.module.named_parameters() if p.grad is not None]
-        if not grads or bool(torch.stack([g.isfinite().all() for _, g in grads]).all()):
+        # one fused pass: a non-finite entry makes its tensor's norm non-finite (a finite
+        # gradient whose norm overflows float32 is caught by the exact check below)
+        if not grads or bool(torch.stack(torch._foreach_norm([g for _, g in grads])).isfinite().all()):
+            return
+        if all(bool(g.isfinite().all()) for _, g in grads):
             return
         bad = sorted({n.split(".")[1] if n.startswith(("encoders.", "decoders.")) else n
                       for n, g in grads if not bool(g.isfinite().all())})
@@ -211,8 +283,12 @@ class TrainingPlan(pl.LightningModule):
             self._resumed_rng = None
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.module.parameters(), lr=self.lr,
-                                 weight_decay=self.weight_decay)
+        # the fused kernel updates every parameter in one pass (4-5x faster than the per-tensor
+        # loop on CPU; the same update up to float rounding)
+        params = list(self.module.parameters())
+        fused = all(p.dtype in (torch.float32, torch.float64) for p in params)
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay,
+                                 fused=fused or None)
 
 
 class HistoryCallback(pl.Callback):

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from omnivae._types import BatchData, Gaussian
 from omnivae.fusion import FUSIONS, Mixture, fuse
+from omnivae.likelihood_sums import summed_log_prob
 
 if TYPE_CHECKING:
     from omnivae.module import ModuleConfig, MultimodalVAE
@@ -109,7 +110,12 @@ def modality_nll(vae: MultimodalVAE, name: str, z: Tensor, cells: Tensor,
         dist = torch.func.functional_call(decoder, detached, args)
     else:
         dist = decoder(*args)
-    return -dist.log_prob(batch.counts[name][cells]).sum(dim=-1)
+    counts, nonzero = batch.counts[name], batch.nonzero_of(name)
+    if cells.numel() == batch.n_cells and torch.equal(
+            cells, torch.arange(batch.n_cells, device=cells.device)):
+        return -summed_log_prob(dist, counts, nonzero)
+    # the decoded rows only; the dense rows are gathered only for likelihoods that need them
+    return -summed_log_prob(dist, lambda: counts[cells], nonzero.select(cells))
 
 
 def decode_nll(vae: MultimodalVAE, z: Tensor, cells: Tensor, batch: BatchData,
