@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from omnivae.fusion import FUSIONS
 from omnivae.likelihoods import LIKELIHOOD_NAMES
@@ -132,7 +133,6 @@ def _fit(args: argparse.Namespace) -> None:
     import mudata as md
 
     import omnivae
-    from omnivae._io import write_h5mu_atomic
 
     if not args.input.is_file():
         raise SystemExit(f"omnivae fit: input file {args.input} does not exist.")
@@ -151,21 +151,13 @@ def _fit(args: argparse.Namespace) -> None:
 
     mdata.obsm["X_omnivae"] = model.get_latent_representation()
     mdata.obs["omnivae_leiden"] = cluster_embedding(mdata.obsm["X_omnivae"], seed=args.seed)
-    if not args.no_impute:
-        for name in model.setup.modalities:
-            omnivae.tl.impute(mdata, model, target=name)
-    if args.save_model:
-        model.save(args.save_model, overwrite=True)
-    write_h5mu_atomic(mdata, args.output)
-    print(f"Wrote {args.output} ({mdata.n_obs} cells; obsm['X_omnivae'], obs['omnivae_leiden']"
-          f"{', imputed modalities' if not args.no_impute else ''}).")
+    _finish(args, mdata, model, written="obsm['X_omnivae'], obs['omnivae_leiden']")
 
 
 def _map(args: argparse.Namespace) -> None:
     import mudata as md
 
     import omnivae
-    from omnivae._io import write_h5mu_atomic
     from omnivae.data import obs_column
     from omnivae.query import _load_reference
 
@@ -194,13 +186,22 @@ def _map(args: argparse.Namespace) -> None:
     params = mdata.uns["X_omnivae"]["params"]
     print(f"Mapped {mdata.n_obs} cells; new batches {params['new_batches']}, "
           f"{params['n_trainable']} parameters fitted, reference weights frozen.")
+    _finish(args, mdata, model, written="obsm['X_omnivae']")
+
+
+def _finish(args: argparse.Namespace, mdata: Any, model: Any, written: str) -> None:
+    """Impute every modality (unless --no-impute), save the model if asked, write the .h5mu
+    atomically and say what was written."""
+    import omnivae
+    from omnivae._io import write_h5mu_atomic
+
     if not args.no_impute:
         for name in model.setup.modalities:
             omnivae.tl.impute(mdata, model, target=name)
     if args.save_model:
         model.save(args.save_model, overwrite=True)
     write_h5mu_atomic(mdata, args.output)
-    print(f"Wrote {args.output} ({mdata.n_obs} cells; obsm['X_omnivae']"
+    print(f"Wrote {args.output} ({mdata.n_obs} cells; {written}"
           f"{', imputed modalities' if not args.no_impute else ''}).")
 
 
