@@ -232,9 +232,10 @@ def report(rows: list[dict], note: str) -> str:
                      f"within {BIO_TOLERANCE} of no penalty on every dataset: the default stays "
                      "no penalty.")
     else:
-        lines.append(f"Chosen: **{choice[0]} at weight {choice[1]:g}** (largest mean gain in "
-                     f"batch correction with bio conservation within {BIO_TOLERANCE} on every "
-                     "dataset).")
+        lines.append(f"The rule picks **{choice[0]} at weight {choice[1]:g}** on these rows "
+                     f"(largest mean gain in batch correction with bio conservation within "
+                     f"{BIO_TOLERANCE} on every dataset). `omnivae.Model`'s default changes only "
+                     "when the rows cover every dataset of the curve and three seeds.")
     lines += ["", "![curve](batch_penalty_curve.png)", ""]
     return "\n".join(lines)
 
