@@ -117,6 +117,8 @@ def _map_latent(
     z = z.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=LEARNING_RATE)
     names = module.config.names
+    keeps = {name: torch.from_numpy(~lacking)[None, :] for name, lacking in missing.items()}
+    measured = {name: torch.from_numpy(observed[name])[:, None] for name in missing}
     with torch.enable_grad():
         for _ in range(steps):
             log_lik = module.prior.log_prob(z)
@@ -130,10 +132,10 @@ def _map_latent(
                 keep = torch.ones(library.shape[0], 1, dtype=torch.bool)
                 x = batch.counts[name]
                 if name in missing:
-                    keep = torch.from_numpy(~missing[name])[None, :]
+                    keep = keeps[name]
                     profile = decoder.normalized(decoder_in, batch.batch_index)
                     share = (profile * keep).sum(dim=-1, keepdim=True).clamp(min=1e-3)
-                    library = torch.from_numpy(observed[name])[:, None] / share
+                    library = measured[name] / share
                 dist = decoder(decoder_in, batch.batch_index, library)
                 term = (dist.log_prob(x) * keep).sum(dim=-1)
                 log_lik = log_lik + torch.where(has, term, torch.zeros_like(term))
@@ -161,9 +163,13 @@ def _write(counts: dict, library: dict, data: CellData, rows: np.ndarray, name: 
 
 def _batch(data: CellData, rows: np.ndarray, counts: dict, library: dict,
            missing: dict[str, np.ndarray]) -> BatchData:
-    current = {m: sp.csr_matrix(counts[m]) if m in missing else counts[m]
+    """The minibatch of ``rows`` with the current fill: only those rows are converted (a
+    :class:`CellData` over every cell would re-sparsify and re-sum the whole query per chunk)."""
+    current = {m: sp.csr_matrix(counts[m][rows]) if m in missing else counts[m][rows]
                for m in data.modalities}
-    return CellData(data.modalities, current, data.mask, data.batch_index, library).batch(rows)
+    chunk = CellData(data.modalities, current, data.mask[rows], data.batch_index[rows],
+                     {m: v[rows] for m, v in library.items()})
+    return chunk.batch(np.arange(len(rows)))
 
 
 def _library(counts: np.ndarray, likelihood: str) -> np.ndarray:
