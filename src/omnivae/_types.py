@@ -66,6 +66,19 @@ class Gaussian:
         return 0.5 * torch.sum(self.loc**2 + torch.exp(self.logvar) - 1.0 - self.logvar, dim=-1)
 
 
+def is_every_row(cells: Tensor, n_rows: int) -> bool:
+    """Whether ``cells`` is ``0, 1, ..., n_rows - 1`` (selecting it changes nothing).
+
+    Examples
+    --------
+    >>> import torch
+    >>> is_every_row(torch.arange(3), 3), is_every_row(torch.tensor([0, 2]), 3)
+    (True, False)
+    """
+    return int(cells.numel()) == n_rows and bool(
+        torch.equal(cells, torch.arange(n_rows, device=cells.device)))
+
+
 @dataclass(frozen=True)
 class NonZero:
     """The non-zero entries of one modality's ``(n, g)`` counts, in row-major order.
@@ -125,8 +138,7 @@ class NonZero:
         """The non-zeros of the rows ``cells`` (positions, repeats allowed), renumbered
         ``0..len(cells)-1`` in that order: what ``dense[cells]`` holds."""
         n = int(cells.numel())
-        if n == self.n_rows and bool(
-                torch.equal(cells, torch.arange(n, device=cells.device))):
+        if is_every_row(cells, self.n_rows):
             return self
         counts = torch.bincount(self.rows, minlength=self.n_rows)  # (n_rows,)
         starts = torch.cumsum(counts, 0) - counts

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from omnivae._types import BatchData, Gaussian
+from omnivae._types import BatchData, Gaussian, is_every_row
 from omnivae.fusion import FUSIONS, Mixture, fuse
 from omnivae.likelihood_sums import summed_log_prob
 
@@ -111,8 +111,7 @@ def modality_nll(vae: MultimodalVAE, name: str, z: Tensor, cells: Tensor,
     else:
         dist = decoder(*args)
     counts, nonzero = batch.counts[name], batch.nonzero_of(name)
-    if cells.numel() == batch.n_cells and torch.equal(
-            cells, torch.arange(batch.n_cells, device=cells.device)):
+    if is_every_row(cells, batch.n_cells):
         return -summed_log_prob(dist, counts, nonzero)
     # the decoded rows only; the dense rows are gathered only for likelihoods that need them
     return -summed_log_prob(dist, lambda: counts[cells], nonzero.select(cells))
