@@ -74,9 +74,33 @@ def precision_shares(logvar: Tensor, mask: Tensor) -> Tensor:
     complete = mask.all(dim=1)
     if not bool(complete.any()):
         return torch.full((logvar.shape[0],), float("nan"))
-    precision = torch.exp(-logvar[:, complete])  # (M, n_c, d)
-    share = precision / (1.0 + precision.sum(dim=0, keepdim=True))
-    return share.mean(dim=(1, 2))
+    return cell_precision_shares(logvar[:, complete], mask[complete]).mean(dim=1)
+
+
+def cell_precision_shares(logvar: Tensor, mask: Tensor) -> Tensor:
+    """Per cell, each modality's share of its product-of-experts precision, averaged over the
+    latent dimensions; modalities a cell lacks hold none (the prior holds the rest).
+
+    Parameters
+    ----------
+    logvar
+        ``(M, n, d)`` expert log-variances.
+    mask
+        ``(n, M)`` which modalities each cell has.
+
+    Returns
+    -------
+    ``(M, n)`` shares.
+
+    Examples
+    --------
+    >>> import torch
+    >>> logvar = torch.zeros(2, 2, 3)  # two unit-precision experts, two cells
+    >>> cell_precision_shares(logvar, torch.tensor([[True, True], [True, False]])).tolist()
+    [[0.3333333432674408, 0.5], [0.3333333432674408, 0.0]]
+    """
+    precision = torch.exp(-logvar) * mask.T[:, :, None].to(logvar.dtype)  # (M, n, d)
+    return (precision / (1.0 + precision.sum(dim=0, keepdim=True))).mean(dim=2)
 
 
 def unimodal_posteriors(loc: Tensor, logvar: Tensor) -> Gaussian:

@@ -29,7 +29,12 @@ import pandas as pd
 import torch
 
 from omnivae._types import BatchData
-from omnivae.collapse import active_units, precision_shares, unimodal_posteriors
+from omnivae.collapse import (
+    active_units,
+    cell_precision_shares,
+    precision_shares,
+    unimodal_posteriors,
+)
 
 if TYPE_CHECKING:
     from omnivae.model import Model
@@ -212,9 +217,7 @@ def modality_shares(model: Model, mdata: md.MuData | None = None, *,
         batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
         batch = batch.to(model._device())
         _, logvar = model.module.experts(batch)  # (M, n, d)
-        precision = torch.exp(-logvar) * batch.mask.T[:, :, None]
-        share = precision / (1.0 + precision.sum(dim=0, keepdim=True))
-        parts.append(share.mean(dim=2).T.cpu().numpy())  # (n, M)
+        parts.append(cell_precision_shares(logvar, batch.mask).T.cpu().numpy())  # (n, M)
     shares = np.concatenate(parts)
     table = pd.DataFrame(shares, columns=list(model.setup.modalities),
                          index=(mdata if mdata is not None else model.mdata).obs_names)
