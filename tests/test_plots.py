@@ -41,6 +41,21 @@ def test_latent_umap_colours_by_columns_and_reuses_coordinates(tmp_path):
         omnivae.pl.latent_umap(sim, use_rep="X_missing")
 
 
+def test_latent_umap_legends_many_cell_types_with_distinct_colours():
+    sim = omnivae.datasets.simulate(300, modalities=("rna",), seed=0)
+    sim.obs["fine"] = [f"type {i % 41:02d}" for i in range(sim.n_obs)]  # like the CITE starter
+    sim.obs["many"] = [f"c{i % 70}" for i in range(sim.n_obs)]
+    sim.obsm["X_omnivae"] = np.random.default_rng(0).normal(size=(sim.n_obs, 4))
+    fig = omnivae.pl.latent_umap(sim, color=["fine", "many"])
+    fine_ax, many_ax = fig.axes
+    legend = fine_ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == sorted(set(sim.obs["fine"]))
+    colours = {tuple(np.round(c.get_facecolors()[0], 4)) for c in fine_ax.collections}
+    assert len(colours) == 41  # no colour shared by two cell types
+    assert many_ax.get_legend() is None  # 70 names: written on the data instead
+    assert len(many_ax.texts) == 70
+
+
 def test_predicted_vs_observed_shows_pearson_per_feature():
     sim = omnivae.datasets.simulate(60, modalities=("rna", "adt"), missing_fraction=0, seed=0)
     adt = sim["adt"].X.toarray()

@@ -63,7 +63,9 @@ def latent_umap(
                                      "seed": seed}}
     coords = np.asarray(mdata.obsm[key])
     columns = [color] if isinstance(color, str) else list(color)
-    fig, axes = plt.subplots(1, len(columns), figsize=(5.5 * len(columns), 4.8), squeeze=False)
+    widths = [_panel_width(obs_column(mdata, column)) for column in columns]
+    fig, axes = plt.subplots(1, len(columns), figsize=(sum(widths), 4.8), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
     for ax, column in zip(axes[0], columns, strict=True):
         values = obs_column(mdata, column)
         if pd.api.types.is_numeric_dtype(values) and values.nunique() > 20:
@@ -82,14 +84,47 @@ def latent_umap(
     return finish(fig, path)
 
 
-def _categorical(ax: Any, coords: np.ndarray, values: np.ndarray) -> None:
+def _panel_width(values: pd.Series) -> float:
+    """Inches for one panel: wider when its legend needs several columns."""
+    if pd.api.types.is_numeric_dtype(values) and values.nunique() > 20:
+        return 5.5
+    n = values.astype(str).nunique()
+    return 5.5 + 1.6 * (int(np.ceil(n / 25)) - 1 if n <= 60 else 0)
+
+
+def category_colors(n: int) -> list[tuple[float, float, float, float]]:
+    """``n`` distinct colours: tab10 up to 10 categories, tab20 up to 20, then tab20, tab20b and
+    tab20c (60 colours); beyond 60 the hues of a continuous map (distinct, less separable).
+
+    Examples
+    --------
+    >>> colors = category_colors(41)
+    >>> len(colors), len(set(colors))
+    (41, 41)
+    """
     import matplotlib.pyplot as plt
 
+    if n <= 20:
+        cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+        return [cmap(i) for i in range(n)]
+    if n <= 60:
+        maps = [plt.get_cmap(name) for name in ("tab20", "tab20b", "tab20c")]
+        return [maps[i // 20](i % 20) for i in range(n)]
+    cmap = plt.get_cmap("gist_ncar")
+    return [cmap(x) for x in np.linspace(0.02, 0.95, n)]
+
+
+def _categorical(ax: Any, coords: np.ndarray, values: np.ndarray) -> None:
     labels = pd.Categorical(values)
-    cmap = plt.get_cmap("tab20" if len(labels.categories) > 10 else "tab10")
+    n = len(labels.categories)
+    colors = category_colors(n)
     for i, category in enumerate(labels.categories):
         sel = np.asarray(labels == category)
-        ax.scatter(*coords[sel].T, s=4, color=cmap(i % cmap.N), label=category, rasterized=True)
-    if len(labels.categories) <= 25:
-        ax.legend(markerscale=3, fontsize=7, frameon=False, loc="center left",
-                  bbox_to_anchor=(1.0, 0.5))
+        ax.scatter(*coords[sel].T, s=4, color=colors[i], label=category, rasterized=True)
+    if n <= 60:  # beside the panel, in columns of at most 25 entries
+        ax.legend(markerscale=3, fontsize=7 if n <= 25 else 6, frameon=False, loc="center left",
+                  bbox_to_anchor=(1.0, 0.5), ncol=int(np.ceil(n / 25)))
+        return
+    for category in labels.categories:  # too many for a legend: name on the data
+        x, y = np.median(coords[np.asarray(labels == category)], axis=0)
+        ax.annotate(str(category), (x, y), fontsize=5, ha="center", va="center")
