@@ -125,6 +125,28 @@ def test_diagnostics_and_terms_are_logged_every_epoch(small_sim):
     assert history["kl_weight"].iloc[1] > history["kl_weight"].iloc[0]
 
 
+def test_epoch_means_average_each_term_over_the_steps_that_had_it(small_sim, monkeypatch):
+    from omnivae.training import TrainingPlan
+
+    model = omnivae.Model(small_sim, n_latent=4, n_hidden=16)
+    plan = TrainingPlan(model.module)
+    logged: dict[str, float] = {}
+    monkeypatch.setattr(plan, "log", lambda key, value, **kw: logged.__setitem__(key, float(value)))
+    monkeypatch.setattr(TrainingPlan, "kl_weight", 0.5)
+    plan.on_train_epoch_start()
+    t = torch.tensor
+    plan._accumulate({"loss": t(1.0), "nll_rna": t(3.0)}, 10)
+    plan._accumulate({"loss": t(2.0), "penalty": t(7.0), "nll_rna": t(5.0)}, 30)  # new term
+    plan._accumulate({"loss": t(4.0), "nll_rna": t(1.0)}, 20)  # missing again
+    plan._accumulate({"loss": t(3.0), "penalty": t(9.0), "nll_rna": t(2.0)}, 10)
+    plan._log_epoch_means()
+    assert logged["train_loss"] == pytest.approx((10 + 60 + 80 + 30) / 70)
+    assert logged["train_nll_rna"] == pytest.approx((30 + 150 + 20 + 20) / 70)
+    assert logged["train_penalty"] == pytest.approx((210 + 90) / 40)  # its own 40 cells
+    assert logged["kl_weight"] == pytest.approx(0.5)
+    assert plan._epoch_sums is None  # reset for the next epoch
+
+
 def test_precision_bf16_falls_back_to_float32_on_cpu_and_bad_values_are_refused():
     with pytest.warns(UserWarning, match="CUDA"):
         assert training_precision("bf16", "cpu") == "32-true"

@@ -154,7 +154,8 @@ class TrainingPlan(pl.LightningModule):
         self._probe_codes: list[torch.Tensor] = []
         self._epoch_sums: torch.Tensor | None = None  # running sums of the logged train terms
         self._epoch_keys: list[str] = []
-        self._epoch_cells = self._epoch_steps = 0
+        self._epoch_cells: torch.Tensor | None = None  # per term: cells and steps summed
+        self._epoch_steps: torch.Tensor | None = None
 
     @property
     def kl_weight(self) -> float:
@@ -190,30 +191,59 @@ class TrainingPlan(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sums, self._epoch_keys = None, []
-        self._epoch_cells = self._epoch_steps = 0
+        self._epoch_cells = self._epoch_steps = None
 
     def _accumulate(self, terms: dict[str, torch.Tensor], n: int) -> None:
         """Add a step's terms (weighted by its cells) to the epoch's sums: one stacked tensor,
-        no host synchronisation, instead of one Lightning ``log`` call per term and step."""
+        no host synchronisation, instead of one Lightning ``log`` call per term and step.
+
+        Each term keeps its own count of cells and steps, so a term that is present in only
+        some steps (it appears mid-epoch, or some minibatches lack it) is averaged over the
+        steps that had it.
+        """
         keys = [*terms, "kl_weight"]
         values = torch.stack([v.float() for v in terms.values()]) * n
         values = torch.cat([values, values.new_tensor([self.kl_weight])])
-        if self._epoch_sums is None or keys != self._epoch_keys:
-            if self._epoch_sums is not None:  # a term appeared mid-epoch: log what we have
-                self._log_epoch_means()
-            self._epoch_keys, self._epoch_sums = keys, torch.zeros_like(values)
-            self._epoch_cells = self._epoch_steps = 0
-        self._epoch_sums = self._epoch_sums + values
-        self._epoch_cells += n
-        self._epoch_steps += 1
+        if keys == self._epoch_keys and self._epoch_sums is not None:  # every step but rare ones
+            assert self._epoch_cells is not None and self._epoch_steps is not None
+            self._epoch_sums = self._epoch_sums + values
+            self._epoch_cells = self._epoch_cells + n
+            self._epoch_steps = self._epoch_steps + 1
+            return
+        self._remap_epoch_sums(keys, values)
+        assert self._epoch_sums is not None and self._epoch_cells is not None
+        assert self._epoch_steps is not None
+        present = torch.zeros_like(self._epoch_sums)
+        index = torch.tensor([self._epoch_keys.index(k) for k in keys])
+        present[index] = 1.0
+        full = torch.zeros_like(self._epoch_sums)
+        full[index] = values
+        self._epoch_sums = self._epoch_sums + full
+        self._epoch_cells = self._epoch_cells + present * n
+        self._epoch_steps = self._epoch_steps + present
+
+    def _remap_epoch_sums(self, keys: list[str], values: torch.Tensor) -> None:
+        """Extend the epoch's sums to the union of the terms seen so far and ``keys``."""
+        union = list(self._epoch_keys) + [k for k in keys if k not in self._epoch_keys]
+        union.remove("kl_weight")
+        union.append("kl_weight")  # always last
+        sums = values.new_zeros(len(union))
+        cells, steps = torch.zeros_like(sums), torch.zeros_like(sums)
+        if self._epoch_sums is not None and self._epoch_cells is not None \
+                and self._epoch_steps is not None:
+            old = torch.tensor([union.index(k) for k in self._epoch_keys])
+            sums[old], cells[old] = self._epoch_sums, self._epoch_cells
+            steps[old] = self._epoch_steps
+        self._epoch_keys, self._epoch_sums = union, sums
+        self._epoch_cells, self._epoch_steps = cells, steps
 
     def _log_epoch_means(self) -> None:
         """Log the epoch's means as ``train_<term>`` (weighted by cells, as Lightning's epoch
         reduction of per-step logs would) and ``kl_weight`` (mean over steps)."""
-        if self._epoch_sums is None or not self._epoch_steps:
+        if self._epoch_sums is None or self._epoch_cells is None or self._epoch_steps is None:
             return
-        means = self._epoch_sums[:-1] / self._epoch_cells
-        kl_weight = self._epoch_sums[-1] / self._epoch_steps
+        means = self._epoch_sums[:-1] / self._epoch_cells[:-1].clamp(min=1)
+        kl_weight = self._epoch_sums[-1] / self._epoch_steps[-1].clamp(min=1)
         for key, value in zip(self._epoch_keys[:-1], means.unbind(), strict=True):
             self.log(f"train_{key}", value, on_step=False, on_epoch=True, batch_size=1,
                      prog_bar=key == "elbo", sync_dist=True)
