@@ -82,3 +82,31 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert {r["system"] for r in raw["speed"]} == {"omnivae", "multivi"}
     assert {r["system"] for r in raw["scaling"]} == {"omnivae", "totalvi"}
     assert "Ratios omnivae / multivi" in (tmp_path / "speed.md").read_text()
+
+
+def test_complete_cell_models_train_on_paired_cells_and_predict_the_withheld_ones():
+    _run_module()  # puts benchmarks/ on the path
+    import omnivae
+    from suite.config import DatasetSpec, PredictionTask
+    from suite.systems import FAMILY_ROWS, Omnivae, complete_cells
+    from suite.tasks import prediction_rows, withhold_modality
+
+    sim = omnivae.datasets.simulate(160, modalities=("rna", "adt"), n_batches=2,
+                                    missing_fraction=0.0, seed=0)
+    spec = DatasetSpec("sim", "cell_type", "batch", (PredictionTask("rna", "adt", "pearson"),))
+    jmvae = Omnivae("omnivae (jmvae)", **FAMILY_ROWS["omnivae (jmvae)"])
+    assert jmvae.trains_on_complete_cells and not Omnivae("x").trains_on_complete_cells
+    masked, truth = withhold_modality(sim, "adt", fraction=0.25, seed=0, require=("rna",))
+    assert complete_cells(masked).n_obs == sim.n_obs - truth.n_obs
+    assert jmvae.accepts(masked, spec)
+    rows = prediction_rows(sim, spec, [jmvae], seed=0, max_epochs=2, accelerator="cpu")
+    assert [(r["system"], r["withheld cells"]) for r in rows] == [("omnivae (jmvae)", 40)]
+    assert -1.0 <= rows[0]["score"] <= 1.0
+    # a batch found only among incomplete cells is unknown to the joint encoder: skipped
+    import mudata as md
+
+    batch = sim.obs["batch"].astype(str)
+    mosaic = md.MuData({"rna": sim["rna"].copy(),
+                        "adt": sim["adt"][batch[batch == "batch-0"].index].copy()})
+    mosaic.obs["batch"] = batch.reindex(mosaic.obs_names)
+    assert not jmvae.accepts(mosaic, spec)

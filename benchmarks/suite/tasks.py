@@ -76,11 +76,13 @@ def embedding_rows(mdata: md.MuData, spec: DatasetSpec, systems: list[System], *
     modalities = set(mdata.mod)
     embeddings, seconds = {}, {}
     for system in systems:
-        if system.embeds and system.supports(modalities):
+        if system.embeds and system.supports(modalities) and system.accepts(mdata, spec):
             seconds[system.name] = _fit(system, mdata, spec, seed, max_epochs, accelerator)
             embeddings[system.name] = system.embed()
             print(f"  embedding {spec.name} seed {seed}: {system.name} {seconds[system.name]:.0f} s",
                   flush=True)
+    if not embeddings:
+        return []
     keep = np.all([~np.isnan(e).any(axis=1) for e in embeddings.values()], axis=0)
     reference = PCAConcat()
     reference.fit(mdata, spec, seed=seed)
@@ -108,7 +110,8 @@ def prediction_rows(mdata: md.MuData, spec: DatasetSpec, systems: list[System], 
         masked, truth = withhold_modality(mdata, task.target, fraction=WITHHELD_FRACTION,
                                           seed=seed, require=(task.source,))
         for system in systems:
-            if not (system.predicts and system.supports(modalities)):
+            if not (system.predicts and system.supports(modalities)
+                    and system.accepts(masked, spec)):
                 continue
             if task.metric not in system.metrics or (
                     system.name.startswith("TOTALVI") and task.target != "adt"):
