@@ -9,6 +9,7 @@ from sklearn.model_selection import cross_val_score
 
 import omnivae
 from omnivae.data import obs_column
+from omnivae.model import DEFAULT_BATCH_PENALTY, DEFAULT_PENALTY_WEIGHTS
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def _fit(mdata, **kwargs):
 
 @pytest.fixture(scope="module")
 def unpenalised(strong_batch):
-    model = _fit(strong_batch)
+    model = _fit(strong_batch, batch_penalty=None)
     z = model.get_latent_representation()
     return {"batch": _accuracy(z, obs_column(strong_batch, "batch").astype(str)),
             "type": _accuracy(z, obs_column(strong_batch, "cell_type").astype(str)),
@@ -40,7 +41,10 @@ def unpenalised(strong_batch):
 
 @pytest.mark.parametrize("penalty", ["hsic", "mmd", "adversarial", "pairwise_kl"])
 def test_penalty_removes_batch_from_latent_and_keeps_cell_types(strong_batch, unpenalised, penalty):
-    model = _fit(strong_batch, batch_penalty=penalty)
+    # a batch effect this strong, removed in 40 epochs, takes ten times the default weight
+    # (the defaults are chosen on real data: benchmarks/results/batch_penalty_curve.md)
+    model = _fit(strong_batch, batch_penalty=penalty,
+                 penalty_weight=10 * DEFAULT_PENALTY_WEIGHTS[penalty])
     z = model.get_latent_representation()
     batch_acc = _accuracy(z, obs_column(strong_batch, "batch").astype(str))
     type_acc = _accuracy(z, obs_column(strong_batch, "cell_type").astype(str))
@@ -57,7 +61,7 @@ def test_penalty_removes_batch_from_latent_and_keeps_cell_types(strong_batch, un
 def test_history_plot_shows_the_probe(strong_batch, unpenalised, tmp_path):
     from omnivae.report import plot_history
 
-    model = _fit(strong_batch, batch_penalty="mmd")
+    model = _fit(strong_batch, batch_penalty="mmd", penalty_weight=1000.0)
     path = plot_history(model.history, tmp_path / "history.png")
     assert path.stat().st_size > 10_000
     assert unpenalised["mi"] > 0.5  # nats; log(3) = 1.10 is the most there is
@@ -90,7 +94,7 @@ def test_penalty_argument_errors(strong_batch):
     with pytest.raises(ValueError, match="needs penalty_keys"):
         omnivae.Model(strong_batch, batch_penalty="hsic")
     with pytest.raises(ValueError, match="need batch_penalty"):
-        omnivae.Model(strong_batch, batch_key="batch", penalty_keys=["site"])
+        omnivae.Model(strong_batch, batch_key="batch", batch_penalty=None, penalty_keys=["site"])
     with pytest.raises(KeyError, match="donor"):
         omnivae.Model(strong_batch, batch_key="batch", batch_penalty="mmd", penalty_keys=["donor"])
 
@@ -99,3 +103,18 @@ def test_penalty_name_is_case_insensitive_everywhere(strong_batch):
     model = omnivae.Model(strong_batch, batch_key="batch", batch_penalty="Adversarial", n_latent=4)
     assert model.config.batch_penalty == "adversarial"
     assert len(model.module.batch_classifiers) == 1  # the classifier exists for the mixed-case name
+
+
+def test_default_is_the_curves_choice_when_there_are_batches(strong_batch):
+    model = omnivae.Model(strong_batch, batch_key="batch", n_latent=4)
+    assert (model.config.batch_penalty, model.config.penalty_weight) == (
+        DEFAULT_BATCH_PENALTY, DEFAULT_PENALTY_WEIGHTS[DEFAULT_BATCH_PENALTY])
+    assert model.setup.penalty_keys == ("batch",)
+    for off in (None, "none", "None"):
+        assert omnivae.Model(strong_batch, batch_key="batch", batch_penalty=off,
+                             n_latent=4).config.batch_penalty is None
+    assert omnivae.Model(strong_batch, n_latent=4).config.batch_penalty is None  # no batches
+    one_batch = strong_batch[obs_column(strong_batch, "batch").astype(str) == "batch-0"].copy()
+    assert omnivae.Model(one_batch, batch_key="batch", n_latent=4).config.batch_penalty is None
+    explicit = omnivae.Model(strong_batch, batch_key="batch", penalty_weight=3.0, n_latent=4)
+    assert (explicit.config.batch_penalty, explicit.config.penalty_weight) == ("mmd", 3.0)

@@ -58,7 +58,7 @@ def test_rule_keeps_no_penalty_when_nothing_improves_batch_correction():
 def test_grid_scales_each_estimators_default_weight():
     curve = _curve_module()
     grid = curve.settings(["hsic", "pairwise_kl"], [0.1, 10.0])
-    weights = omnivae.model.DEFAULT_PENALTY_WEIGHTS
+    weights = curve.BASE_WEIGHTS
     assert grid == [("none", 0.0), ("hsic", weights["hsic"] * 0.1),
                     ("hsic", weights["hsic"] * 10), ("pairwise_kl", weights["pairwise_kl"] * 0.1),
                     ("pairwise_kl", weights["pairwise_kl"] * 10)]

@@ -69,10 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="How modality posteriors are combined: product of experts (poe), "
                           "mixture (moe) or mixture of products (mopoe, the default). With "
                           "--model it must match the model's own aggregation.")
-    fit.add_argument("--batch-penalty", default=None, choices=PENALTIES,
+    fit.add_argument("--batch-penalty", default="auto", choices=("auto", "none", *PENALTIES),
                      help="Penalise the mutual information between the latent and the batch "
                           "(HSIC, multi-scale MMD, adversarial classifier, pairwise-KL bound); "
-                          "default: none (batch-conditioned decoders only).")
+                          "default auto: MMD when --batch-key has two or more batches; none: "
+                          "batch-conditioned decoders only.")
     fit.add_argument("--penalty-weight", type=float, default=None,
                      help="Weight of the batch penalty (default: per estimator).")
     fit.add_argument("--penalty-keys", nargs="+", default=None,

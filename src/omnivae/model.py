@@ -17,7 +17,7 @@ import torch
 
 from omnivae import _io, checkpoints
 from omnivae.cell_data import CellData
-from omnivae.data import SetupInfo, setup_mudata
+from omnivae.data import SetupInfo, obs_column, setup_mudata
 from omnivae.loggers import Logger, make_logger
 from omnivae.models import resolve_model
 from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
@@ -37,8 +37,42 @@ from omnivae.training import (
 if TYPE_CHECKING:
     from omnivae.query import QueryModel
 
-# Default weights of the batch penalties, relative to an ELBO summed over features.
-DEFAULT_PENALTY_WEIGHTS = {"hsic": 1000.0, "mmd": 1000.0, "adversarial": 100.0, "pairwise_kl": 5.0}
+# Default weights of the batch penalties, relative to an ELBO summed over features: the largest
+# weights whose scib bio conservation stayed within 0.01 of no penalty on the curve of
+# benchmarks/results/batch_penalty_curve.md (ten times these cost 0.02-0.08 of it).
+DEFAULT_PENALTY_WEIGHTS = {"hsic": 100.0, "mmd": 100.0, "adversarial": 10.0, "pairwise_kl": 0.5}
+# The estimator ``batch_penalty="auto"`` (the default) uses when there are batches: the one with
+# the largest batch-correction gain among those within the bio tolerance on that curve.
+DEFAULT_BATCH_PENALTY = "mmd"
+
+
+def resolve_batch_penalty(batch_penalty: str | None, mdata: md.MuData, batch_key: str | None,
+                          penalty_keys: Sequence[str] | None) -> str | None:
+    """The estimator a :class:`Model` uses: ``"auto"`` is :data:`DEFAULT_BATCH_PENALTY` when
+    there are batches to penalise (``penalty_keys``, or a ``batch_key`` with two or more
+    values), else ``None``; ``None``/``"none"`` is ``None``; a name is checked and lower-cased.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(50, modalities=("rna",), n_batches=2, seed=0)
+    >>> [resolve_batch_penalty(p, sim, key, None)
+    ...  for p, key in [("auto", "batch"), ("auto", None), (None, "batch"), ("HSIC", "batch")]]
+    ['mmd', None, None, 'hsic']
+    """
+    if batch_penalty is None or batch_penalty.lower() == "none":
+        return None
+    if batch_penalty.lower() != "auto":
+        return check_penalty_name(batch_penalty)  # "HSIC" -> "hsic" everywhere
+    if penalty_keys:
+        return DEFAULT_BATCH_PENALTY
+    if batch_key is None:
+        return None
+    try:
+        n_batches = obs_column(mdata, batch_key).nunique()
+    except KeyError:  # setup_mudata says what is missing and how to fix it
+        return DEFAULT_BATCH_PENALTY
+    return DEFAULT_BATCH_PENALTY if n_batches >= 2 else None
 
 
 class Model:
@@ -74,11 +108,15 @@ class Model:
         Architecture of every encoder and decoder.
     batch_penalty
         Penalise the mutual information between the latent and the batch: ``"hsic"``,
-        ``"mmd"``, ``"adversarial"`` or ``"pairwise_kl"`` (see :mod:`omnivae.penalties`);
-        ``None`` (default) relies on the batch-conditioned decoders alone.
+        ``"mmd"``, ``"adversarial"`` or ``"pairwise_kl"`` (see :mod:`omnivae.penalties`).
+        ``"auto"`` (default): :data:`DEFAULT_BATCH_PENALTY` (MMD) when ``batch_key`` has two
+        or more batches (or ``penalty_keys`` are given), none otherwise; ``None`` or ``"none"``
+        relies on the batch-conditioned decoders alone.
     penalty_weight
         Weight of the penalty (warmed up with the KL weight); default per estimator
-        (:data:`DEFAULT_PENALTY_WEIGHTS`).
+        (:data:`DEFAULT_PENALTY_WEIGHTS`), chosen from the batch-correction / bio-conservation
+        curve in ``benchmarks/results/batch_penalty_curve.md``. Very strong batch effects may
+        need ten times more (at some cost in bio conservation).
     penalty_keys
         Batch columns to make the latent independent of (default ``[batch_key]``); several
         columns (e.g. donor and site) are penalised together.
@@ -121,7 +159,7 @@ class Model:
         n_hidden: int = 128,
         n_layers: int = 1,
         dropout: float = 0.1,
-        batch_penalty: str | None = None,
+        batch_penalty: str | None = "auto",
         penalty_weight: float | None = None,
         penalty_keys: Sequence[str] | None = None,
         penalty_label_key: str | None = None,
@@ -134,8 +172,7 @@ class Model:
         _data: CellData | None = None,
     ) -> None:
         self.mdata = mdata
-        if batch_penalty is not None:
-            batch_penalty = check_penalty_name(batch_penalty)  # "HSIC" -> "hsic" everywhere
+        batch_penalty = resolve_batch_penalty(batch_penalty, mdata, batch_key, penalty_keys)
         if batch_penalty is not None and penalty_keys is None:
             if batch_key is None:
                 raise ValueError("batch_penalty needs penalty_keys=[...] or a batch_key.")
