@@ -137,3 +137,17 @@ def test_option_is_saved_and_older_files_load_stratified(tmp_path):
     del meta["module"]["mixture_sampling"]  # a file saved before the option existed
     meta_file.write_text(json.dumps(meta))
     assert omnivae.Model.load(tmp_path / "m", sim).config.mixture_sampling == "stratified"
+
+
+def test_cli_fit_takes_the_option(tmp_path):
+    from omnivae.cli import main
+
+    sim = omnivae.datasets.simulate(60, modalities=("rna", "adt"), seed=0)
+    src = tmp_path / "in.h5mu"
+    sim.write_h5mu(src)
+    code = main(["fit", str(src), "-o", str(tmp_path / "out.h5mu"), "--mixture-sampling",
+                 "one", "--max-epochs", "1", "--n-latent", "3", "--no-progress", "--no-impute",
+                 "--save-model", str(tmp_path / "model")])
+    assert code == 0
+    meta = json.loads((tmp_path / "model" / "omnivae.json").read_text())
+    assert meta["module"]["mixture_sampling"] == "one"
