@@ -97,7 +97,7 @@ def report(rows: list[dict], note: str) -> str:
         for dataset, part in epoch.groupby("dataset"):
             med = part.groupby("system")["epoch seconds"].median()
             s, o = med.get(label("stratified"), np.nan), med.get(label("one"), np.nan)
-            lines.append(f"| {dataset} | {part['cells'].iloc[0]} | {s:.2f} | {o:.2f} | "
+            lines.append(f"| {dataset} | {int(part['cells'].iloc[0])} | {s:.2f} | {o:.2f} | "
                          f"{s / o:.2f}x | {len(part) // 2} |")
         lines.append("")
     quality = table[table["part"] == "quality"] if "part" in table else table.iloc[:0]
@@ -105,17 +105,30 @@ def report(rows: list[dict], note: str) -> str:
         lines += ["## Quality at the default epochs (per seed)", "",
                   "| dataset | seed | system | bio conservation | batch correction | total | "
                   "prediction | fit seconds |", "|---|---|---|---|---|---|---|---|"]
-        emb = quality[quality["task"].isna()] if "task" in quality else quality
-        pred = quality[quality["task"].notna()] if "task" in quality else quality.iloc[:0]
+        has_task = "task" in quality.columns
+        emb = quality[quality["task"].isna()] if has_task else quality
+        pred = quality[quality["task"].notna()] if has_task else quality.iloc[:0]
         for (dataset, seed, system), row in emb.groupby(["dataset", "seed", "system"]):
             r = row.iloc[0]
-            p = pred[(pred["dataset"] == dataset) & (pred["seed"] == seed)
-                     & (pred["system"] == system)]
-            scores = ", ".join(f"{t} {m} {v:.3f}" for t, m, v in
-                               zip(p["task"], p["metric"], p["score"], strict=True))
-            lines.append(f"| {dataset} | {seed} | {system} | {r['bio conservation']:.3f} | "
+            scores = ""
+            if has_task:
+                p = pred[(pred["dataset"] == dataset) & (pred["seed"] == seed)
+                         & (pred["system"] == system)]
+                scores = ", ".join(f"{t} {m} {v:.3f}" for t, m, v in
+                                   zip(p["task"], p["metric"], p["score"], strict=True))
+            lines.append(f"| {dataset} | {int(seed)} | {system} | {r['bio conservation']:.3f} | "
                          f"{r['batch correction']:.3f} | {r['total']:.3f} | {scores} | "
                          f"{r['fit seconds']:.0f} |")
+        lines += ["", "Mean over seeds (one minus stratified in brackets):", "",
+                  "| dataset | seeds | bio conservation | batch correction | total |",
+                  "|---|---|---|---|---|"]
+        for dataset, part in emb.groupby("dataset"):
+            mean = part.groupby("system")[["bio conservation", "batch correction", "total"]].mean()
+            if {label("one"), label("stratified")} <= set(mean.index):
+                one, strat = mean.loc[label("one")], mean.loc[label("stratified")]
+                cells = " | ".join(f"{strat[k]:.3f} -> {one[k]:.3f} ({one[k] - strat[k]:+.3f})"
+                                   for k in ("bio conservation", "batch correction", "total"))
+                lines.append(f"| {dataset} | {part['seed'].nunique()} | {cells} |")
         lines.append("")
     return "\n".join(lines)
 

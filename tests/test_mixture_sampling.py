@@ -151,3 +151,10 @@ def test_cli_fit_takes_the_option(tmp_path):
     assert code == 0
     meta = json.loads((tmp_path / "model" / "omnivae.json").read_text())
     assert meta["module"]["mixture_sampling"] == "one"
+
+
+def test_new_models_sample_one_component_where_the_model_allows_it():
+    sim = omnivae.datasets.simulate(40, modalities=("rna", "adt"), seed=0)
+    assert omnivae.Model(sim, n_latent=2).config.mixture_sampling == "one"  # mopoe
+    assert omnivae.Model(sim, fusion="poe", n_latent=2).config.mixture_sampling == "one"
+    assert omnivae.Model(sim, model="mvae", n_latent=2).config.mixture_sampling == "stratified"

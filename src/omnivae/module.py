@@ -49,9 +49,10 @@ class ModalitySpec:
 
 
 MIXTURE_SAMPLINGS: tuple[str, ...] = ("stratified", "one")
-# What omnivae.Model trains new models with; a config without the field (saved before it
-# existed) keeps ModuleConfig's own default, "stratified".
-DEFAULT_MIXTURE_SAMPLING = "stratified"
+# What omnivae.Model trains new models with (same objective, one decoding per cell instead of
+# 2^M - 1; scib scores within seed noise, benchmarks/results/mixture_sampling.md); a config
+# without the field (saved before it existed) keeps ModuleConfig's own default, "stratified".
+DEFAULT_MIXTURE_SAMPLING = "one"
 
 
 def check_mixture_sampling(sampling: str, model: str) -> str:
