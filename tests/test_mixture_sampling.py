@@ -153,8 +153,10 @@ def test_cli_fit_takes_the_option(tmp_path):
     assert meta["module"]["mixture_sampling"] == "one"
 
 
-def test_new_models_sample_one_component_where_the_model_allows_it():
+def test_new_models_train_stratified_unless_asked_and_able():
     sim = omnivae.datasets.simulate(40, modalities=("rna", "adt"), seed=0)
-    assert omnivae.Model(sim, n_latent=2).config.mixture_sampling == "one"  # mopoe
-    assert omnivae.Model(sim, fusion="poe", n_latent=2).config.mixture_sampling == "one"
+    assert omnivae.Model(sim, n_latent=2).config.mixture_sampling == "stratified"  # mopoe
+    assert omnivae.Model(sim, mixture_sampling="One", n_latent=2).config.mixture_sampling == "one"
+    assert omnivae.Model(sim, fusion="poe", n_latent=2,
+                         mixture_sampling="one").config.mixture_sampling == "one"
     assert omnivae.Model(sim, model="mvae", n_latent=2).config.mixture_sampling == "stratified"
