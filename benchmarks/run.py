@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--speed-epochs", type=int, help="epochs per timed run (default 5; quick 1)")
     parser.add_argument("--speed-repeats", type=int, help="alternated repeats (default 3; quick 1)")
     parser.add_argument("--speed-datasets", nargs="+", choices=sorted(SPEED_PAIRS))
+    parser.add_argument("--speed-variants", nargs="+", default=[], metavar="ARG=VALUE",
+                        help="also time omnivae with this Model argument (each one a further "
+                             "system in the rotation), e.g. mixture_sampling=stratified")
     parser.add_argument("--scaling-sizes", nargs="+", type=int,
                         help="cells (default 10000 100000 1000000; quick 300)")
     parser.add_argument("--timeout", type=float, default=3600.0,
@@ -135,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         for dataset, peer in pairs.items():
             rows += speed_rows(dataset, peer, epochs=args.speed_epochs,
                                repeats=args.speed_repeats, accelerator=args.accelerator,
-                               timeout=args.timeout, batch_key=DATASETS[dataset].batch_key)
+                               timeout=args.timeout, batch_key=DATASETS[dataset].batch_key,
+                               variants={f"omnivae ({v})": dict([v.split("=", 1)])
+                                         for v in args.speed_variants})
             write_speed(args.out, rows, pairs, note,
                         f"{args.speed_epochs} epochs per run, {args.speed_repeats} repeats, batch "
                         "size 256, 128 hidden units, 20 latent dimensions for both systems "

@@ -110,3 +110,30 @@ def test_complete_cell_models_train_on_paired_cells_and_predict_the_withheld_one
                         "adt": sim["adt"][batch[batch == "batch-0"].index].copy()})
     mosaic.obs["batch"] = batch.reindex(mosaic.obs_names)
     assert not jmvae.accepts(mosaic, spec)
+
+
+def test_speed_variants_join_the_rotation_and_get_their_own_ratio(tmp_path, monkeypatch):
+    _run_module()  # puts benchmarks/ on sys.path
+    from suite import outputs, speed
+
+    jobs = []
+
+    def fake_worker(job, timeout):
+        jobs.append(job)
+        name = job.get("label", job["system"])
+        rate = {"omnivae": 300.0, "multivi": 100.0}.get(name, 150.0)
+        return {"system": name, "cells x epochs / s": rate, "peak RSS MB": 10.0}
+
+    monkeypatch.setattr(speed, "run_worker", fake_worker)
+    variant = {"omnivae (mixture_sampling=stratified)": {"mixture_sampling": "stratified"}}
+    rows = speed.speed_rows("mop_snareseq_c1", "multivi", epochs=1, repeats=3, accelerator="cpu",
+                            timeout=1.0, batch_key="batch", variants=variant)
+    order = [j.get("label", j["system"]) for j in jobs]
+    assert order[:3] == ["omnivae", *variant, "multivi"]
+    assert order[3:6] == [*variant, "multivi", "omnivae"]  # rotated every repeat
+    assert jobs[1]["omnivae_kwargs"] == {"mixture_sampling": "stratified"}
+    assert jobs[1]["system"] == "omnivae"
+    outputs.write_speed(tmp_path, rows, {"mop_snareseq_c1": "multivi"}, "note", "settings")
+    text = (tmp_path / "speed.md").read_text()
+    assert "Ratios omnivae / multivi (medians over repeats): throughput 3.00" in text
+    assert "Ratios omnivae (mixture_sampling=stratified) / multivi: throughput 1.50" in text

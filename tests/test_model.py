@@ -109,7 +109,7 @@ def test_cli_help_explains_every_option(capsys):
         main(["fit", "--help"])
     text = capsys.readouterr().out
     for option in ("--modalities", "--batch-key", "--fusion", "--likelihood", "--max-epochs", "--layer",
-                   "--batch-penalty", "--penalty-keys", "--penalty-label-key"):
+                   "--batch-penalty", "--penalty-keys", "--penalty-label-key", "--mixture-sampling"):
         assert option in text
 
 

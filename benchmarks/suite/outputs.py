@@ -78,8 +78,8 @@ def write_prediction(out: Path, rows: list[dict], order: list[str], note: str, s
     _raw(out, "prediction", rows, note, settings)
 
 
-def _ratio(values: pd.DataFrame, column: str, peer: str) -> str:
-    ours = values.loc[values["system"] == "omnivae", column].median()
+def _ratio(values: pd.DataFrame, column: str, peer: str, ours_name: str = "omnivae") -> str:
+    ours = values.loc[values["system"] == ours_name, column].median()
     theirs = values.loc[values["system"] == peer, column].median()
     return f"{ours / theirs:.2f}" if np.isfinite(ours / theirs) else "n/a"
 
@@ -87,7 +87,7 @@ def _ratio(values: pd.DataFrame, column: str, peer: str) -> str:
 def write_speed(out: Path, rows: list[dict], pairs: dict[str, str], note: str, settings: str) -> None:
     frame = pd.DataFrame(rows)
     body = ["Each training runs in its own Python process (peak RSS is that process's own: data "
-            "loading, model and training), the two systems alternated and the order flipped each "
+            "loading, model and training), the systems alternated and the order rotated each "
             "repeat. Throughput = cells x epochs / training seconds. Model FLOPs are counted from "
             "the Linear layer sizes (forward 2·in·out per cell, backward twice that, each layer "
             "once: a lower bound where a layer runs more than once per cell); `fraction of "
@@ -107,6 +107,10 @@ def write_speed(out: Path, rows: list[dict], pairs: dict[str, str], note: str, s
                      f"Ratios omnivae / {peer} (medians over repeats): throughput "
                      f"{_ratio(ok, 'cells x epochs / s', peer)}, peak RSS "
                      f"{_ratio(ok, 'peak RSS MB', peer)}.", ""]
+            for variant in [s for s in ok["system"].unique() if str(s).startswith("omnivae (")]:
+                body += [f"Ratios {variant} / {peer}: throughput "
+                         f"{_ratio(ok, 'cells x epochs / s', peer, variant)}, peak RSS "
+                         f"{_ratio(ok, 'peak RSS MB', peer, variant)}.", ""]
         for _, failed in group[group.get("error").notna()].iterrows() if "error" in group else []:
             body.append(f"- {failed['system']} repeat {failed['repeat']}: {failed['error']}")
     atomic_write(out / "speed.md", _doc("Speed and memory", note, settings, body))

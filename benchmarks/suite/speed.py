@@ -29,15 +29,24 @@ def run_worker(job: dict, timeout: float) -> dict:
 
 
 def speed_rows(dataset: str, peer: str, *, epochs: int, repeats: int, accelerator: str,
-               timeout: float, batch_key: str | None) -> list[dict]:
-    """omnivae and ``peer`` trained ``repeats`` times each on ``dataset``, alternated (and the
-    order flipped every repeat) so drift in the shared machine's load hits both alike."""
+               timeout: float, batch_key: str | None,
+               variants: dict[str, dict] | None = None) -> list[dict]:
+    """omnivae and ``peer`` trained ``repeats`` times each on ``dataset``, alternated (the order
+    rotated every repeat) so drift in the shared machine's load hits both alike. ``variants``
+    adds omnivae runs with other ``omnivae.Model`` arguments (label -> arguments) to the
+    rotation, e.g. ``{"omnivae (mixture_sampling=stratified)": {"mixture_sampling":
+    "stratified"}}``."""
+    variants = variants or {}
+    systems = ["omnivae", *variants, peer]
     rows = []
     for repeat in range(repeats):
-        order = ["omnivae", peer] if repeat % 2 == 0 else [peer, "omnivae"]
-        for system in order:
-            job = {"system": system, "data": dataset, "epochs": epochs, "seed": repeat,
-                   "accelerator": accelerator, "batch_key": batch_key, **TIMED}
+        shift = repeat % len(systems)
+        for system in systems[shift:] + systems[:shift]:
+            job = {"system": "omnivae" if system in variants else system, "data": dataset,
+                   "epochs": epochs, "seed": repeat, "accelerator": accelerator,
+                   "batch_key": batch_key, **TIMED}
+            if system in variants:
+                job.update(label=system, omnivae_kwargs=variants[system])
             row = run_worker(job, timeout)
             row.update({"dataset": dataset, "repeat": repeat})
             print(f"  speed {dataset} {system} repeat {repeat}: "

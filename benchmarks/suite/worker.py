@@ -4,7 +4,8 @@ Run by :mod:`suite.speed` as ``python benchmarks/suite/worker.py '<json job>'``;
 line with the training seconds, throughput, peak memory, model FLOPs and the machine's measured
 matmul FLOP/s. A job names the system (``omnivae``, ``totalvi``, ``multivi``), the data (a
 dataset name, or ``synthetic`` with ``like`` and ``n_cells``), epochs, batch size, hidden and
-latent sizes, accelerator and seed.
+latent sizes, accelerator and seed; for omnivae, ``omnivae_kwargs`` adds ``omnivae.Model``
+arguments (for example ``{"mixture_sampling": "stratified"}``) and ``label`` names the row.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def train(job: dict) -> dict:
     start = time.perf_counter()
     if job["system"] == "omnivae":
         model = omnivae.Model(mdata, batch_key=job.get("batch_key"), n_hidden=job["n_hidden"],
-                              n_latent=job["n_latent"], seed=job["seed"])
+                              n_latent=job["n_latent"], seed=job["seed"],
+                              **job.get("omnivae_kwargs", {}))
         start = time.perf_counter()
         model.train(max_epochs=epochs, batch_size=batch_size, validation_fraction=0.1,
                     early_stopping=False, accelerator=accelerator, progress_bar=False,
@@ -101,7 +103,7 @@ def train(job: dict) -> dict:
     device = "cuda" if accelerator == "gpu" else "cpu"
     achieved = flops * mdata.n_obs * epochs / seconds
     matmul = matmul_flops_per_second(device)
-    return {"system": job["system"], "cells": mdata.n_obs, "epochs": epochs,
+    return {"system": job.get("label", job["system"]), "cells": mdata.n_obs, "epochs": epochs,
             "train seconds": seconds, "seconds per epoch": seconds / epochs,
             "cells x epochs / s": mdata.n_obs * epochs / seconds,
             "peak RSS MB": peak_rss_mb(), "RSS before training MB": rss_before,

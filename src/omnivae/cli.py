@@ -12,6 +12,7 @@ from typing import Any
 from omnivae.fusion import FUSIONS
 from omnivae.likelihoods import LIKELIHOOD_NAMES
 from omnivae.models import MODELS
+from omnivae.module import MIXTURE_SAMPLINGS
 from omnivae.penalties import PENALTIES
 
 
@@ -69,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="How modality posteriors are combined: product of experts (poe), "
                           "mixture (moe) or mixture of products (mopoe, the default). With "
                           "--model it must match the model's own aggregation.")
+    fit.add_argument("--mixture-sampling", default=None, choices=MIXTURE_SAMPLINGS,
+                     help="Training estimator of a mixture objective (mopoe, elbo): decode "
+                          "every component of every cell (stratified) or one component drawn "
+                          "per cell (one: same objective in expectation, fewer decodings). "
+                          "Default: the model's (see omnivae.Model).")
     fit.add_argument("--batch-penalty", default="auto", choices=("auto", "none", *PENALTIES),
                      help="Penalise the mutual information between the latent and the batch "
                           "(HSIC, multi-scale MMD, adversarial classifier, pairwise-KL bound); "
@@ -141,6 +147,7 @@ def _fit(args: argparse.Namespace) -> None:
     model = omnivae.Model(mdata, modalities=args.modalities, batch_key=args.batch_key,
                           layer=args.layer, likelihoods=_likelihood_pairs(args.likelihood),
                           model=args.model, fusion=args.fusion, n_latent=args.n_latent, seed=args.seed,
+                          mixture_sampling=args.mixture_sampling,
                           batch_penalty=args.batch_penalty, penalty_weight=args.penalty_weight,
                           penalty_keys=args.penalty_keys,
                           penalty_label_key=args.penalty_label_key)

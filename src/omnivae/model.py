@@ -20,7 +20,12 @@ from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, obs_column, setup_mudata
 from omnivae.loggers import Logger, make_logger
 from omnivae.models import resolve_model
-from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
+from omnivae.module import (
+    ModalitySpec,
+    ModuleConfig,
+    MultimodalVAE,
+    resolve_mixture_sampling,
+)
 from omnivae.penalties import check_penalty_name
 from omnivae.priors import check_prior_name
 from omnivae.training import (
@@ -104,6 +109,15 @@ class Model:
     model_options
         Options of the chosen model, e.g. ``{"n_samples": 16}`` for MMVAE or
         ``{"n_private": 8}`` for MMVAE+ (each model's options dataclass lists them).
+    mixture_sampling
+        How training estimates a mixture objective's sum over components (``mopoe`` and
+        ``elbo``; see :mod:`omnivae.models.elbo`): ``"stratified"`` decodes every component of
+        every cell (``2^M - 1`` decodings per cell for MoPoE with ``M`` modalities),
+        ``"one"`` draws one component per cell from its mixture weights (an unbiased
+        estimate of the same objective at one decoding per cell, with more variance).
+        Validation losses always use the stratified estimator. ``None`` (default):
+        ``"one"`` where the model allows it, else ``"stratified"``; models saved before the
+        option existed load with ``"stratified"``, what they were trained with.
     n_latent, n_hidden, n_layers, dropout
         Architecture of every encoder and decoder.
     batch_penalty
@@ -155,6 +169,7 @@ class Model:
         model: str | None = None,
         fusion: str | None = None,
         model_options: Mapping[str, Any] | None = None,
+        mixture_sampling: str | None = None,
         n_latent: int = 20,
         n_hidden: int = 128,
         n_layers: int = 1,
@@ -199,6 +214,7 @@ class Model:
             n_batches=max(1, len(self.setup.batch_categories)),
             n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout,
             fusion=fusion, model=model_name, model_options=dict(model_options or {}),
+            mixture_sampling=resolve_mixture_sampling(mixture_sampling, model_name),
             extra={"seed": seed},
             batch_penalty=batch_penalty,
             penalty_weight=(DEFAULT_PENALTY_WEIGHTS.get(batch_penalty or "", 0.0)

@@ -190,6 +190,9 @@ class Objective(nn.Module):
         Whether the module builds the shared per-modality encoders.
     needs_complete_cells
         The objective cannot train on cells lacking a modality.
+    samples_one_component
+        The objective can estimate its sum over mixture components from one component per
+        cell while training (``mixture_sampling="one"``, see :mod:`omnivae.models.elbo`).
     """
 
     name: ClassVar[str] = ""
@@ -197,6 +200,7 @@ class Objective(nn.Module):
     options_class: ClassVar[type] = NoOptions
     unimodal_encoders: ClassVar[bool] = True
     needs_complete_cells: ClassVar[bool] = False
+    samples_one_component: ClassVar[bool] = False
 
     def __init__(self, config: ModuleConfig) -> None:
         super().__init__()
