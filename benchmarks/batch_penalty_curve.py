@@ -240,8 +240,13 @@ def report(rows: list[dict], note: str) -> str:
     else:
         lines.append(f"The rule picks **{choice[0]} at weight {choice[1]:g}** on these rows "
                      f"(largest mean gain in batch correction with bio conservation within "
-                     f"{BIO_TOLERANCE} on every dataset). `omnivae.Model`'s default changes only "
-                     "when the rows cover every dataset of the curve and three seeds.")
+                     f"{BIO_TOLERANCE} on every dataset). "
+                     + ("It is `omnivae.Model`'s default (`batch_penalty=\"auto\"` when there "
+                        "are batches)." if choice == (DEFAULT_BATCH_PENALTY, DEFAULT_PENALTY_WEIGHTS[
+                            DEFAULT_BATCH_PENALTY]) else
+                        f"`omnivae.Model`'s default is still {DEFAULT_BATCH_PENALTY} at "
+                        f"{DEFAULT_PENALTY_WEIGHTS[DEFAULT_BATCH_PENALTY]:g}: rerun the "
+                        "curve's seeds before changing it."))
     lines += ["", "![curve](batch_penalty_curve.png)", ""]
     return "\n".join(lines)
 
