@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--systems", nargs="+", help="system names (default: all)")
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--max-epochs", type=int,
-                        help="cap every neural network's epochs (default: each system's own; quick: 3)")
+                        help="cap every neural network's epochs (default: each system's own; quick: 5)")
     parser.add_argument("--speed-epochs", type=int, help="epochs per timed run (default 5; quick 1)")
     parser.add_argument("--speed-repeats", type=int, help="alternated repeats (default 3; quick 1)")
     parser.add_argument("--speed-datasets", nargs="+", choices=sorted(SPEED_PAIRS))
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     quick = args.quick
     args.datasets = args.datasets or list(QUICK_DATASETS if quick else SMALL_DATASETS)
     args.seeds = args.seeds if args.seeds is not None else ([0] if quick else [0, 1, 2])
-    args.max_epochs = args.max_epochs or (3 if quick else None)
+    args.max_epochs = args.max_epochs or (5 if quick else None)
     args.speed_epochs = args.speed_epochs or (1 if quick else 5)
     args.speed_repeats = args.speed_repeats or (1 if quick else 3)
     args.speed_datasets = args.speed_datasets or (

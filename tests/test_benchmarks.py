@@ -55,7 +55,7 @@ def test_quick_benchmark_end_to_end(tmp_path):
         assert row["total"] == pytest.approx(0.6 * row["bio conservation"]
                                              + 0.4 * row["batch correction"])
     # the random control conserves less biology than every embedding trained on the data (the
-    # peers get 3 epochs in quick mode, too few to be held to this)
+    # peers get 5 epochs in quick mode, too few to be held to this)
     for dataset in (cite, multiome):
         floor = by[(dataset, "random (control)")]["bio conservation"]
         for system in common[:-1]:
