@@ -86,9 +86,8 @@ class Omnivae(System):
             return True
         from omnivae.data import obs_column
 
-        complete = complete_cells(mdata)
-        return set(obs_column(mdata, spec.batch_key).astype(str)) <= set(
-            obs_column(complete, spec.batch_key).astype(str))
+        batches = obs_column(mdata, spec.batch_key).astype(str).to_numpy()
+        return set(batches) <= set(batches[complete_mask(mdata)])
 
     def fit(self, mdata, spec, *, seed, max_epochs=None, accelerator="cpu"):
         super().fit(mdata, spec, seed=seed)
@@ -116,11 +115,17 @@ class Omnivae(System):
         return np.asarray(pred[cells].X)
 
 
-def complete_cells(mdata: md.MuData) -> md.MuData:
-    """The cells of ``mdata`` measured in every modality (MuData membership), as a copy."""
+def complete_mask(mdata: md.MuData) -> np.ndarray:
+    """Which cells of ``mdata`` are measured in every modality (MuData membership)."""
     keep = np.ones(mdata.n_obs, dtype=bool)
     for adata in mdata.mod.values():
         keep &= mdata.obs_names.isin(adata.obs_names)
+    return keep
+
+
+def complete_cells(mdata: md.MuData) -> md.MuData:
+    """The cells of ``mdata`` measured in every modality, as a copy."""
+    keep = complete_mask(mdata)
     if not keep.any():
         raise ValueError("No cell has every modality: a model that needs complete cells "
                          "(JMVAE, JNF) cannot train on this data.")
