@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from omnivae import _io, checkpoints
-from omnivae.backed import BackedOptions, resolve_backed, setup_backed
+from omnivae.backed import BackedCellData, BackedOptions, resolve_backed, setup_backed
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, obs_column, setup_mudata
 from omnivae.loggers import Logger, make_logger
@@ -197,6 +197,7 @@ class Model:
     ) -> None:
         mdata, self._backed = resolve_backed(mdata, backed)
         self.mdata = mdata
+        self._data: CellData | BackedCellData
         batch_penalty = resolve_batch_penalty(batch_penalty, mdata, batch_key, penalty_keys)
         if batch_penalty is not None and penalty_keys is None:
             if batch_key is None:
