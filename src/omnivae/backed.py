@@ -184,8 +184,7 @@ class BackedCellData:
         of rows less than ``max_gap`` apart (one read when the store is in cell order)."""
         order = np.argsort(local, kind="stable")
         ordered = local[order]
-        cuts = np.flatnonzero(np.diff(ordered) > max_gap) + 1
-        runs = np.split(ordered, cuts)
+        runs = contiguous_runs(ordered, max_gap, self.options.chunk_size)
         parts = [self.readers[m].read(int(r[0]), int(r[-1]) + 1)[r - r[0]] for r in runs]
         block = parts[0] if len(parts) == 1 else sp.vstack(parts, format="csr")
         if np.all(order[:-1] < order[1:]):
@@ -196,7 +195,8 @@ class BackedCellData:
 
     def read(self, rows: Sequence[int] | np.ndarray, max_gap: int = 256) -> CellData:
         """Cells ``rows`` (any order) in memory: sorted, split where consecutive rows are more
-        than ``max_gap`` apart, each run read contiguously.
+        than ``max_gap`` apart and into spans of at most ``options.chunk_size`` rows, each
+        run read contiguously (see :func:`contiguous_runs`).
 
         Examples
         --------
@@ -211,11 +211,8 @@ class BackedCellData:
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
         ordered = rows[order]
-        cuts = np.flatnonzero(np.diff(ordered) > max_gap) + 1
         parts: dict[str, list[sp.csr_matrix]] = {m: [] for m in self.modalities}
-        for run in np.split(ordered, cuts):
-            if not len(run):
-                continue
+        for run in contiguous_runs(ordered, max_gap, self.options.chunk_size):
             counts = self.read_range(int(run[0]), int(run[-1]) + 1)
             for m in self.modalities:
                 parts[m].append(counts[m][run - run[0]])
@@ -233,6 +230,26 @@ class BackedCellData:
     def batch(self, rows: Sequence[int] | np.ndarray) -> BatchData:
         """Gather ``rows`` into a dense :class:`~omnivae._types.BatchData` (read from disk)."""
         return self.read(rows).batch(np.arange(len(rows)))
+
+
+def contiguous_runs(rows: np.ndarray, max_gap: int, max_span: int) -> list[np.ndarray]:
+    """Sorted ``rows`` cut into runs to read contiguously: a new run starts after a gap of
+    more than ``max_gap`` rows or when the run would span more than ``max_span`` rows, so a
+    read never holds more than ``max_span`` rows (sparse picks, e.g. validation cells, cost
+    reading their neighbours but not more memory).
+
+    Examples
+    --------
+    >>> [r.tolist() for r in contiguous_runs(np.array([0, 1, 5, 900, 901, 950]), 100, 40)]
+    [[0, 1, 5], [900, 901], [950]]
+    """
+    if not len(rows):
+        return []
+    starts = [0]
+    for i in range(1, len(rows)):
+        if rows[i] - rows[i - 1] > max_gap or rows[i] - rows[starts[-1]] >= max_span:
+            starts.append(i)
+    return np.split(rows, starts[1:])
 
 
 def _store_node(handle: h5py.File, name: str, layer: str | None, where: str,
