@@ -209,7 +209,7 @@ def _random_store(path, n_cells, n_features=2000, per_cell=500, chunk=2000):
 
 
 _TRAIN_ONE_EPOCH = textwrap.dedent("""
-    import resource, sys
+    import sys
     import omnivae
     from omnivae.backed import BackedOptions
     options = BackedOptions(chunk_size=1024, block_size=64, buffer_blocks=8)
@@ -217,7 +217,9 @@ _TRAIN_ONE_EPOCH = textwrap.dedent("""
                           backed=options)
     model.train(max_epochs=1, batch_size=256, progress_bar=False, batch_probe_every=0,
                 validation_fraction=0.25)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux: KiB
+    # VmHWM: this process's own peak (ru_maxrss may carry the parent's peak across exec)
+    status = open("/proc/self/status").read().split("VmHWM:")[1].split()
+    print(int(status[0]) * 1024)
 """)
 
 
