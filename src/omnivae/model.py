@@ -88,7 +88,8 @@ class Model:
     ----------
     mdata
         Raw counts per modality (``X`` or ``layer``). Cells may lack any modality: a cell
-        absent from ``mdata.mod[m]`` lacks ``m``.
+        absent from ``mdata.mod[m]`` lacks ``m``. A path to an ``.h5mu`` file (or a MuData opened with
+        ``backed=True``) keeps the counts on disk: see ``backed``.
     modalities
         Modalities to use (default: all).
     likelihoods
