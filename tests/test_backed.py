@@ -240,3 +240,23 @@ def test_peak_memory_does_not_grow_with_the_store(tmp_path):
     extra_counts = (20000 - 5000) * 1000 * 8
     growth = peaks[20000] - peaks[5000]
     assert growth < extra_counts / 4, (peaks, extra_counts)
+
+
+def test_backed_resume_equals_an_uninterrupted_run(store, tmp_path):
+    import lightning.pytorch as pl
+
+    class CrashAfterEpoch(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                raise RuntimeError("power cut")
+
+    settings = {"max_epochs": 3, "batch_size": 50, "progress_bar": False}
+    straight = omnivae.Model(store, n_latent=3, n_hidden=16, backed=SMALL)
+    straight.train(checkpoint_dir=tmp_path / "a", **settings)
+    crashed = omnivae.Model(store, n_latent=3, n_hidden=16, backed=SMALL)
+    with pytest.raises(RuntimeError, match="power cut"):
+        crashed.train(checkpoint_dir=tmp_path / "b", callbacks=[CrashAfterEpoch()], **settings)
+    resumed = omnivae.Model(store, n_latent=3, n_hidden=16, backed=SMALL)
+    resumed.train(checkpoint_dir=tmp_path / "b", resume=True, **settings)
+    np.testing.assert_array_equal(resumed.get_latent_representation(),
+                                  straight.get_latent_representation())
