@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from omnivae import _io, checkpoints
+from omnivae.backed import BackedCellData, BackedOptions, resolve_backed, setup_backed
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, obs_column, setup_mudata
 from omnivae.loggers import Logger, make_logger
@@ -87,7 +88,8 @@ class Model:
     ----------
     mdata
         Raw counts per modality (``X`` or ``layer``). Cells may lack any modality: a cell
-        absent from ``mdata.mod[m]`` lacks ``m``.
+        absent from ``mdata.mod[m]`` lacks ``m``. A path to an ``.h5mu`` file (or a MuData opened with
+        ``backed=True``) keeps the counts on disk: see ``backed``.
     modalities
         Modalities to use (default: all).
     likelihoods
@@ -147,6 +149,13 @@ class Model:
         to the posterior from all the cell's modalities. 0 (default) disables it.
     seed
         Seed for weights, the validation split and training.
+    backed
+        Keep the counts on disk (see ``docs/large_data.md``): ``mdata`` is a path to an
+        ``.h5mu`` file or a MuData opened with ``backed=True``. ``None`` (default): backed when
+        ``mdata`` is a path or a backed MuData; ``True`` with the default
+        :class:`~omnivae.backed.BackedOptions` (chunk, block and buffer sizes), or pass
+        options; ``False`` reads a path into memory. Validation and summaries stream over
+        chunks; training reads shuffled blocks of consecutive cells.
 
     Examples
     --------
@@ -160,7 +169,7 @@ class Model:
 
     def __init__(
         self,
-        mdata: md.MuData,
+        mdata: md.MuData | str | Path,
         *,
         modalities: Sequence[str] | None = None,
         likelihoods: Mapping[str, str] | None = None,
@@ -182,11 +191,14 @@ class Model:
         prior_components: int = 0,
         confidence_penalty: float = 0.0,
         seed: int = 0,
+        backed: bool | BackedOptions | None = None,
         _setup: SetupInfo | None = None,
         _config: ModuleConfig | None = None,
         _data: CellData | None = None,
     ) -> None:
+        mdata, self._backed = resolve_backed(mdata, backed)
         self.mdata = mdata
+        self._data: CellData | BackedCellData
         batch_penalty = resolve_batch_penalty(batch_penalty, mdata, batch_key, penalty_keys)
         if batch_penalty is not None and penalty_keys is None:
             if batch_key is None:
@@ -196,6 +208,12 @@ class Model:
             raise ValueError("penalty_keys/penalty_label_key need batch_penalty='hsic', 'mmd', ...")
         if _data is not None and _setup is not None:  # prepared elsewhere (reference mapping)
             self._data, self.setup = _data, _setup
+        elif self._backed is not None:  # counts stay on disk
+            self._data, self.setup = setup_backed(
+                mdata, self._backed, modalities=modalities, likelihoods=likelihoods,
+                layer=layer, batch_key=batch_key, penalty_keys=penalty_keys or (),
+                label_key=penalty_label_key, reference=_setup,
+            )
         else:
             self._data, self.setup = setup_mudata(
                 mdata, modalities=modalities, likelihoods=likelihoods, layer=layer,
@@ -345,9 +363,11 @@ class Model:
         train_idx, val_idx = split_cells(n, validation_fraction, seed)
         if len(train_idx) < batch_size and len(train_idx) > 1:
             batch_size = len(train_idx)
-        train_loader = make_loader(self._data, train_idx, batch_size, shuffle=True, seed=seed)
-        val_loader = (make_loader(self._data, val_idx, max(batch_size, 1024), shuffle=False)
-                      if len(val_idx) else None)
+        blocks = self._block_options()
+        train_loader = make_loader(self._data, train_idx, batch_size, shuffle=True, seed=seed,
+                                   **blocks)
+        val_loader = (make_loader(self._data, val_idx, max(batch_size, 1024), shuffle=False,
+                                  **blocks) if len(val_idx) else None)
         signature = {"module": self.config.to_dict(), "cells": n, "train_cells": len(train_idx),
                      "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                      "kl_warmup_epochs": warmup, "validation_fraction": validation_fraction}
@@ -406,10 +426,18 @@ class Model:
             return {setup.batch_key: len(setup.batch_categories)}
         return {}
 
+    def _block_options(self) -> dict[str, int]:
+        if self._backed is None:
+            return {}
+        return {"block_size": self._backed.block_size,
+                "buffer_blocks": self._backed.buffer_blocks}
+
     # inference ---------------------------------------------------------------------------
-    def _cell_data(self, mdata: md.MuData | None) -> CellData:
+    def _cell_data(self, mdata: md.MuData | None) -> Any:
         if mdata is None or mdata is self.mdata:
             return self._data
+        if mdata.isbacked:
+            return setup_backed(mdata, self._backed, reference=self.setup)[0]
         if all(m in mdata.mod and mdata.mod[m].n_obs for m in self.setup.modalities):
             data, _ = setup_mudata(mdata, reference=self.setup)
             return data

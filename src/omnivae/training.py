@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from omnivae import checkpoints
 from omnivae._types import BatchData, LossRecord
+from omnivae.block_loader import BlockShuffleDataset, RowSource
 from omnivae.cell_data import CellData
 from omnivae.module import MultimodalVAE
 from omnivae.probe import probe_mutual_information
@@ -45,10 +46,21 @@ def _keep(batch: Any) -> Any:
     return batch
 
 
-def make_loader(data: CellData, indices: np.ndarray, batch_size: int, shuffle: bool,
-                seed: int = 0) -> DataLoader:
-    """A DataLoader yielding :class:`BatchData` minibatches (no worker processes)."""
+def make_loader(data: CellData | RowSource, indices: np.ndarray, batch_size: int, shuffle: bool,
+                seed: int = 0, *, block_size: int = 128, buffer_blocks: int = 32) -> DataLoader:
+    """A DataLoader yielding :class:`BatchData` minibatches (no worker processes).
+
+    Data in memory (:class:`CellData`) is shuffled cell by cell; data read from disk (any
+    other :class:`~omnivae.block_loader.RowSource`) by blocks of ``block_size`` consecutive
+    cells, ``buffer_blocks`` blocks at a time (:mod:`omnivae.block_loader`).
+    """
     generator = torch.Generator().manual_seed(seed)
+    if not isinstance(data, CellData):
+        dataset = BlockShuffleDataset(data, indices, batch_size, block_size=block_size,
+                                      buffer_blocks=buffer_blocks,
+                                      generator=generator if shuffle else None)
+        return DataLoader(dataset, batch_size=None, collate_fn=_keep, num_workers=0,
+                          generator=generator)
     return DataLoader(
         CellDataset(data, indices), batch_size=batch_size, shuffle=shuffle,
         collate_fn=_keep, num_workers=0, generator=generator,
