@@ -10,7 +10,6 @@ The shuffle draws from one ``torch.Generator``: the same seed gives the same epo
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -20,10 +19,6 @@ from torch.utils.data import IterableDataset
 
 from omnivae._types import BatchData
 from omnivae.cell_data import CellData
-
-# Lightning warns that __len__ of an IterableDataset can be wrong with several workers; the
-# loader never uses workers, so the length is exact.
-warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__` defined.*")
 
 
 class RowSource(Protocol):

@@ -405,6 +405,8 @@ class Model:
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*Trying to infer the `batch_size`.*")
             warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+            # the block loader (backed data) never uses workers, so its __len__ is exact
+            warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__` defined.*")
             try:
                 interrupted = checkpoints.fit(trainer, plan, train_loader, val_loader, ckpt_path)
             finally:
