@@ -127,8 +127,9 @@ def gather_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[torch.Tensor, 
     >>> dense.tolist(), nz.rows.tolist(), nz.cols.tolist(), nz.values.tolist()
     ([[2.0, 0.0, 3.0], [0.0, 1.0, 0.0]], [0, 0, 1], [0, 2, 1], [2.0, 3.0, 1.0])
     """
-    indptr = matrix.indptr.astype(np.int64, copy=False)
-    starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
+    # index first, then widen: casting the whole indptr would copy it every minibatch
+    starts = matrix.indptr[rows].astype(np.int64)
+    lengths = matrix.indptr[rows + 1].astype(np.int64) - starts
     out_rows = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
     first = np.cumsum(lengths) - lengths
     positions = np.repeat(starts - first, lengths) + np.arange(len(out_rows), dtype=np.int64)
