@@ -14,10 +14,13 @@ import mudata as md
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.strategies import Strategy
+from torch.utils.data import DataLoader
 
 from omnivae import _io, checkpoints
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, obs_column, setup_mudata
+from omnivae.distributed import check_launch, steps_per_epoch
 from omnivae.loggers import Logger, make_logger
 from omnivae.models import resolve_model
 from omnivae.module import (
@@ -234,6 +237,7 @@ class Model:
             self.module.objective.check_training_mask(torch.from_numpy(self._data.mask))
         self.history = pd.DataFrame()
         self.is_trained = False
+        self.is_global_zero = True  # False in the other processes of a distributed train()
         self._num_threads: int | None = None  # torch CPU threads of train() and embedding
         self.calibrations: dict[str, Any] = {}  # target -> omnivae.calibration.Calibration
 
@@ -262,7 +266,9 @@ class Model:
         early_stopping: bool = True,
         patience: int = 30,
         accelerator: str = "auto",
-        devices: int | str = "auto",
+        devices: int | str | list[int] = "auto",
+        num_nodes: int = 1,
+        strategy: str | Strategy = "auto",
         progress_bar: bool = True,
         batch_probe_every: int = 5,
         gradient_clip_val: float | None = 1e4,
@@ -291,7 +297,24 @@ class Model:
         early_stopping, patience
             Stop when the validation ELBO has not improved for ``patience`` epochs.
         accelerator, devices
-            Passed to :class:`lightning.pytorch.Trainer` (``"cpu"``, ``"gpu"``, ``"auto"``).
+            Passed to :class:`lightning.pytorch.Trainer`: ``accelerator`` ``"cpu"``,
+            ``"gpu"``, ``"auto"``; ``devices`` how many devices (or which) per machine, e.g.
+            ``devices=4`` with ``strategy="ddp"`` trains in 4 processes.
+        num_nodes
+            Machines of a multi-node run (Lightning's ``num_nodes``; on SLURM it must match
+            ``--nodes``, and ``devices`` must match ``--ntasks-per-node``).
+        strategy
+            Lightning's strategy: ``"auto"`` (one process), ``"ddp"`` or a
+            :class:`lightning.pytorch.strategies.Strategy` such as ``DDPStrategy(...)``. Under
+            DDP each process trains on a disjoint shard of the training cells (reshuffled every
+            epoch from the seed), ``batch_size`` is per process (the effective minibatch is
+            ``batch_size`` x processes), logged epoch means and the validation ELBO are over
+            all cells, early stopping stops every process at the same epoch, checkpoints are
+            written by process 0 only, and every process ends with the same trained weights
+            and history. ``"ddp"`` runs the calling script again in each process: guard
+            writes with ``if model.is_global_zero:``. Strategies that train in worker
+            processes (``"ddp_spawn"``, ``"ddp_notebook"``) are refused with a message; see
+            the distributed-training page of the documentation.
         progress_bar
             Show Lightning's progress bar.
         batch_probe_every
@@ -334,6 +357,14 @@ class Model:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        if num_nodes < 1:
+            raise ValueError(f"num_nodes must be a positive integer, got {num_nodes}.")
+        if isinstance(devices, int) and devices < 1 and devices != -1:
+            raise ValueError(f"devices must be a positive integer, -1 (all), a list of device "
+                             f"indices or 'auto'; got {devices}.")
+        if trainer_kwargs.pop("use_distributed_sampler", False):
+            raise ValueError("use_distributed_sampler=True is not supported: omnivae's loaders "
+                             "shard the cells over the processes themselves.")
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be a positive integer, got {num_threads}.")
         self._num_threads = num_threads
@@ -348,14 +379,52 @@ class Model:
         train_loader = make_loader(self._data, train_idx, batch_size, shuffle=True, seed=seed)
         val_loader = (make_loader(self._data, val_idx, max(batch_size, 1024), shuffle=False)
                       if len(val_idx) else None)
-        signature = {"module": self.config.to_dict(), "cells": n, "train_cells": len(train_idx),
-                     "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-                     "kl_warmup_epochs": warmup, "validation_fraction": validation_fraction}
-        plan = TrainingPlan(self.module, lr=lr, weight_decay=weight_decay,
-                            kl_warmup_epochs=warmup, n_steps_per_epoch=len(train_loader),
-                            probe_columns=self._probe_columns(), probe_every=batch_probe_every,
-                            shuffle_generator=train_loader.generator, signature=signature,
-                            compile=compile)
+        lightning_logs = [logging.getLogger(f"lightning.{n}") for n in ("pytorch", "fabric")]
+        previous_levels = [log.level for log in lightning_logs]
+        for log in lightning_logs:  # no GPU/TPU or process-group banners; restored below
+            log.setLevel(logging.WARNING)
+        try:
+            trainer, history, best, plan = self._trainer(
+                max_epochs, train_loader, val_loader, batch_size=batch_size, lr=lr,
+                weight_decay=weight_decay, warmup=warmup, validation_fraction=validation_fraction,
+                early_stopping=early_stopping, patience=patience, accelerator=accelerator,
+                devices=devices, num_nodes=num_nodes, strategy=strategy,
+                progress_bar=progress_bar, batch_probe_every=batch_probe_every,
+                gradient_clip_val=gradient_clip_val, checkpoint_dir=checkpoint_dir,
+                logger=logger, log_dir=log_dir, compile=compile, trainer_kwargs=trainer_kwargs)
+            ckpt_path = checkpoints.resume_path(checkpoint_dir, resume)
+            pl.seed_everything(seed, verbose=False)
+            with warnings.catch_warnings(), pinned_threads(num_threads):
+                warnings.filterwarnings("ignore", ".*does not have many workers.*")
+                warnings.filterwarnings("ignore", ".*Trying to infer the `batch_size`.*")
+                warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+                warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed.*")
+                warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
+                interrupted = checkpoints.fit(trainer, plan, train_loader, val_loader, ckpt_path)
+        finally:
+            for log, level in zip(lightning_logs, previous_levels, strict=True):
+                log.setLevel(level)
+        self.module.to("cpu").eval()
+        self.is_global_zero = trainer.is_global_zero
+        self.history = pd.DataFrame(history.rows).set_index("epoch") if history.rows else pd.DataFrame()
+        self.is_trained = True
+        if interrupted:
+            kept = (f"the best weights so far (epoch {best.best_epoch})"
+                    if best is not None and best.state is not None else "the current weights")
+            warnings.warn(f"Training interrupted (Ctrl-C) in epoch {trainer.current_epoch}; the "
+                          f"model keeps {kept}.", RuntimeWarning, stacklevel=2)
+
+    def _trainer(
+        self, max_epochs: int, train_loader: DataLoader, val_loader: DataLoader | None, *,
+        batch_size: int, lr: float, weight_decay: float, warmup: float,
+        validation_fraction: float, early_stopping: bool, patience: int, accelerator: str,
+        devices: int | str | list[int], num_nodes: int, strategy: str | Strategy,
+        progress_bar: bool, batch_probe_every: int, gradient_clip_val: float | None,
+        checkpoint_dir: str | Path | None, logger: str | Logger | bool | None,
+        log_dir: str | Path, compile: bool, trainer_kwargs: dict[str, Any],
+    ) -> tuple[pl.Trainer, HistoryCallback, BestAfterWarmup | None, TrainingPlan]:
+        """The Lightning Trainer, callbacks and training plan of :meth:`train`."""
+        n_train = len(train_loader.dataset)  # type: ignore[arg-type]
         history = HistoryCallback()
         callbacks: list[pl.Callback] = [history, *trainer_kwargs.pop("callbacks", [])]
         best = None
@@ -363,7 +432,6 @@ class Model:
             best = BestAfterWarmup("validation_elbo", start_epoch=int(warmup),
                                    patience=patience if early_stopping else None)
             callbacks.append(best)
-        ckpt_path = checkpoints.resume_path(checkpoint_dir, resume)
         if checkpoint_dir is not None:
             callbacks.append(checkpoints.checkpoint_callback(checkpoint_dir))
             trainer_kwargs.setdefault("plugins", [checkpoints.AtomicCheckpointIO()])
@@ -372,31 +440,33 @@ class Model:
         trainer_kwargs.setdefault("enable_checkpointing", checkpoint_dir is not None)
         trainer_kwargs.setdefault("gradient_clip_val", gradient_clip_val)
         trainer_kwargs.setdefault("enable_model_summary", False)
-        lightning_log = logging.getLogger("lightning.pytorch")
-        previous_level = lightning_log.level
-        lightning_log.setLevel(logging.WARNING)  # no GPU/TPU banners; restored below
         trainer = pl.Trainer(
             max_epochs=max_epochs, accelerator=accelerator, devices=devices,
-            callbacks=callbacks, enable_progress_bar=progress_bar,
-            num_sanity_val_steps=0, **trainer_kwargs,
+            num_nodes=num_nodes, strategy=strategy, callbacks=callbacks,
+            enable_progress_bar=progress_bar, num_sanity_val_steps=0,
+            use_distributed_sampler=False, **trainer_kwargs,
         )
-        pl.seed_everything(seed, verbose=False)
-        with warnings.catch_warnings(), pinned_threads(num_threads):
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            warnings.filterwarnings("ignore", ".*Trying to infer the `batch_size`.*")
-            warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-            try:
-                interrupted = checkpoints.fit(trainer, plan, train_loader, val_loader, ckpt_path)
-            finally:
-                lightning_log.setLevel(previous_level)
-        self.module.to("cpu").eval()
-        self.history = pd.DataFrame(history.rows).set_index("epoch") if history.rows else pd.DataFrame()
-        self.is_trained = True
-        if interrupted:
-            kept = (f"the best weights so far (epoch {best.best_epoch})"
-                    if best is not None and best.state is not None else "the current weights")
-            warnings.warn(f"Training interrupted (Ctrl-C) in epoch {trainer.current_epoch}; the "
-                          f"model keeps {kept}.", RuntimeWarning, stacklevel=2)
+        processes = trainer.world_size
+        check_launch(trainer.strategy, processes)
+        n_val = 0 if val_loader is None else len(val_loader.dataset)  # type: ignore[arg-type]
+        if 0 < n_val < processes:
+            raise ValueError(
+                f"validation_fraction={validation_fraction} leaves {n_val} validation cells for "
+                f"{processes} processes; every process needs one. Raise validation_fraction or "
+                "set it to 0.")
+        signature = {"module": self.config.to_dict(), "cells": self._data.n_cells,
+                     "train_cells": n_train, "batch_size": batch_size, "lr": lr,
+                     "weight_decay": weight_decay, "kl_warmup_epochs": warmup,
+                     "validation_fraction": validation_fraction}
+        if processes > 1:
+            signature["processes"] = processes
+        plan = TrainingPlan(self.module, lr=lr, weight_decay=weight_decay,
+                            kl_warmup_epochs=warmup,
+                            n_steps_per_epoch=steps_per_epoch(n_train, batch_size, processes),
+                            probe_columns=self._probe_columns(), probe_every=batch_probe_every,
+                            shuffle_generator=train_loader.generator, signature=signature,
+                            compile=compile)
+        return trainer, history, best, plan
 
     def _probe_columns(self) -> dict[str, int]:
         setup = self.setup

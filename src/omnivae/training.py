@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from omnivae import checkpoints
 from omnivae._types import BatchData, LossRecord
 from omnivae.cell_data import CellData
+from omnivae.distributed import ShardSampler, gather_rows, union_keys
 from omnivae.module import MultimodalVAE
 from omnivae.probe import probe_mutual_information
 
@@ -47,10 +48,16 @@ def _keep(batch: Any) -> Any:
 
 def make_loader(data: CellData, indices: np.ndarray, batch_size: int, shuffle: bool,
                 seed: int = 0) -> DataLoader:
-    """A DataLoader yielding :class:`BatchData` minibatches (no worker processes)."""
+    """A DataLoader yielding :class:`BatchData` minibatches (no worker processes).
+
+    Its :class:`~omnivae.distributed.ShardSampler` gives each process of a distributed run a
+    disjoint shard (padded to equal sizes when shuffling, as training needs).
+    """
     generator = torch.Generator().manual_seed(seed)
+    sampler = ShardSampler(len(indices), shuffle=shuffle, seed=seed, generator=generator,
+                           pad=shuffle)
     return DataLoader(
-        CellDataset(data, indices), batch_size=batch_size, shuffle=shuffle,
+        CellDataset(data, indices), batch_size=batch_size, sampler=sampler,
         collate_fn=_keep, num_workers=0, generator=generator,
     )
 
@@ -240,15 +247,33 @@ class TrainingPlan(pl.LightningModule):
     def _log_epoch_means(self) -> None:
         """Log the epoch's means as ``train_<term>`` (weighted by cells, as Lightning's epoch
         reduction of per-step logs would) and ``kl_weight`` (mean over steps)."""
+        if self.trainer.world_size > 1:
+            self._reduce_epoch_sums()
         if self._epoch_sums is None or self._epoch_cells is None or self._epoch_steps is None:
             return
         means = self._epoch_sums[:-1] / self._epoch_cells[:-1].clamp(min=1)
         kl_weight = self._epoch_sums[-1] / self._epoch_steps[-1].clamp(min=1)
         for key, value in zip(self._epoch_keys[:-1], means.unbind(), strict=True):
             self.log(f"train_{key}", value, on_step=False, on_epoch=True, batch_size=1,
-                     prog_bar=key == "elbo", sync_dist=True)
+                     prog_bar=key == "elbo")  # already over every process's cells
         self.log("kl_weight", kl_weight, on_step=False, on_epoch=True, batch_size=1)
         self._epoch_sums, self._epoch_keys = None, []
+
+    def _reduce_epoch_sums(self) -> None:
+        """Sum the epoch's sums, cells and steps over the processes of a distributed run, so
+        the logged means are over all cells (not a mean of per-process means)."""
+        union = union_keys(self._epoch_keys)  # the same order on every process
+        keys = [k for k in union if k != "kl_weight"] + ["kl_weight"]  # always last
+        if self._epoch_sums is None or self._epoch_cells is None or self._epoch_steps is None:
+            sums = cells = steps = torch.zeros(len(keys), device=self.device)
+        else:
+            where = [keys.index(k) for k in self._epoch_keys]
+            sums, cells, steps = (torch.zeros(len(keys), device=self.device) for _ in range(3))
+            sums[where], cells[where] = self._epoch_sums, self._epoch_cells
+            steps[where] = self._epoch_steps
+        total = self.trainer.strategy.reduce(torch.stack([sums, cells, steps]), reduce_op="sum")
+        self._epoch_keys = keys
+        self._epoch_sums, self._epoch_cells, self._epoch_steps = total.unbind()
 
     def validation_step(self, batch: BatchData, batch_idx: int) -> None:
         record = self._loss(batch, kl_weight=1.0, penalty_weight=0.0)
@@ -269,8 +294,9 @@ class TrainingPlan(pl.LightningModule):
         if not self.probe_columns or self.probe_every <= 0:
             return
         values = dict.fromkeys(self.probe_columns, float("nan"))
-        if self._probe_z:
-            z, codes = torch.cat(self._probe_z), torch.cat(self._probe_codes)
+        if self._probe_z:  # every process probes all validation cells: the same value
+            z = gather_rows(torch.cat(self._probe_z), self.trainer.strategy)
+            codes = gather_rows(torch.cat(self._probe_codes), self.trainer.strategy)
             for k, (name, n_classes) in enumerate(self.probe_columns.items()):
                 values[name] = probe_mutual_information(z, codes[:, k], n_classes)
         self._probe_z, self._probe_codes = [], []
