@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 from omnivae import checkpoints
 from omnivae._types import BatchData, LossRecord
 from omnivae.cell_data import CellData
-from omnivae.distributed import ShardSampler, gather_rows, union_keys
+from omnivae.distributed import ShardSampler, gather_rows, world
+from omnivae.epoch_sums import EpochSums
 from omnivae.module import MultimodalVAE
 from omnivae.probe import probe_mutual_information
 
@@ -159,10 +160,7 @@ class TrainingPlan(pl.LightningModule):
         self.probe_every = probe_every
         self._probe_z: list[torch.Tensor] = []
         self._probe_codes: list[torch.Tensor] = []
-        self._epoch_sums: torch.Tensor | None = None  # running sums of the logged train terms
-        self._epoch_keys: list[str] = []
-        self._epoch_cells: torch.Tensor | None = None  # per term: cells and steps summed
-        self._epoch_steps: torch.Tensor | None = None
+        self._train_sums, self._val_sums = EpochSums(), EpochSums()  # the logged terms
 
     @property
     def kl_weight(self) -> float:
@@ -179,11 +177,6 @@ class TrainingPlan(pl.LightningModule):
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch.to(device)
 
-    def _log_record(self, prefix: str, record_scalars: dict[str, torch.Tensor], n: int) -> None:
-        for key, value in record_scalars.items():
-            self.log(f"{prefix}_{key}", value, on_step=False, on_epoch=True, batch_size=n,
-                     prog_bar=key == "elbo", sync_dist=True)
-
     def training_step(self, batch: BatchData, batch_idx: int) -> torch.Tensor:
         record = self._loss(batch, kl_weight=self.kl_weight, penalty_weight=self.penalty_weight)
         if not torch.isfinite(record.loss):
@@ -197,87 +190,38 @@ class TrainingPlan(pl.LightningModule):
         return record.loss
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_sums, self._epoch_keys = None, []
-        self._epoch_cells = self._epoch_steps = None
+        self._train_sums.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums.reset()
 
     def _accumulate(self, terms: dict[str, torch.Tensor], n: int) -> None:
-        """Add a step's terms (weighted by its cells) to the epoch's sums: one stacked tensor,
-        no host synchronisation, instead of one Lightning ``log`` call per term and step.
-
-        Each term keeps its own count of cells and steps, so a term that is present in only
-        some steps (it appears mid-epoch, or some minibatches lack it) is averaged over the
-        steps that had it.
-        """
-        keys = [*terms, "kl_weight"]
-        values = torch.stack([v.float() for v in terms.values()]) * n
-        values = torch.cat([values, values.new_tensor([self.kl_weight])])
-        if keys == self._epoch_keys and self._epoch_sums is not None:  # every step but rare ones
-            assert self._epoch_cells is not None and self._epoch_steps is not None
-            self._epoch_sums = self._epoch_sums + values
-            self._epoch_cells = self._epoch_cells + n
-            self._epoch_steps = self._epoch_steps + 1
-            return
-        self._remap_epoch_sums(keys, values)
-        assert self._epoch_sums is not None and self._epoch_cells is not None
-        assert self._epoch_steps is not None
-        present = torch.zeros_like(self._epoch_sums)
-        index = torch.tensor([self._epoch_keys.index(k) for k in keys])
-        present[index] = 1.0
-        full = torch.zeros_like(self._epoch_sums)
-        full[index] = values
-        self._epoch_sums = self._epoch_sums + full
-        self._epoch_cells = self._epoch_cells + present * n
-        self._epoch_steps = self._epoch_steps + present
-
-    def _remap_epoch_sums(self, keys: list[str], values: torch.Tensor) -> None:
-        """Extend the epoch's sums to the union of the terms seen so far and ``keys``."""
-        union = list(self._epoch_keys) + [k for k in keys if k not in self._epoch_keys]
-        union.remove("kl_weight")
-        union.append("kl_weight")  # always last
-        sums = values.new_zeros(len(union))
-        cells, steps = torch.zeros_like(sums), torch.zeros_like(sums)
-        if self._epoch_sums is not None and self._epoch_cells is not None \
-                and self._epoch_steps is not None:
-            old = torch.tensor([union.index(k) for k in self._epoch_keys])
-            sums[old], cells[old] = self._epoch_sums, self._epoch_cells
-            steps[old] = self._epoch_steps
-        self._epoch_keys, self._epoch_sums = union, sums
-        self._epoch_cells, self._epoch_steps = cells, steps
+        """Add a training step's terms (means over its ``n`` cells) and the KL weight to the
+        epoch's sums (:class:`~omnivae.epoch_sums.EpochSums`)."""
+        kl_weight = next(iter(terms.values())).new_tensor(self.kl_weight)
+        self._train_sums.add({**terms, "kl_weight": kl_weight}, n, per_step=("kl_weight",))
 
     def _log_epoch_means(self) -> None:
-        """Log the epoch's means as ``train_<term>`` (weighted by cells, as Lightning's epoch
-        reduction of per-step logs would) and ``kl_weight`` (mean over steps)."""
-        if self.trainer.world_size > 1:
-            self._reduce_epoch_sums()
-        if self._epoch_sums is None or self._epoch_cells is None or self._epoch_steps is None:
-            return
-        means = self._epoch_sums[:-1] / self._epoch_cells[:-1].clamp(min=1)
-        kl_weight = self._epoch_sums[-1] / self._epoch_steps[-1].clamp(min=1)
-        for key, value in zip(self._epoch_keys[:-1], means.unbind(), strict=True):
-            self.log(f"train_{key}", value, on_step=False, on_epoch=True, batch_size=1,
-                     prog_bar=key == "elbo")  # already over every process's cells
-        self.log("kl_weight", kl_weight, on_step=False, on_epoch=True, batch_size=1)
-        self._epoch_sums, self._epoch_keys = None, []
+        """Log the epoch's means as ``train_<term>`` (over all cells of all processes) and
+        ``kl_weight`` (mean over steps)."""
+        self._log_sums(self._train_sums, "train")
 
-    def _reduce_epoch_sums(self) -> None:
-        """Sum the epoch's sums, cells and steps over the processes of a distributed run, so
-        the logged means are over all cells (not a mean of per-process means)."""
-        union = union_keys(self._epoch_keys)  # the same order on every process
-        keys = [k for k in union if k != "kl_weight"] + ["kl_weight"]  # always last
-        if self._epoch_sums is None or self._epoch_cells is None or self._epoch_steps is None:
-            sums = cells = steps = torch.zeros(len(keys), device=self.device)
-        else:
-            where = [keys.index(k) for k in self._epoch_keys]
-            sums, cells, steps = (torch.zeros(len(keys), device=self.device) for _ in range(3))
-            sums[where], cells[where] = self._epoch_sums, self._epoch_cells
-            steps[where] = self._epoch_steps
-        total = self.trainer.strategy.reduce(torch.stack([sums, cells, steps]), reduce_op="sum")
-        self._epoch_keys = keys
-        self._epoch_sums, self._epoch_cells, self._epoch_steps = total.unbind()
+    def _log_sums(self, sums: EpochSums, prefix: str) -> None:
+        """Sum over the processes (one collective, every process calls it once per epoch at
+        its last step), log ``<prefix>_<term>`` means and reset."""
+        if world()[1] > 1:
+            sums.reduce(self.trainer.strategy, self.device)
+        for key, value in sums.means().items():
+            name = key if key == "kl_weight" else f"{prefix}_{key}"
+            self.log(name, value, on_step=False, on_epoch=True, batch_size=1,
+                     prog_bar=key == "elbo")  # already over every process's cells
+        sums.reset()
 
     def validation_step(self, batch: BatchData, batch_idx: int) -> None:
         record = self._loss(batch, kl_weight=1.0, penalty_weight=0.0)
-        self._log_record("validation", record.terms(), batch.n_cells)
+        self._val_sums.add(record.terms(), batch.n_cells)
+        if batch_idx + 1 >= self.trainer.num_val_batches[0]:  # last step: log the epoch, so
+            self._log_sums(self._val_sums, "validation")  # callbacks see it at its end
         if self._probing:
             codes = (batch.penalty_codes if batch.penalty_codes is not None
                      else batch.batch_index.unsqueeze(1))
