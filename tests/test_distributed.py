@@ -283,3 +283,39 @@ def test_cli_fit_with_two_processes_writes_its_output_once(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Wrote ") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5mu", "out.h5mu"]
+
+
+RESUME_SCRIPT = textwrap.dedent('''
+    import json, sys
+    import omnivae
+
+    out = sys.argv[1]
+    sim = omnivae.datasets.simulate(300, modalities=("rna", "adt"), n_batches=2,
+                                    n_features={"rna": 100, "adt": 10}, seed=0)
+    kw = dict(accelerator="cpu", progress_bar=False, batch_size=64, kl_warmup_epochs=1,
+              devices=2, strategy="ddp")
+    runs = {}
+    for name, epochs, resume in (("full", 6, False), ("part", 3, False), ("resumed", 6, True)):
+        model = omnivae.Model(sim, batch_key="batch", n_latent=4, seed=0)
+        folder = out + ("/full" if name == "full" else "/ckpt")
+        model.train(epochs, checkpoint_dir=folder, resume=resume, **kw)
+        runs[name] = model.history["validation_elbo"].tolist()
+    # a one-process run after the distributed ones, in every process: no hang, no sharding
+    single = omnivae.Model(sim, batch_key="batch", n_latent=4, seed=0)
+    single.train(2, accelerator="cpu", progress_bar=False, batch_size=64)
+    runs["single"] = single.history["validation_elbo"].tolist()
+    if model.is_global_zero:
+        with open(out + "/runs.json", "w") as f:
+            json.dump(runs, f)
+''')
+
+
+@pytest.mark.slow
+def test_resumed_ddp_run_equals_an_uninterrupted_one_and_one_process_runs_after(tmp_path):
+    (tmp_path / "train.py").write_text(RESUME_SCRIPT)
+    done = subprocess.run([sys.executable, str(tmp_path / "train.py"), str(tmp_path)],
+                          env=_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert runs["resumed"] == runs["full"]  # every process's random state was restored
+    assert len(runs["single"]) == 2

@@ -85,6 +85,10 @@ class ShardSampler(Sampler[int]):
         Seed of the distributed order.
     generator
         Generator of the single-process order.
+    distributed
+        ``None`` (default): shard when a :mod:`torch.distributed` process group is running;
+        ``False``: never (a one-process Trainer in a program where a distributed run left its
+        process group behind); ``True``: always.
     pad
         Under a distributed strategy, repeat the first ``world_size - n % world_size`` cells
         of the order so that every process gets the same number of cells (training: every
@@ -96,13 +100,15 @@ class ShardSampler(Sampler[int]):
     >>> s = ShardSampler(5, shuffle=False)
     >>> list(s), len(s)
     ([0, 1, 2, 3, 4], 5)
-    >>> s.shard(rank=1, world_size=2)
-    [1, 3]
+    >>> s.shard(rank=0, world_size=2), s.shard(rank=1, world_size=2)  # padded: equal shards
+    ([0, 2, 4], [1, 3, 0])
     """
 
     def __init__(self, n: int, *, shuffle: bool, seed: int = 0,
-                 generator: torch.Generator | None = None, pad: bool = True) -> None:
+                 generator: torch.Generator | None = None, pad: bool = True,
+                 distributed: bool | None = None) -> None:
         self.n, self.shuffle, self.seed, self.pad = int(n), shuffle, int(seed), pad
+        self.distributed = distributed
         self.generator = generator
         self.epoch = 0
 
@@ -122,8 +128,11 @@ class ShardSampler(Sampler[int]):
             order += (order * math.ceil(extra / max(self.n, 1)))[:extra]
         return order[rank::world_size]
 
+    def _world(self) -> tuple[int, int]:
+        return (0, 1) if self.distributed is False else world()
+
     def __iter__(self) -> Iterator[int]:
-        rank, size = world()
+        rank, size = self._world()
         if size > 1:
             yield from self.shard(rank, size)
         elif self.shuffle:  # the same draws as DataLoader(shuffle=True, generator=...)
@@ -132,22 +141,22 @@ class ShardSampler(Sampler[int]):
             yield from range(self.n)
 
     def __len__(self) -> int:
-        rank, size = world()
+        rank, size = self._world()
         return shard_size(self.n, size, pad=self.pad, rank=rank) if size > 1 else self.n
 
 
 def gather_rows(x: torch.Tensor, strategy: Any) -> torch.Tensor:
     """Rows of ``x`` from every process, concatenated in rank order (``x`` itself in one
     process); the processes may hold different numbers of rows. ``strategy`` is the
-    Trainer's strategy (its ``all_gather`` does the communication). Every process must call it.
+    Trainer's strategy (its ``all_gather`` does the communication); every process of a
+    distributed strategy must call it.
 
     Examples
     --------
     >>> gather_rows(torch.ones(3, 2), strategy=None).shape
     torch.Size([3, 2])
     """
-    _, size = world()
-    if size == 1:
+    if getattr(strategy, "world_size", 1) == 1:
         return x
     device = strategy.root_device
     counts = strategy.all_gather(torch.tensor([x.shape[0]], device=device)).reshape(-1).tolist()
@@ -157,22 +166,34 @@ def gather_rows(x: torch.Tensor, strategy: Any) -> torch.Tensor:
     return torch.cat([gathered[r, :c] for r, c in enumerate(counts)])
 
 
-def union_keys(keys: Sequence[str]) -> list[str]:
-    """The union of every process's ``keys``, in the same order on every process (first seen
-    on the lowest rank first); ``list(keys)`` in one process. Every process must call it.
+def gather_objects(obj: Any, world_size: int) -> list[Any]:
+    """``obj`` of every process, in rank order (``[obj]`` in one process). Every process of a
+    run with ``world_size`` processes must call it.
 
     Examples
     --------
-    >>> union_keys(["elbo", "kl"])
+    >>> gather_objects({"a": 1}, world_size=1)
+    [{'a': 1}]
+    """
+    if world_size == 1:
+        return [obj]
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def union_keys(keys: Sequence[str], world_size: int) -> list[str]:
+    """The union of every process's ``keys``, in the same order on every process (first seen
+    on the lowest rank first); ``list(keys)`` in one process. Every process of a run with
+    ``world_size`` processes must call it.
+
+    Examples
+    --------
+    >>> union_keys(["elbo", "kl"], world_size=1)
     ['elbo', 'kl']
     """
-    _, size = world()
-    if size == 1:
-        return list(keys)
-    gathered: list[Any] = [None] * size
-    dist.all_gather_object(gathered, list(keys))
     union: list[str] = []
-    for rank_keys in gathered:
+    for rank_keys in gather_objects(list(keys), world_size):
         union += [k for k in rank_keys if k not in union]
     return union
 

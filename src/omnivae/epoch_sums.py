@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from omnivae.distributed import union_keys, world
+from omnivae.distributed import union_keys
 
 
 class EpochSums:
@@ -80,9 +80,10 @@ class EpochSums:
     def reduce(self, strategy: Any, device: torch.device) -> None:
         """Sum over the processes of a distributed run (every process must call it, with its
         Trainer's ``strategy``); nothing in one process."""
-        if world()[1] == 1:
+        size = getattr(strategy, "world_size", 1)
+        if size == 1:
             return
-        keys = union_keys(self.keys)  # the same order on every process
+        keys = union_keys(self.keys, size)  # the same order on every process
         like = self.sums if self.sums is not None else torch.zeros(0, device=device)
         self._reorder(keys, like)
         assert self.sums is not None

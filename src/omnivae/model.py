@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from omnivae import _io, checkpoints
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, obs_column, setup_mudata
-from omnivae.distributed import check_launch, steps_per_epoch
+from omnivae.distributed import ShardSampler, check_launch, steps_per_epoch
 from omnivae.loggers import Logger, make_logger
 from omnivae.models import resolve_model
 from omnivae.module import (
@@ -150,6 +150,17 @@ class Model:
         to the posterior from all the cell's modalities. 0 (default) disables it.
     seed
         Seed for weights, the validation split and training.
+
+    Attributes
+    ----------
+    history
+        One row per training epoch: every logged loss term (``train_<term>``,
+        ``validation_<term>``), ``kl_weight`` and the batch probe.
+    is_trained
+        Whether :meth:`train` has run (or a trained model was loaded).
+    is_global_zero
+        ``False`` only in processes 1..N-1 of a distributed :meth:`train` (``strategy="ddp"``):
+        write files and reports ``if model.is_global_zero:``.
 
     Examples
     --------
@@ -448,6 +459,9 @@ class Model:
         )
         processes = trainer.world_size
         check_launch(trainer.strategy, processes)
+        for loader in (train_loader, val_loader):  # shard only if this Trainer is distributed
+            if loader is not None and isinstance(loader.sampler, ShardSampler):
+                loader.sampler.distributed = processes > 1
         n_val = 0 if val_loader is None else len(val_loader.dataset)  # type: ignore[arg-type]
         if 0 < n_val < processes:
             raise ValueError(

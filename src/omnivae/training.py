@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from omnivae import checkpoints
 from omnivae._types import BatchData, LossRecord
 from omnivae.cell_data import CellData
-from omnivae.distributed import ShardSampler, gather_rows, world
+from omnivae.distributed import ShardSampler, gather_objects, gather_rows
 from omnivae.epoch_sums import EpochSums
 from omnivae.module import MultimodalVAE
 from omnivae.probe import probe_mutual_information
@@ -209,7 +209,7 @@ class TrainingPlan(pl.LightningModule):
     def _log_sums(self, sums: EpochSums, prefix: str) -> None:
         """Sum over the processes (one collective, every process calls it once per epoch at
         its last step), log ``<prefix>_<term>`` means and reset."""
-        if world()[1] > 1:
+        if self._trainer is not None:  # (tests call it without a Trainer)
             sums.reduce(self.trainer.strategy, self.device)
         for key, value in sums.means().items():
             name = key if key == "kl_weight" else f"{prefix}_{key}"
@@ -266,15 +266,23 @@ class TrainingPlan(pl.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["omnivae"] = {"signature": self.signature,
-                                 "rng": checkpoints.rng_state(self.shuffle_generator)}
+        # every process draws its own random numbers: under DDP all their states are kept
+        # (each process calls this hook; process 0 writes the file)
+        rng = checkpoints.rng_state(self.shuffle_generator)
+        checkpoint["omnivae"] = {"signature": self.signature, "rng": rng}
+        if self.trainer.world_size > 1:
+            checkpoint["omnivae"]["rng_per_process"] = gather_objects(
+                rng, self.trainer.world_size)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("omnivae")
         if saved is None:
             raise ValueError("This checkpoint was not written by omnivae; pass resume=False.")
         checkpoints.check_signature(saved["signature"], self.signature, "in checkpoint_dir")
-        self._resumed_rng = saved["rng"]
+        per_process = saved.get("rng_per_process")
+        self._resumed_rng = (per_process[self.global_rank]
+                             if per_process and len(per_process) == self.trainer.world_size
+                             else saved["rng"])
         checkpoints.set_shuffle_state(saved["rng"], self.shuffle_generator)
 
     def on_train_start(self) -> None:
