@@ -156,7 +156,7 @@ def write(rows: list[dict], load: tuple[float, float, float], started: str) -> N
                 va="bottom")
     ax.set_xlabel("processes x minibatch per process")
     ax.set_ylabel("training cells / s")
-    ax.set_title(f"DDP on {os.cpu_count()} CPU cores (1 thread per process)")
+    ax.set_title(f"DDP on {os.cpu_count()} shared CPU cores (1 thread per process)")
     fig.tight_layout()
     fig.savefig(RESULTS / "distributed_scaling.png", dpi=120)
 
