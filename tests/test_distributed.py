@@ -241,17 +241,43 @@ def test_bad_process_settings_are_refused(small_sim):
         model.train(1, use_distributed_sampler=True, progress_bar=False)
 
 
-def test_launches_that_cannot_work_are_refused_with_what_to_use():
-    from lightning.pytorch.strategies import DDPStrategy
+def test_ddp_spawn_is_refused_with_what_to_use():
     from lightning.pytorch.trainer.connectors.accelerator_connector import (
         _AcceleratorConnector,
     )
 
-    for name in ("ddp_spawn", "ddp_notebook"):
-        connector = _AcceleratorConnector(accelerator="cpu", devices=2, strategy=name)
-        with pytest.raises(ValueError, match="strategy='ddp'"):
-            check_launch(connector.strategy, 2)
-    assert isinstance(DDPStrategy(), DDPStrategy)
+    connector = _AcceleratorConnector(accelerator="cpu", devices=2, strategy="ddp_spawn")
+    with pytest.raises(ValueError, match="ddp_notebook"):
+        check_launch(connector.strategy, 2)
+    fork = _AcceleratorConnector(accelerator="cpu", devices=2, strategy="ddp_notebook")
+    check_launch(fork.strategy, 2)  # forked workers: accepted
+
+
+NOTEBOOK = textwrap.dedent('''
+    import json, sys
+    import torch
+    import omnivae
+
+    sim = omnivae.datasets.simulate(200, modalities=("rna", "adt"), n_batches=2,
+                                    n_features={"rna": 60, "adt": 8}, seed=0)
+    model = omnivae.Model(sim, batch_key="batch", n_latent=4, seed=0)
+    before = [p.detach().clone() for p in model.module.parameters()]
+    model.train(3, devices=2, strategy="ddp_notebook", accelerator="cpu", progress_bar=False,
+                batch_size=32, kl_warmup_epochs=1, patience=1)
+    changed = any(not torch.equal(a, b) for a, b in zip(before, model.module.parameters()))
+    print(json.dumps({"history": model.history["validation_elbo"].tolist(),
+                      "zero": model.is_global_zero, "changed": changed}))
+''')
+
+
+def test_ddp_notebook_trains_in_forked_workers_and_brings_everything_back(tmp_path):
+    # run as a notebook would: one process that forks the workers and keeps the model
+    done = subprocess.run([sys.executable, "-c", NOTEBOOK], env=_env(), capture_output=True,
+                          text=True, timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(result["history"]) == 3 and all(np.isfinite(result["history"]))
+    assert result["zero"] and result["changed"]  # the workers' trained weights came back
 
 
 def test_ddp_from_an_interactive_session_is_refused_with_what_to_use(monkeypatch):

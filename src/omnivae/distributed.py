@@ -14,6 +14,8 @@ needs on top of it:
 - :func:`gather_rows`: concatenate a tensor's rows from every process (the batch probe).
 - :func:`union_keys`: the same ordered list of loss terms on every process.
 - :func:`check_launch`: refuse, with a clear message, launches that cannot work.
+- :func:`return_callback_states`: with ``"ddp_notebook"`` (forked workers), bring the
+  training history and early-stopping record back to the notebook's process.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -211,6 +214,52 @@ def _script_can_relaunch() -> bool:
     return not interactive and path is not None and os.path.isfile(path)
 
 
+def _forks(launcher: Any) -> bool:
+    """Whether ``launcher`` forks its workers and has the hooks that carry results back."""
+    return (getattr(launcher, "_start_method", None) == "fork"
+            and hasattr(launcher, "get_extra_results")
+            and hasattr(launcher, "update_main_process_results"))
+
+
+def return_callback_states(strategy: Any, callbacks: Sequence[Any]) -> None:
+    """With a launcher that trains in forked workers (``"ddp_notebook"``, ``"ddp_fork"``),
+    send the ``state_dict()`` of each of ``callbacks`` from worker 0 back to this process
+    and load it there, along with the final weights Lightning sends back itself. Nothing for
+    other strategies.
+
+    Examples
+    --------
+    >>> return_callback_states(None, [])  # one process: nothing to do
+    """
+    launcher: Any = getattr(strategy, "launcher", None)
+    if type(launcher).__name__ != "_MultiProcessingLauncher" or not _forks(launcher):
+        return
+    get_extra, update = launcher.get_extra_results, launcher.update_main_process_results
+
+    def get_extra_results(trainer: Any) -> dict[str, Any]:  # in worker 0
+        extra = get_extra(trainer)
+        # through a file, as Lightning sends the weights: the queue is read only after the
+        # workers have ended, so a large message (the best weights) would block them
+        fd, path = tempfile.mkstemp(suffix=".omnivae.pt")
+        os.close(fd)
+        torch.save([cb.state_dict() for cb in callbacks], path)
+        extra["omnivae_callbacks"] = path
+        return extra
+
+    def update_main_process_results(trainer: Any, extra: dict[str, Any]) -> None:  # here
+        update(trainer, extra)
+        path = extra["omnivae_callbacks"]
+        try:
+            states = torch.load(path, weights_only=True)
+        finally:
+            os.remove(path)
+        for cb, state in zip(callbacks, states, strict=True):
+            cb.load_state_dict(state)
+
+    launcher.get_extra_results = get_extra_results  # the forked workers share these objects
+    launcher.update_main_process_results = update_main_process_results
+
+
 def check_launch(strategy: Any, world_size: int) -> None:
     """Raise a ValueError when the Trainer's ``strategy`` cannot train omnivae with
     ``world_size`` processes from this program; say what to use instead.
@@ -218,9 +267,11 @@ def check_launch(strategy: Any, world_size: int) -> None:
     - ``"ddp"`` starts the processes by running the user's program again: it needs a script
       (``python train.py``, ``omnivae fit``, ``srun``, ``torchrun``), not a notebook, an
       interactive prompt or ``python -c``.
-    - ``"ddp_spawn"``, ``"ddp_notebook"``/``"ddp_fork"`` train in worker processes and send only
-      the final weights back, so the training history and early-stopping record would be lost:
-      they are refused.
+    - ``"ddp_notebook"``/``"ddp_fork"`` train in forked worker processes (the way to use
+      several devices from a notebook); :func:`return_callback_states` brings omnivae's
+      history back from them.
+    - ``"ddp_spawn"`` would pickle the model and the data into fresh processes and send only
+      the final weights back: it is refused.
 
     Examples
     --------
@@ -232,15 +283,19 @@ def check_launch(strategy: Any, world_size: int) -> None:
     name = type(launcher).__name__
     how = ("Put the training in a script and run it with strategy='ddp' (python train.py, "
            "omnivae fit --devices N --strategy ddp, srun or torchrun); see docs/distributed.md.")
-    if name == "_MultiProcessingLauncher":
+    if name == "_MultiProcessingLauncher" and not _forks(launcher):
         raise ValueError(
             f"strategy {type(strategy).__name__} with start method "
-            f"{getattr(launcher, '_start_method', '?')!r} (ddp_spawn / ddp_notebook / ddp_fork) "
-            "trains in worker processes that send back only the final weights; omnivae's "
-            "training history and best-weights record would be lost. " + how)
+            f"{getattr(launcher, '_start_method', '?')!r} (ddp_spawn) would copy the model and "
+            "the data into new worker processes and send back only the final weights; "
+            "omnivae's training history and best-weights record would be lost. From a "
+            "notebook use strategy='ddp_notebook' (CPU, or GPUs before CUDA is initialised). "
+            + how)
     if name == "_SubprocessScriptLauncher":
         external = strategy.cluster_environment.creates_processes_externally
         if not external and not _script_can_relaunch():
             raise ValueError(
                 "strategy='ddp' starts its other processes by running this program again, which "
-                "is impossible from an interactive session, a notebook or python -c. " + how)
+                "is impossible from an interactive session, a notebook or python -c. There, use "
+                "strategy='ddp_notebook' (forked workers; CPU, or GPUs before CUDA is "
+                "initialised), or: " + how)

@@ -20,7 +20,12 @@ from torch.utils.data import DataLoader
 from omnivae import _io, checkpoints
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, obs_column, setup_mudata
-from omnivae.distributed import ShardSampler, check_launch, steps_per_epoch
+from omnivae.distributed import (
+    ShardSampler,
+    check_launch,
+    return_callback_states,
+    steps_per_epoch,
+)
 from omnivae.loggers import Logger, make_logger
 from omnivae.models import resolve_model
 from omnivae.module import (
@@ -323,9 +328,10 @@ class Model:
             all cells, early stopping stops every process at the same epoch, checkpoints are
             written by process 0 only, and every process ends with the same trained weights
             and history. ``"ddp"`` runs the calling script again in each process: guard
-            writes with ``if model.is_global_zero:``. Strategies that train in worker
-            processes (``"ddp_spawn"``, ``"ddp_notebook"``) are refused with a message; see
-            the distributed-training page of the documentation.
+            writes with ``if model.is_global_zero:``. From a notebook use
+            ``"ddp_notebook"`` (forked workers; the trained weights and history come back to
+            the notebook); ``"ddp_spawn"`` is refused with a message. See the
+            distributed-training page of the documentation.
         progress_bar
             Show Lightning's progress bar.
         batch_probe_every
@@ -459,6 +465,7 @@ class Model:
         )
         processes = trainer.world_size
         check_launch(trainer.strategy, processes)
+        return_callback_states(trainer.strategy, [c for c in (history, best) if c is not None])
         for loader in (train_loader, val_loader):  # shard only if this Trainer is distributed
             if loader is not None and isinstance(loader.sampler, ShardSampler):
                 loader.sampler.distributed = processes > 1
