@@ -345,3 +345,13 @@ def test_resumed_ddp_run_equals_an_uninterrupted_one_and_one_process_runs_after(
     runs = json.loads((tmp_path / "runs.json").read_text())
     assert runs["resumed"] == runs["full"]  # every process's random state was restored
     assert len(runs["single"]) == 2
+
+
+def test_backed_data_with_several_processes_is_refused(tmp_path):
+    import omnivae
+
+    sim = omnivae.datasets.simulate(60, modalities=("rna",), n_features={"rna": 20}, seed=0)
+    sim.write(tmp_path / "store.h5mu")
+    model = omnivae.Model(tmp_path / "store.h5mu", n_latent=2, backed=True)
+    with pytest.raises(ValueError, match="backed file runs in one process"):
+        model.train(1, devices=2, strategy="ddp", accelerator="cpu", progress_bar=False)

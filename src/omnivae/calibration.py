@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,6 +46,9 @@ from omnivae._types import BatchData, Gaussian
 from omnivae.cell_data import CellData
 from omnivae.fusion import Mixture, product_of_experts
 from omnivae.module import MultimodalVAE
+
+if TYPE_CHECKING:
+    from omnivae.backed import BackedCellData
 
 _MAX_DRAW_ENTRIES = 20_000_000  # S * cells * features per chunk
 EXACT_CDF_UP_TO = 20
@@ -112,7 +116,7 @@ class DepthSampler:
         return out
 
 
-def depth_sampler(data: CellData, target: str, n_batches: int) -> DepthSampler:
+def depth_sampler(data: CellData | BackedCellData, target: str, n_batches: int) -> DepthSampler:
     """A :class:`DepthSampler` from the cells of ``data`` that have ``target``."""
     t = data.modalities.index(target)
     has = data.mask[:, t]

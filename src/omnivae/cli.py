@@ -89,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Compute the penalty within groups of this label column (e.g. "
                           "cell_type), so biology that differs between batches is kept.")
     fit.add_argument("--no-impute", action="store_true", help="Do not write predicted modalities.")
+    fit.add_argument("--backed", action="store_true",
+                     help="Keep the counts on disk (data larger than memory): validate and train "
+                          "from chunked reads of INPUT, and write the embedding and predicted "
+                          "modalities chunk by chunk (no clustering). With --no-impute, OUTPUT "
+                          "must be an .h5ad file holding the embedding. See docs/large_data.md.")
+    fit.add_argument("--chunk-size", type=int, default=4096,
+                     help="With --backed: cells per read when validating, embedding and "
+                          "predicting (default 4096).")
+    fit.add_argument("--block-size", type=int, default=128,
+                     help="With --backed: consecutive cells per shuffled block (default 128).")
+    fit.add_argument("--buffer-blocks", type=int, default=32,
+                     help="With --backed: blocks read and shuffled together (default 32).")
     fit.add_argument("--save-model", type=Path, default=None, help="Also save the trained model to this folder.")
     fit.add_argument("--checkpoint-dir", type=Path, default=None,
                      help="Write a checkpoint (last.ckpt) into this folder after every epoch.")
@@ -153,6 +165,9 @@ def _fit(args: argparse.Namespace) -> None:
 
     if not args.input.is_file():
         raise SystemExit(f"omnivae fit: input file {args.input} does not exist.")
+    if args.backed:
+        _fit_backed(args)
+        return
     mdata = md.read_h5mu(args.input)
     model = omnivae.Model(mdata, modalities=args.modalities, batch_key=args.batch_key,
                           layer=args.layer, likelihoods=_likelihood_pairs(args.likelihood),
@@ -163,10 +178,9 @@ def _fit(args: argparse.Namespace) -> None:
                           penalty_label_key=args.penalty_label_key)
     if all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK")):
         print(model)  # once, not by every process of a distributed run
-    devices = int(args.devices) if str(args.devices).lstrip("-").isdigit() else args.devices
     model.train(args.max_epochs, batch_size=args.batch_size, accelerator=args.accelerator,
                 progress_bar=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
-                resume=args.resume, devices=devices, num_nodes=args.num_nodes,
+                resume=args.resume, devices=_devices(args.devices), num_nodes=args.num_nodes,
                 strategy=args.strategy)
     if not model.is_global_zero:  # DDP: the other processes trained with it; one writes
         return
@@ -175,6 +189,48 @@ def _fit(args: argparse.Namespace) -> None:
     mdata.obsm["X_omnivae"] = model.get_latent_representation()
     mdata.obs["omnivae_leiden"] = cluster_embedding(mdata.obsm["X_omnivae"], seed=args.seed)
     _finish(args, mdata, model, written="obsm['X_omnivae'], obs['omnivae_leiden']")
+
+
+def _devices(value: str) -> int | str:
+    """``--devices``: a number of devices, or Lightning's other spellings (``auto``)."""
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(modalities=args.modalities, batch_key=args.batch_key, layer=args.layer,
+                likelihoods=_likelihood_pairs(args.likelihood), model=args.model,
+                fusion=args.fusion, n_latent=args.n_latent, seed=args.seed,
+                mixture_sampling=args.mixture_sampling, batch_penalty=args.batch_penalty,
+                penalty_weight=args.penalty_weight, penalty_keys=args.penalty_keys,
+                penalty_label_key=args.penalty_label_key)
+
+
+def _fit_backed(args: argparse.Namespace) -> None:
+    """``omnivae fit --backed``: train from the file on disk, stream the outputs."""
+    import omnivae
+    from omnivae.backed import BackedOptions
+    from omnivae.streaming import write_results
+
+    if args.no_impute != (args.output.suffix == ".h5ad"):
+        raise ValueError("With --backed, the output is an .h5mu file with the embedding and "
+                         "predicted modalities, or with --no-impute an .h5ad file with the "
+                         f"embedding alone; got {args.output.name}"
+                         f"{' with' if args.no_impute else ' without'} --no-impute.")
+    options = BackedOptions(chunk_size=args.chunk_size, block_size=args.block_size,
+                            buffer_blocks=args.buffer_blocks)
+    model = omnivae.Model(args.input, backed=options, **_model_options(args))
+    print(model)
+    model.train(args.max_epochs, batch_size=args.batch_size, accelerator=args.accelerator,
+                progress_bar=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
+                resume=args.resume, devices=_devices(args.devices), num_nodes=args.num_nodes,
+                strategy=args.strategy)  # several processes are refused with a message
+    if args.save_model:
+        model.save(args.save_model, overwrite=True)
+    targets = () if args.no_impute else model.setup.modalities
+    write_results(model, args.output, targets=targets, chunk_size=args.chunk_size,
+                  overwrite=True)
+    print(f"Wrote {args.output} ({model._data.n_cells} cells; obsm['X_omnivae']"
+          f"{', imputed modalities' if targets else ''}; written chunk by chunk).")
 
 
 def _map(args: argparse.Namespace) -> None:

@@ -264,19 +264,7 @@ def setup_mudata(
         modalities, likelihoods = reference.modalities, reference.likelihoods
         layer, batch_key = reference.layers, reference.batch_key
         penalty_keys, label_key = reference.penalty_keys, reference.label_key
-    names = tuple(modalities) if modalities is not None else tuple(
-        m for m in mdata.mod if not _is_prediction(mdata, m))
-    if not names:
-        raise ValueError("mdata has no modalities; add at least one AnnData to mdata.mod.")
-    unknown = [m for m in names if m not in mdata.mod]
-    if unknown:
-        raise KeyError(f"Modalities {unknown} are not in mdata (it has {list(mdata.mod)}).")
-    extra = set(likelihoods or {}) - set(names)
-    if extra:
-        raise KeyError(f"likelihoods given for {sorted(extra)}, which are not among {names}.")
-    if not mdata.obs_names.is_unique:
-        dup = mdata.obs_names[mdata.obs_names.duplicated()][:3].tolist()
-        raise ValueError(f"Cell names are not unique (e.g. {dup}); call mdata.obs_names_make_unique().")
+    names = resolve_modalities(mdata, modalities, likelihoods)
     obs_names = mdata.obs_names
     layers = dict(layer) if isinstance(layer, Mapping) else dict.fromkeys(names, layer)
     counts, library, liks, scales, var_names = {}, {}, {}, {}, {}
@@ -284,16 +272,7 @@ def setup_mudata(
     mask = np.zeros((len(obs_names), len(names)), dtype=bool)
     for m, name in enumerate(names):
         adata = mdata.mod[name]
-        if adata.n_vars == 0:
-            raise ValueError(f"Modality {name!r} has no features; drop it with modalities=[...].")
-        if adata.n_obs == 0:
-            raise ValueError(f"Modality {name!r} has no cells; drop it with modalities=[...].")
-        for axis, index, fix in (("cell", adata.obs_names, "obs_names_make_unique"),
-                                 ("feature", adata.var_names, "var_names_make_unique")):
-            if not index.is_unique:
-                dup = index[index.duplicated()].unique()[:3].tolist()
-                raise ValueError(f"Modality {name!r} has duplicate {axis} names (e.g. {dup}); "
-                                 f"make them unique: mdata.mod[{name!r}].{fix}().")
+        check_modality_axes(adata, name)
         lik = check_likelihood_name((likelihoods or {}).get(name) or default_likelihood(name, adata))
         if reference is not None and list(adata.var_names) != reference.var_names[name]:
             adata = _training_features(adata, reference.var_names[name], name)
@@ -318,6 +297,75 @@ def setup_mudata(
         var_names[name] = [str(v) for v in adata.var_names]
         if lik == "nb_mixture":
             background[name] = _background_init(matrix, lib[rows], scale).tolist()
+    check_no_empty_cells(mask, obs_names, names)
+    batch_index, categories, codes, penalty_categories, labels, label_categories = cell_columns(
+        mdata, batch_key, penalty_keys, label_key, reference)
+    info = SetupInfo(
+        modalities=names, likelihoods=liks, layers={m: layers.get(m) for m in names},
+        batch_key=batch_key, batch_categories=categories, var_names=var_names,
+        library_scale=scales,
+        extra={"background_init": background} if reference is None else reference.extra,
+        penalty_keys=tuple(penalty_keys), penalty_categories=penalty_categories,
+        label_key=label_key, label_categories=label_categories,
+    )
+    return CellData(names, counts, mask, batch_index, library, codes, labels), info
+
+
+def resolve_modalities(mdata: md.MuData, modalities: Sequence[str] | None,
+                       likelihoods: Mapping[str, str] | None) -> tuple[str, ...]:
+    """The modalities to use (default: all but omnivae's predictions), checked against
+    ``mdata``; cell names must be unique.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> resolve_modalities(omnivae.datasets.simulate(30, modalities=("rna", "adt")), None, None)
+    ('rna', 'adt')
+    """
+    names = tuple(modalities) if modalities is not None else tuple(
+        m for m in mdata.mod if not _is_prediction(mdata, m))
+    if not names:
+        raise ValueError("mdata has no modalities; add at least one AnnData to mdata.mod.")
+    unknown = [m for m in names if m not in mdata.mod]
+    if unknown:
+        raise KeyError(f"Modalities {unknown} are not in mdata (it has {list(mdata.mod)}).")
+    extra = set(likelihoods or {}) - set(names)
+    if extra:
+        raise KeyError(f"likelihoods given for {sorted(extra)}, which are not among {names}.")
+    if not mdata.obs_names.is_unique:
+        dup = mdata.obs_names[mdata.obs_names.duplicated()][:3].tolist()
+        raise ValueError(f"Cell names are not unique (e.g. {dup}); call mdata.obs_names_make_unique().")
+    return names
+
+
+def check_modality_axes(adata: ad.AnnData, name: str) -> None:
+    """Raise a ValueError when modality ``name`` has no cells or features, or duplicate names.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> check_modality_axes(ad.AnnData(np.ones((2, 2))), "rna")
+    """
+    if adata.n_vars == 0:
+        raise ValueError(f"Modality {name!r} has no features; drop it with modalities=[...].")
+    if adata.n_obs == 0:
+        raise ValueError(f"Modality {name!r} has no cells; drop it with modalities=[...].")
+    for axis, index, fix in (("cell", adata.obs_names, "obs_names_make_unique"),
+                             ("feature", adata.var_names, "var_names_make_unique")):
+        if not index.is_unique:
+            dup = index[index.duplicated()].unique()[:3].tolist()
+            raise ValueError(f"Modality {name!r} has duplicate {axis} names (e.g. {dup}); "
+                             f"make them unique: mdata.mod[{name!r}].{fix}().")
+
+
+def check_no_empty_cells(mask: np.ndarray, obs_names: pd.Index, names: Sequence[str]) -> None:
+    """Raise a ValueError naming the cells that have none of the modalities ``names``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> check_no_empty_cells(np.ones((2, 1), bool), pd.Index(["a", "b"]), ["rna"])
+    """
     empty = ~mask.any(axis=1)
     if empty.any():
         raise ValueError(
@@ -325,6 +373,23 @@ def setup_mudata(
             f"(e.g. {obs_names[empty][:3].tolist()}); drop them, e.g. "
             "mdata = mdata[mdata.obs_names.isin(set().union(*(a.obs_names for a in mdata.mod.values())))]."
         )
+
+
+def cell_columns(
+    mdata: md.MuData, batch_key: str | None, penalty_keys: Sequence[str], label_key: str | None,
+    reference: SetupInfo | None,
+) -> tuple[np.ndarray, tuple[str, ...], np.ndarray | None, dict[str, tuple[str, ...]],
+           np.ndarray | None, tuple[str, ...]]:
+    """Integer codes of the cell-level columns: batches, penalty columns (stacked, or None),
+    labels (or None), with their categories (those of ``reference`` when given).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(30, modalities=("rna",), n_batches=2, seed=0)
+    >>> cell_columns(sim, "batch", (), None, None)[1]
+    ('batch-0', 'batch-1')
+    """
     batch_index, categories = _batch_codes(
         mdata, batch_key, reference.batch_categories if reference else None)
     penalty_columns, penalty_categories = [], {}
@@ -335,16 +400,8 @@ def setup_mudata(
         penalty_categories[key] = cats
     labels, label_categories = (None, ()) if label_key is None else _batch_codes(
         mdata, label_key, reference.label_categories if reference else None)
-    info = SetupInfo(
-        modalities=names, likelihoods=liks, layers={m: layers.get(m) for m in names},
-        batch_key=batch_key, batch_categories=categories, var_names=var_names,
-        library_scale=scales,
-        extra={"background_init": background} if reference is None else reference.extra,
-        penalty_keys=tuple(penalty_keys), penalty_categories=penalty_categories,
-        label_key=label_key, label_categories=label_categories,
-    )
     codes = np.stack(penalty_columns, axis=1) if penalty_columns else None
-    return CellData(names, counts, mask, batch_index, library, codes, labels), info
+    return batch_index, categories, codes, penalty_categories, labels, label_categories
 
 
 def _batch_codes(

@@ -18,6 +18,7 @@ from lightning.pytorch.strategies import Strategy
 from torch.utils.data import DataLoader
 
 from omnivae import _io, checkpoints
+from omnivae.backed import BackedCellData, BackedOptions, resolve_backed, setup_backed
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, obs_column, setup_mudata
 from omnivae.distributed import (
@@ -95,7 +96,8 @@ class Model:
     ----------
     mdata
         Raw counts per modality (``X`` or ``layer``). Cells may lack any modality: a cell
-        absent from ``mdata.mod[m]`` lacks ``m``.
+        absent from ``mdata.mod[m]`` lacks ``m``. A path to an ``.h5mu`` file (or a MuData opened with
+        ``backed=True``) keeps the counts on disk: see ``backed``.
     modalities
         Modalities to use (default: all).
     likelihoods
@@ -155,6 +157,13 @@ class Model:
         to the posterior from all the cell's modalities. 0 (default) disables it.
     seed
         Seed for weights, the validation split and training.
+    backed
+        Keep the counts on disk (see ``docs/large_data.md``): ``mdata`` is a path to an
+        ``.h5mu`` file or a MuData opened with ``backed=True``. ``None`` (default): backed when
+        ``mdata`` is a path or a backed MuData; ``True`` with the default
+        :class:`~omnivae.backed.BackedOptions` (chunk, block and buffer sizes), or pass
+        options; ``False`` reads a path into memory. Validation and summaries stream over
+        chunks; training reads shuffled blocks of consecutive cells.
 
     Attributes
     ----------
@@ -179,7 +188,7 @@ class Model:
 
     def __init__(
         self,
-        mdata: md.MuData,
+        mdata: md.MuData | str | Path,
         *,
         modalities: Sequence[str] | None = None,
         likelihoods: Mapping[str, str] | None = None,
@@ -201,11 +210,14 @@ class Model:
         prior_components: int = 0,
         confidence_penalty: float = 0.0,
         seed: int = 0,
+        backed: bool | BackedOptions | None = None,
         _setup: SetupInfo | None = None,
         _config: ModuleConfig | None = None,
         _data: CellData | None = None,
     ) -> None:
+        mdata, self._backed = resolve_backed(mdata, backed)
         self.mdata = mdata
+        self._data: CellData | BackedCellData
         batch_penalty = resolve_batch_penalty(batch_penalty, mdata, batch_key, penalty_keys)
         if batch_penalty is not None and penalty_keys is None:
             if batch_key is None:
@@ -215,6 +227,12 @@ class Model:
             raise ValueError("penalty_keys/penalty_label_key need batch_penalty='hsic', 'mmd', ...")
         if _data is not None and _setup is not None:  # prepared elsewhere (reference mapping)
             self._data, self.setup = _data, _setup
+        elif self._backed is not None:  # counts stay on disk
+            self._data, self.setup = setup_backed(
+                mdata, self._backed, modalities=modalities, likelihoods=likelihoods,
+                layer=layer, batch_key=batch_key, penalty_keys=penalty_keys or (),
+                label_key=penalty_label_key, reference=_setup,
+            )
         else:
             self._data, self.setup = setup_mudata(
                 mdata, modalities=modalities, likelihoods=likelihoods, layer=layer,
@@ -315,7 +333,9 @@ class Model:
         accelerator, devices
             Passed to :class:`lightning.pytorch.Trainer`: ``accelerator`` ``"cpu"``,
             ``"gpu"``, ``"auto"``; ``devices`` how many devices (or which) per machine, e.g.
-            ``devices=4`` with ``strategy="ddp"`` trains in 4 processes.
+            ``devices=4`` with ``strategy="ddp"`` trains in 4 processes. With both
+            ``devices`` and ``strategy`` left at ``"auto"``, training uses one device (one
+            process), also on a machine with several GPUs.
         num_nodes
             Machines of a multi-node run (Lightning's ``num_nodes``; on SLURM it must match
             ``--nodes``, and ``devices`` must match ``--ntasks-per-node``).
@@ -379,6 +399,8 @@ class Model:
         if isinstance(devices, int) and devices < 1 and devices != -1:
             raise ValueError(f"devices must be a positive integer, -1 (all), a list of device "
                              f"indices or 'auto'; got {devices}.")
+        if strategy == "auto" and devices == "auto":
+            devices = 1  # one process unless asked (Lightning's "auto" takes every GPU: DDP)
         if trainer_kwargs.pop("use_distributed_sampler", False):
             raise ValueError("use_distributed_sampler=True is not supported: omnivae's loaders "
                              "shard the cells over the processes themselves.")
@@ -393,9 +415,11 @@ class Model:
         train_idx, val_idx = split_cells(n, validation_fraction, seed)
         if len(train_idx) < batch_size and len(train_idx) > 1:
             batch_size = len(train_idx)
-        train_loader = make_loader(self._data, train_idx, batch_size, shuffle=True, seed=seed)
-        val_loader = (make_loader(self._data, val_idx, max(batch_size, 1024), shuffle=False)
-                      if len(val_idx) else None)
+        blocks = self._block_options()
+        train_loader = make_loader(self._data, train_idx, batch_size, shuffle=True, seed=seed,
+                                   **blocks)
+        val_loader = (make_loader(self._data, val_idx, max(batch_size, 1024), shuffle=False,
+                                  **blocks) if len(val_idx) else None)
         lightning_logs = [logging.getLogger(f"lightning.{n}") for n in ("pytorch", "fabric")]
         previous_levels = [log.level for log in lightning_logs]
         for log in lightning_logs:  # no GPU/TPU or process-group banners; restored below
@@ -417,6 +441,8 @@ class Model:
                 warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
                 warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed.*")
                 warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
+                # the block loader (backed data) never uses workers, so its __len__ is exact
+                warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__` defined.*")
                 interrupted = checkpoints.fit(trainer, plan, train_loader, val_loader, ckpt_path)
         finally:
             for log, level in zip(lightning_logs, previous_levels, strict=True):
@@ -441,7 +467,7 @@ class Model:
         log_dir: str | Path, compile: bool, trainer_kwargs: dict[str, Any],
     ) -> tuple[pl.Trainer, HistoryCallback, BestAfterWarmup | None, TrainingPlan]:
         """The Lightning Trainer, callbacks and training plan of :meth:`train`."""
-        n_train = len(train_loader.dataset)  # type: ignore[arg-type]
+        n_train = len(train_loader.dataset.indices)  # type: ignore[attr-defined]
         history = HistoryCallback()
         callbacks: list[pl.Callback] = [history, *trainer_kwargs.pop("callbacks", [])]
         best = None
@@ -465,11 +491,16 @@ class Model:
         )
         processes = trainer.world_size
         check_launch(trainer.strategy, processes)
+        if processes > 1 and not isinstance(self._data, CellData):
+            raise ValueError(
+                f"Training from a backed file runs in one process, not {processes}: train "
+                "with devices=1, or open the data in memory (backed=False) for multi-process "
+                "training.")
         return_callback_states(trainer.strategy, [c for c in (history, best) if c is not None])
         for loader in (train_loader, val_loader):  # shard only if this Trainer is distributed
             if loader is not None and isinstance(loader.sampler, ShardSampler):
                 loader.sampler.distributed = processes > 1
-        n_val = 0 if val_loader is None else len(val_loader.dataset)  # type: ignore[arg-type]
+        n_val = 0 if val_loader is None else len(val_loader.dataset.indices)  # type: ignore[attr-defined]
         if 0 < n_val < processes:
             raise ValueError(
                 f"validation_fraction={validation_fraction} leaves {n_val} validation cells for "
@@ -497,10 +528,18 @@ class Model:
             return {setup.batch_key: len(setup.batch_categories)}
         return {}
 
+    def _block_options(self) -> dict[str, int]:
+        if self._backed is None:
+            return {}
+        return {"block_size": self._backed.block_size,
+                "buffer_blocks": self._backed.buffer_blocks}
+
     # inference ---------------------------------------------------------------------------
-    def _cell_data(self, mdata: md.MuData | None) -> CellData:
+    def _cell_data(self, mdata: md.MuData | None) -> Any:
         if mdata is None or mdata is self.mdata:
             return self._data
+        if mdata.isbacked:
+            return setup_backed(mdata, self._backed, reference=self.setup)[0]
         if all(m in mdata.mod and mdata.mod[m].n_obs for m in self.setup.modalities):
             data, _ = setup_mudata(mdata, reference=self.setup)
             return data

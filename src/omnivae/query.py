@@ -93,6 +93,7 @@ class QueryModel(Model):
             self.module.train()
             super().train(max_epochs or 100, **kwargs)
         self.module.eval()
+        assert isinstance(self._data, CellData)  # query models are built in memory
         self._data = fill_unmeasured(self.module, self._data, self.measured, self.fill_steps)
         self.is_trained = True
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from omnivae import checkpoints
 from omnivae._types import BatchData, LossRecord
+from omnivae.block_loader import BlockShuffleDataset, RowSource
 from omnivae.cell_data import CellData
 from omnivae.distributed import ShardSampler, gather_objects, gather_rows
 from omnivae.epoch_sums import EpochSums
@@ -47,14 +48,23 @@ def _keep(batch: Any) -> Any:
     return batch
 
 
-def make_loader(data: CellData, indices: np.ndarray, batch_size: int, shuffle: bool,
-                seed: int = 0) -> DataLoader:
+def make_loader(data: CellData | RowSource, indices: np.ndarray, batch_size: int, shuffle: bool,
+                seed: int = 0, *, block_size: int = 128, buffer_blocks: int = 32) -> DataLoader:
     """A DataLoader yielding :class:`BatchData` minibatches (no worker processes).
 
-    Its :class:`~omnivae.distributed.ShardSampler` gives each process of a distributed run a
-    disjoint shard (padded to equal sizes when shuffling, as training needs).
+    Data in memory (:class:`CellData`) is shuffled cell by cell; its
+    :class:`~omnivae.distributed.ShardSampler` gives each process of a distributed run a
+    disjoint shard (padded to equal sizes when shuffling, as training needs). Data read from
+    disk (any other :class:`~omnivae.block_loader.RowSource`) by blocks of ``block_size``
+    consecutive cells, ``buffer_blocks`` blocks at a time (:mod:`omnivae.block_loader`).
     """
     generator = torch.Generator().manual_seed(seed)
+    if not isinstance(data, CellData):
+        dataset = BlockShuffleDataset(data, indices, batch_size, block_size=block_size,
+                                      buffer_blocks=buffer_blocks,
+                                      generator=generator if shuffle else None)
+        return DataLoader(dataset, batch_size=None, collate_fn=_keep, num_workers=0,
+                          generator=generator)
     sampler = ShardSampler(len(indices), shuffle=shuffle, seed=seed, generator=generator,
                            pad=shuffle)
     return DataLoader(
