@@ -144,7 +144,7 @@ def test_epoch_means_average_each_term_over_the_steps_that_had_it(small_sim, mon
     assert logged["train_nll_rna"] == pytest.approx((30 + 150 + 20 + 20) / 70)
     assert logged["train_penalty"] == pytest.approx((210 + 90) / 40)  # its own 40 cells
     assert logged["kl_weight"] == pytest.approx(0.5)
-    assert plan._epoch_sums is None  # reset for the next epoch
+    assert plan._train_sums.sums is None  # reset for the next epoch
 
 
 def test_precision_bf16_falls_back_to_float32_on_cpu_and_bad_values_are_refused():

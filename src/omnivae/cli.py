@@ -4,6 +4,7 @@ saved model (reference mapping), ``omnivae demo`` runs the bundled demo."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", action="store_true",
                      help="Continue from --checkpoint-dir/last.ckpt after a crash or Ctrl-C "
                           "(same data and options; the result equals an uninterrupted run).")
+    fit.add_argument("--devices", default="auto",
+                     help="Devices per machine (Lightning's devices: a number, or auto). With "
+                          "--strategy ddp, e.g. --devices 4 trains in 4 processes; only the "
+                          "first writes the output (see docs/distributed.md).")
+    fit.add_argument("--num-nodes", type=int, default=1,
+                     help="Machines of a multi-node run (on SLURM: the --nodes of sbatch).")
+    fit.add_argument("--strategy", default="auto",
+                     help="Lightning strategy: auto (one process) or ddp (one process per "
+                          "device, started by running this command again).")
     _add_training_options(fit)
 
     query = sub.add_parser(
@@ -166,15 +176,24 @@ def _fit(args: argparse.Namespace) -> None:
                           batch_penalty=args.batch_penalty, penalty_weight=args.penalty_weight,
                           penalty_keys=args.penalty_keys,
                           penalty_label_key=args.penalty_label_key)
-    print(model)
+    if all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK")):
+        print(model)  # once, not by every process of a distributed run
     model.train(args.max_epochs, batch_size=args.batch_size, accelerator=args.accelerator,
                 progress_bar=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
-                resume=args.resume)
+                resume=args.resume, devices=_devices(args.devices), num_nodes=args.num_nodes,
+                strategy=args.strategy)
+    if not model.is_global_zero:  # DDP: the other processes trained with it; one writes
+        return
     from omnivae.report import cluster_embedding
 
     mdata.obsm["X_omnivae"] = model.get_latent_representation()
     mdata.obs["omnivae_leiden"] = cluster_embedding(mdata.obsm["X_omnivae"], seed=args.seed)
     _finish(args, mdata, model, written="obsm['X_omnivae'], obs['omnivae_leiden']")
+
+
+def _devices(value: str) -> int | str:
+    """``--devices``: a number of devices, or Lightning's other spellings (``auto``)."""
+    return int(value) if value.lstrip("-").isdigit() else value
 
 
 def _model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -203,7 +222,8 @@ def _fit_backed(args: argparse.Namespace) -> None:
     print(model)
     model.train(args.max_epochs, batch_size=args.batch_size, accelerator=args.accelerator,
                 progress_bar=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
-                resume=args.resume)
+                resume=args.resume, devices=_devices(args.devices), num_nodes=args.num_nodes,
+                strategy=args.strategy)  # several processes are refused with a message
     if args.save_model:
         model.save(args.save_model, overwrite=True)
     targets = () if args.no_impute else model.setup.modalities

@@ -14,11 +14,19 @@ import mudata as md
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.strategies import Strategy
+from torch.utils.data import DataLoader
 
 from omnivae import _io, checkpoints
 from omnivae.backed import BackedCellData, BackedOptions, resolve_backed, setup_backed
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, obs_column, setup_mudata
+from omnivae.distributed import (
+    ShardSampler,
+    check_launch,
+    return_callback_states,
+    steps_per_epoch,
+)
 from omnivae.loggers import Logger, make_logger
 from omnivae.models import resolve_model
 from omnivae.module import (
@@ -157,6 +165,17 @@ class Model:
         options; ``False`` reads a path into memory. Validation and summaries stream over
         chunks; training reads shuffled blocks of consecutive cells.
 
+    Attributes
+    ----------
+    history
+        One row per training epoch: every logged loss term (``train_<term>``,
+        ``validation_<term>``), ``kl_weight`` and the batch probe.
+    is_trained
+        Whether :meth:`train` has run (or a trained model was loaded).
+    is_global_zero
+        ``False`` only in processes 1..N-1 of a distributed :meth:`train` (``strategy="ddp"``):
+        write files and reports ``if model.is_global_zero:``.
+
     Examples
     --------
     >>> import omnivae
@@ -252,6 +271,7 @@ class Model:
             self.module.objective.check_training_mask(torch.from_numpy(self._data.mask))
         self.history = pd.DataFrame()
         self.is_trained = False
+        self.is_global_zero = True  # False in the other processes of a distributed train()
         self._num_threads: int | None = None  # torch CPU threads of train() and embedding
         self.calibrations: dict[str, Any] = {}  # target -> omnivae.calibration.Calibration
 
@@ -280,7 +300,9 @@ class Model:
         early_stopping: bool = True,
         patience: int = 30,
         accelerator: str = "auto",
-        devices: int | str = "auto",
+        devices: int | str | list[int] = "auto",
+        num_nodes: int = 1,
+        strategy: str | Strategy = "auto",
         progress_bar: bool = True,
         batch_probe_every: int = 5,
         gradient_clip_val: float | None = 1e4,
@@ -309,7 +331,27 @@ class Model:
         early_stopping, patience
             Stop when the validation ELBO has not improved for ``patience`` epochs.
         accelerator, devices
-            Passed to :class:`lightning.pytorch.Trainer` (``"cpu"``, ``"gpu"``, ``"auto"``).
+            Passed to :class:`lightning.pytorch.Trainer`: ``accelerator`` ``"cpu"``,
+            ``"gpu"``, ``"auto"``; ``devices`` how many devices (or which) per machine, e.g.
+            ``devices=4`` with ``strategy="ddp"`` trains in 4 processes. With both
+            ``devices`` and ``strategy`` left at ``"auto"``, training uses one device (one
+            process), also on a machine with several GPUs.
+        num_nodes
+            Machines of a multi-node run (Lightning's ``num_nodes``; on SLURM it must match
+            ``--nodes``, and ``devices`` must match ``--ntasks-per-node``).
+        strategy
+            Lightning's strategy: ``"auto"`` (one process), ``"ddp"`` or a
+            :class:`lightning.pytorch.strategies.Strategy` such as ``DDPStrategy(...)``. Under
+            DDP each process trains on a disjoint shard of the training cells (reshuffled every
+            epoch from the seed), ``batch_size`` is per process (the effective minibatch is
+            ``batch_size`` x processes), logged epoch means and the validation ELBO are over
+            all cells, early stopping stops every process at the same epoch, checkpoints are
+            written by process 0 only, and every process ends with the same trained weights
+            and history. ``"ddp"`` runs the calling script again in each process: guard
+            writes with ``if model.is_global_zero:``. From a notebook use
+            ``"ddp_notebook"`` (forked workers; the trained weights and history come back to
+            the notebook); ``"ddp_spawn"`` is refused with a message. See the
+            distributed-training page of the documentation.
         progress_bar
             Show Lightning's progress bar.
         batch_probe_every
@@ -352,6 +394,16 @@ class Model:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        if num_nodes < 1:
+            raise ValueError(f"num_nodes must be a positive integer, got {num_nodes}.")
+        if isinstance(devices, int) and devices < 1 and devices != -1:
+            raise ValueError(f"devices must be a positive integer, -1 (all), a list of device "
+                             f"indices or 'auto'; got {devices}.")
+        if strategy == "auto" and devices == "auto":
+            devices = 1  # one process unless asked (Lightning's "auto" takes every GPU: DDP)
+        if trainer_kwargs.pop("use_distributed_sampler", False):
+            raise ValueError("use_distributed_sampler=True is not supported: omnivae's loaders "
+                             "shard the cells over the processes themselves.")
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be a positive integer, got {num_threads}.")
         self._num_threads = num_threads
@@ -368,14 +420,54 @@ class Model:
                                    **blocks)
         val_loader = (make_loader(self._data, val_idx, max(batch_size, 1024), shuffle=False,
                                   **blocks) if len(val_idx) else None)
-        signature = {"module": self.config.to_dict(), "cells": n, "train_cells": len(train_idx),
-                     "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-                     "kl_warmup_epochs": warmup, "validation_fraction": validation_fraction}
-        plan = TrainingPlan(self.module, lr=lr, weight_decay=weight_decay,
-                            kl_warmup_epochs=warmup, n_steps_per_epoch=len(train_loader),
-                            probe_columns=self._probe_columns(), probe_every=batch_probe_every,
-                            shuffle_generator=train_loader.generator, signature=signature,
-                            compile=compile)
+        lightning_logs = [logging.getLogger(f"lightning.{n}") for n in ("pytorch", "fabric")]
+        previous_levels = [log.level for log in lightning_logs]
+        for log in lightning_logs:  # no GPU/TPU or process-group banners; restored below
+            log.setLevel(logging.WARNING)
+        try:
+            trainer, history, best, plan = self._trainer(
+                max_epochs, train_loader, val_loader, batch_size=batch_size, lr=lr,
+                weight_decay=weight_decay, warmup=warmup, validation_fraction=validation_fraction,
+                early_stopping=early_stopping, patience=patience, accelerator=accelerator,
+                devices=devices, num_nodes=num_nodes, strategy=strategy,
+                progress_bar=progress_bar, batch_probe_every=batch_probe_every,
+                gradient_clip_val=gradient_clip_val, checkpoint_dir=checkpoint_dir,
+                logger=logger, log_dir=log_dir, compile=compile, trainer_kwargs=trainer_kwargs)
+            ckpt_path = checkpoints.resume_path(checkpoint_dir, resume)
+            pl.seed_everything(seed, verbose=False)
+            with warnings.catch_warnings(), pinned_threads(num_threads):
+                warnings.filterwarnings("ignore", ".*does not have many workers.*")
+                warnings.filterwarnings("ignore", ".*Trying to infer the `batch_size`.*")
+                warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+                warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed.*")
+                warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
+                # the block loader (backed data) never uses workers, so its __len__ is exact
+                warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__` defined.*")
+                interrupted = checkpoints.fit(trainer, plan, train_loader, val_loader, ckpt_path)
+        finally:
+            for log, level in zip(lightning_logs, previous_levels, strict=True):
+                log.setLevel(level)
+        self.module.to("cpu").eval()
+        self.is_global_zero = trainer.is_global_zero
+        self.history = pd.DataFrame(history.rows).set_index("epoch") if history.rows else pd.DataFrame()
+        self.is_trained = True
+        if interrupted:
+            kept = (f"the best weights so far (epoch {best.best_epoch})"
+                    if best is not None and best.state is not None else "the current weights")
+            warnings.warn(f"Training interrupted (Ctrl-C) in epoch {trainer.current_epoch}; the "
+                          f"model keeps {kept}.", RuntimeWarning, stacklevel=2)
+
+    def _trainer(
+        self, max_epochs: int, train_loader: DataLoader, val_loader: DataLoader | None, *,
+        batch_size: int, lr: float, weight_decay: float, warmup: float,
+        validation_fraction: float, early_stopping: bool, patience: int, accelerator: str,
+        devices: int | str | list[int], num_nodes: int, strategy: str | Strategy,
+        progress_bar: bool, batch_probe_every: int, gradient_clip_val: float | None,
+        checkpoint_dir: str | Path | None, logger: str | Logger | bool | None,
+        log_dir: str | Path, compile: bool, trainer_kwargs: dict[str, Any],
+    ) -> tuple[pl.Trainer, HistoryCallback, BestAfterWarmup | None, TrainingPlan]:
+        """The Lightning Trainer, callbacks and training plan of :meth:`train`."""
+        n_train = len(train_loader.dataset.indices)  # type: ignore[attr-defined]
         history = HistoryCallback()
         callbacks: list[pl.Callback] = [history, *trainer_kwargs.pop("callbacks", [])]
         best = None
@@ -383,7 +475,6 @@ class Model:
             best = BestAfterWarmup("validation_elbo", start_epoch=int(warmup),
                                    patience=patience if early_stopping else None)
             callbacks.append(best)
-        ckpt_path = checkpoints.resume_path(checkpoint_dir, resume)
         if checkpoint_dir is not None:
             callbacks.append(checkpoints.checkpoint_callback(checkpoint_dir))
             trainer_kwargs.setdefault("plugins", [checkpoints.AtomicCheckpointIO()])
@@ -392,33 +483,42 @@ class Model:
         trainer_kwargs.setdefault("enable_checkpointing", checkpoint_dir is not None)
         trainer_kwargs.setdefault("gradient_clip_val", gradient_clip_val)
         trainer_kwargs.setdefault("enable_model_summary", False)
-        lightning_log = logging.getLogger("lightning.pytorch")
-        previous_level = lightning_log.level
-        lightning_log.setLevel(logging.WARNING)  # no GPU/TPU banners; restored below
         trainer = pl.Trainer(
             max_epochs=max_epochs, accelerator=accelerator, devices=devices,
-            callbacks=callbacks, enable_progress_bar=progress_bar,
-            num_sanity_val_steps=0, **trainer_kwargs,
+            num_nodes=num_nodes, strategy=strategy, callbacks=callbacks,
+            enable_progress_bar=progress_bar, num_sanity_val_steps=0,
+            use_distributed_sampler=False, **trainer_kwargs,
         )
-        pl.seed_everything(seed, verbose=False)
-        with warnings.catch_warnings(), pinned_threads(num_threads):
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            warnings.filterwarnings("ignore", ".*Trying to infer the `batch_size`.*")
-            warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-            # the block loader (backed data) never uses workers, so its __len__ is exact
-            warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__` defined.*")
-            try:
-                interrupted = checkpoints.fit(trainer, plan, train_loader, val_loader, ckpt_path)
-            finally:
-                lightning_log.setLevel(previous_level)
-        self.module.to("cpu").eval()
-        self.history = pd.DataFrame(history.rows).set_index("epoch") if history.rows else pd.DataFrame()
-        self.is_trained = True
-        if interrupted:
-            kept = (f"the best weights so far (epoch {best.best_epoch})"
-                    if best is not None and best.state is not None else "the current weights")
-            warnings.warn(f"Training interrupted (Ctrl-C) in epoch {trainer.current_epoch}; the "
-                          f"model keeps {kept}.", RuntimeWarning, stacklevel=2)
+        processes = trainer.world_size
+        check_launch(trainer.strategy, processes)
+        if processes > 1 and not isinstance(self._data, CellData):
+            raise ValueError(
+                f"Training from a backed file runs in one process, not {processes}: train "
+                "with devices=1, or open the data in memory (backed=False) for multi-process "
+                "training.")
+        return_callback_states(trainer.strategy, [c for c in (history, best) if c is not None])
+        for loader in (train_loader, val_loader):  # shard only if this Trainer is distributed
+            if loader is not None and isinstance(loader.sampler, ShardSampler):
+                loader.sampler.distributed = processes > 1
+        n_val = 0 if val_loader is None else len(val_loader.dataset.indices)  # type: ignore[attr-defined]
+        if 0 < n_val < processes:
+            raise ValueError(
+                f"validation_fraction={validation_fraction} leaves {n_val} validation cells for "
+                f"{processes} processes; every process needs one. Raise validation_fraction or "
+                "set it to 0.")
+        signature = {"module": self.config.to_dict(), "cells": self._data.n_cells,
+                     "train_cells": n_train, "batch_size": batch_size, "lr": lr,
+                     "weight_decay": weight_decay, "kl_warmup_epochs": warmup,
+                     "validation_fraction": validation_fraction}
+        if processes > 1:
+            signature["processes"] = processes
+        plan = TrainingPlan(self.module, lr=lr, weight_decay=weight_decay,
+                            kl_warmup_epochs=warmup,
+                            n_steps_per_epoch=steps_per_epoch(n_train, batch_size, processes),
+                            probe_columns=self._probe_columns(), probe_every=batch_probe_every,
+                            shuffle_generator=train_loader.generator, signature=signature,
+                            compile=compile)
+        return trainer, history, best, plan
 
     def _probe_columns(self) -> dict[str, int]:
         setup = self.setup

@@ -21,6 +21,8 @@ from omnivae import checkpoints
 from omnivae._types import BatchData, LossRecord
 from omnivae.block_loader import BlockShuffleDataset, RowSource
 from omnivae.cell_data import CellData
+from omnivae.distributed import ShardSampler, gather_objects, gather_rows
+from omnivae.epoch_sums import EpochSums
 from omnivae.module import MultimodalVAE
 from omnivae.probe import probe_mutual_information
 
@@ -50,9 +52,11 @@ def make_loader(data: CellData | RowSource, indices: np.ndarray, batch_size: int
                 seed: int = 0, *, block_size: int = 128, buffer_blocks: int = 32) -> DataLoader:
     """A DataLoader yielding :class:`BatchData` minibatches (no worker processes).
 
-    Data in memory (:class:`CellData`) is shuffled cell by cell; data read from disk (any
-    other :class:`~omnivae.block_loader.RowSource`) by blocks of ``block_size`` consecutive
-    cells, ``buffer_blocks`` blocks at a time (:mod:`omnivae.block_loader`).
+    Data in memory (:class:`CellData`) is shuffled cell by cell; its
+    :class:`~omnivae.distributed.ShardSampler` gives each process of a distributed run a
+    disjoint shard (padded to equal sizes when shuffling, as training needs). Data read from
+    disk (any other :class:`~omnivae.block_loader.RowSource`) by blocks of ``block_size``
+    consecutive cells, ``buffer_blocks`` blocks at a time (:mod:`omnivae.block_loader`).
     """
     generator = torch.Generator().manual_seed(seed)
     if not isinstance(data, CellData):
@@ -61,8 +65,10 @@ def make_loader(data: CellData | RowSource, indices: np.ndarray, batch_size: int
                                       generator=generator if shuffle else None)
         return DataLoader(dataset, batch_size=None, collate_fn=_keep, num_workers=0,
                           generator=generator)
+    sampler = ShardSampler(len(indices), shuffle=shuffle, seed=seed, generator=generator,
+                           pad=shuffle)
     return DataLoader(
-        CellDataset(data, indices), batch_size=batch_size, shuffle=shuffle,
+        CellDataset(data, indices), batch_size=batch_size, sampler=sampler,
         collate_fn=_keep, num_workers=0, generator=generator,
     )
 
@@ -164,10 +170,7 @@ class TrainingPlan(pl.LightningModule):
         self.probe_every = probe_every
         self._probe_z: list[torch.Tensor] = []
         self._probe_codes: list[torch.Tensor] = []
-        self._epoch_sums: torch.Tensor | None = None  # running sums of the logged train terms
-        self._epoch_keys: list[str] = []
-        self._epoch_cells: torch.Tensor | None = None  # per term: cells and steps summed
-        self._epoch_steps: torch.Tensor | None = None
+        self._train_sums, self._val_sums = EpochSums(), EpochSums()  # the logged terms
 
     @property
     def kl_weight(self) -> float:
@@ -184,11 +187,6 @@ class TrainingPlan(pl.LightningModule):
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch.to(device)
 
-    def _log_record(self, prefix: str, record_scalars: dict[str, torch.Tensor], n: int) -> None:
-        for key, value in record_scalars.items():
-            self.log(f"{prefix}_{key}", value, on_step=False, on_epoch=True, batch_size=n,
-                     prog_bar=key == "elbo", sync_dist=True)
-
     def training_step(self, batch: BatchData, batch_idx: int) -> torch.Tensor:
         record = self._loss(batch, kl_weight=self.kl_weight, penalty_weight=self.penalty_weight)
         if not torch.isfinite(record.loss):
@@ -202,69 +200,38 @@ class TrainingPlan(pl.LightningModule):
         return record.loss
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_sums, self._epoch_keys = None, []
-        self._epoch_cells = self._epoch_steps = None
+        self._train_sums.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums.reset()
 
     def _accumulate(self, terms: dict[str, torch.Tensor], n: int) -> None:
-        """Add a step's terms (weighted by its cells) to the epoch's sums: one stacked tensor,
-        no host synchronisation, instead of one Lightning ``log`` call per term and step.
-
-        Each term keeps its own count of cells and steps, so a term that is present in only
-        some steps (it appears mid-epoch, or some minibatches lack it) is averaged over the
-        steps that had it.
-        """
-        keys = [*terms, "kl_weight"]
-        values = torch.stack([v.float() for v in terms.values()]) * n
-        values = torch.cat([values, values.new_tensor([self.kl_weight])])
-        if keys == self._epoch_keys and self._epoch_sums is not None:  # every step but rare ones
-            assert self._epoch_cells is not None and self._epoch_steps is not None
-            self._epoch_sums = self._epoch_sums + values
-            self._epoch_cells = self._epoch_cells + n
-            self._epoch_steps = self._epoch_steps + 1
-            return
-        self._remap_epoch_sums(keys, values)
-        assert self._epoch_sums is not None and self._epoch_cells is not None
-        assert self._epoch_steps is not None
-        present = torch.zeros_like(self._epoch_sums)
-        index = torch.tensor([self._epoch_keys.index(k) for k in keys])
-        present[index] = 1.0
-        full = torch.zeros_like(self._epoch_sums)
-        full[index] = values
-        self._epoch_sums = self._epoch_sums + full
-        self._epoch_cells = self._epoch_cells + present * n
-        self._epoch_steps = self._epoch_steps + present
-
-    def _remap_epoch_sums(self, keys: list[str], values: torch.Tensor) -> None:
-        """Extend the epoch's sums to the union of the terms seen so far and ``keys``."""
-        union = list(self._epoch_keys) + [k for k in keys if k not in self._epoch_keys]
-        union.remove("kl_weight")
-        union.append("kl_weight")  # always last
-        sums = values.new_zeros(len(union))
-        cells, steps = torch.zeros_like(sums), torch.zeros_like(sums)
-        if self._epoch_sums is not None and self._epoch_cells is not None \
-                and self._epoch_steps is not None:
-            old = torch.tensor([union.index(k) for k in self._epoch_keys])
-            sums[old], cells[old] = self._epoch_sums, self._epoch_cells
-            steps[old] = self._epoch_steps
-        self._epoch_keys, self._epoch_sums = union, sums
-        self._epoch_cells, self._epoch_steps = cells, steps
+        """Add a training step's terms (means over its ``n`` cells) and the KL weight to the
+        epoch's sums (:class:`~omnivae.epoch_sums.EpochSums`)."""
+        kl_weight = next(iter(terms.values())).new_tensor(self.kl_weight)
+        self._train_sums.add({**terms, "kl_weight": kl_weight}, n, per_step=("kl_weight",))
 
     def _log_epoch_means(self) -> None:
-        """Log the epoch's means as ``train_<term>`` (weighted by cells, as Lightning's epoch
-        reduction of per-step logs would) and ``kl_weight`` (mean over steps)."""
-        if self._epoch_sums is None or self._epoch_cells is None or self._epoch_steps is None:
-            return
-        means = self._epoch_sums[:-1] / self._epoch_cells[:-1].clamp(min=1)
-        kl_weight = self._epoch_sums[-1] / self._epoch_steps[-1].clamp(min=1)
-        for key, value in zip(self._epoch_keys[:-1], means.unbind(), strict=True):
-            self.log(f"train_{key}", value, on_step=False, on_epoch=True, batch_size=1,
-                     prog_bar=key == "elbo", sync_dist=True)
-        self.log("kl_weight", kl_weight, on_step=False, on_epoch=True, batch_size=1)
-        self._epoch_sums, self._epoch_keys = None, []
+        """Log the epoch's means as ``train_<term>`` (over all cells of all processes) and
+        ``kl_weight`` (mean over steps)."""
+        self._log_sums(self._train_sums, "train")
+
+    def _log_sums(self, sums: EpochSums, prefix: str) -> None:
+        """Sum over the processes (one collective, every process calls it once per epoch at
+        its last step), log ``<prefix>_<term>`` means and reset."""
+        if self._trainer is not None:  # (tests call it without a Trainer)
+            sums.reduce(self.trainer.strategy, self.device)
+        for key, value in sums.means().items():
+            name = key if key == "kl_weight" else f"{prefix}_{key}"
+            self.log(name, value, on_step=False, on_epoch=True, batch_size=1,
+                     prog_bar=key == "elbo")  # already over every process's cells
+        sums.reset()
 
     def validation_step(self, batch: BatchData, batch_idx: int) -> None:
         record = self._loss(batch, kl_weight=1.0, penalty_weight=0.0)
-        self._log_record("validation", record.terms(), batch.n_cells)
+        self._val_sums.add(record.terms(), batch.n_cells)
+        if batch_idx + 1 >= self.trainer.num_val_batches[0]:  # last step: log the epoch, so
+            self._log_sums(self._val_sums, "validation")  # callbacks see it at its end
         if self._probing:
             codes = (batch.penalty_codes if batch.penalty_codes is not None
                      else batch.batch_index.unsqueeze(1))
@@ -281,8 +248,9 @@ class TrainingPlan(pl.LightningModule):
         if not self.probe_columns or self.probe_every <= 0:
             return
         values = dict.fromkeys(self.probe_columns, float("nan"))
-        if self._probe_z:
-            z, codes = torch.cat(self._probe_z), torch.cat(self._probe_codes)
+        if self._probe_z:  # every process probes all validation cells: the same value
+            z = gather_rows(torch.cat(self._probe_z), self.trainer.strategy)
+            codes = gather_rows(torch.cat(self._probe_codes), self.trainer.strategy)
             for k, (name, n_classes) in enumerate(self.probe_columns.items()):
                 values[name] = probe_mutual_information(z, codes[:, k], n_classes)
         self._probe_z, self._probe_codes = [], []
@@ -308,15 +276,23 @@ class TrainingPlan(pl.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["omnivae"] = {"signature": self.signature,
-                                 "rng": checkpoints.rng_state(self.shuffle_generator)}
+        # every process draws its own random numbers: under DDP all their states are kept
+        # (each process calls this hook; process 0 writes the file)
+        rng = checkpoints.rng_state(self.shuffle_generator)
+        checkpoint["omnivae"] = {"signature": self.signature, "rng": rng}
+        if self.trainer.world_size > 1:
+            checkpoint["omnivae"]["rng_per_process"] = gather_objects(
+                rng, self.trainer.world_size)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("omnivae")
         if saved is None:
             raise ValueError("This checkpoint was not written by omnivae; pass resume=False.")
         checkpoints.check_signature(saved["signature"], self.signature, "in checkpoint_dir")
-        self._resumed_rng = saved["rng"]
+        per_process = saved.get("rng_per_process")
+        self._resumed_rng = (per_process[self.global_rank]
+                             if per_process and len(per_process) == self.trainer.world_size
+                             else saved["rng"])
         checkpoints.set_shuffle_state(saved["rng"], self.shuffle_generator)
 
     def on_train_start(self) -> None:
