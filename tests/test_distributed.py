@@ -347,11 +347,90 @@ def test_resumed_ddp_run_equals_an_uninterrupted_one_and_one_process_runs_after(
     assert len(runs["single"]) == 2
 
 
-def test_backed_data_with_several_processes_is_refused(tmp_path):
+@pytest.mark.parametrize(("n", "block", "size"), [(10, 3, 2), (101, 8, 3), (640, 16, 4), (5, 4, 3)])
+def test_block_shards_are_disjoint_blocks_covering_every_cell(n, block, size):
+    from omnivae.block_loader import shard_blocks
+
+    cells = np.arange(1000, 1000 + 2 * n, 2)  # any sorted cell positions
+    train = [shard_blocks(cells, block, r, size, order_seed=7, pad=True) for r in range(size)]
+    own = [np.unique(t) for t in train]
+    assert sorted(np.concatenate(own).tolist()) == cells.tolist()  # disjoint and covering
+    assert len({len(t) for t in train}) == 1  # the same number of steps in every process
+    effective = max(1, min(block, n // (8 * size)))
+    for cells_of_one in own:  # whole blocks of consecutive cells
+        starts = np.searchsorted(cells, cells_of_one)
+        runs = np.split(starts, np.flatnonzero(np.diff(starts) != 1) + 1)
+        assert all(len(r) % effective == 0 or r[-1] == n - 1 for r in runs)
+    validation = [shard_blocks(cells, block, r, size, order_seed=None, pad=False)
+                  for r in range(size)]
+    assert sorted(np.concatenate(validation).tolist()) == cells.tolist()
+    assert sum(len(v) for v in validation) == n  # no repeats
+
+
+def test_backed_epochs_shard_the_same_block_order_on_every_process(monkeypatch):
+    """Two processes (simulated): every epoch each reads a disjoint half of the training
+    cells in whole blocks, the halves cover the training set, and the order changes per epoch
+    while both processes agree on it (one seed drawn per epoch from identically seeded
+    generators)."""
+    from omnivae import block_loader
+
+    class Rows:
+        n_cells = 200
+
+        def read(self, rows):
+            return block_loader.CellData(
+                ("a",), {"a": __import__("scipy.sparse").sparse.csr_matrix(
+                    rows.astype("float32")[:, None] + 1)},
+                np.ones((len(rows), 1), bool), np.zeros(len(rows), "int64"),
+                {"a": np.ones(len(rows), "float32")})
+
+    train = np.arange(0, 200, 2)[:97]
+    datasets = []
+    for rank in (0, 1):
+        ds = block_loader.BlockShuffleDataset(Rows(), train, 8, block_size=4, buffer_blocks=3,
+                                              generator=torch.Generator().manual_seed(0))
+        ds.distributed = True
+        monkeypatch.setattr(ds, "_world", lambda rank=rank: (rank, 2))
+        datasets.append(ds)
+    epochs = []
+    for _ in range(2):
+        seen = [[int(v) - 1 for b in ds for v in b.counts["a"][:, 0].tolist()] for ds in datasets]
+        assert len(datasets[0]) == len(datasets[1]) == -(-len(seen[0]) // 8)
+        assert len(seen[0]) == len(seen[1])  # padded to the same number of steps
+        assert set(seen[0]) | set(seen[1]) == set(train.tolist())
+        assert not set(seen[0]) & set(seen[1])
+        epochs.append(seen)
+    assert epochs[0][0] != epochs[1][0]
+
+
+BACKED_DDP = textwrap.dedent('''
+    import json, os, sys
+    import numpy as np, torch
+    import omnivae
+    path, out = sys.argv[1], sys.argv[2]
+    model = omnivae.Model(path, n_latent=4, n_hidden=32, batch_penalty=None, backed=True, seed=0)
+    model.train(4, devices=2, strategy="ddp", accelerator="cpu", progress_bar=False,
+                batch_size=32, kl_warmup_epochs=1, batch_probe_every=0)
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    torch.save(model.module.state_dict(), f"{out}/weights{rank}.pt")
+    with open(f"{out}/rank{rank}.json", "w") as f:
+        json.dump({"elbo": model.history["validation_elbo"].tolist()}, f)
+''')
+
+
+def test_backed_store_trains_with_two_processes(tmp_path):
     import omnivae
 
-    sim = omnivae.datasets.simulate(60, modalities=("rna",), n_features={"rna": 20}, seed=0)
+    sim = omnivae.datasets.simulate(300, modalities=("rna", "adt"), missing_fraction=0.2,
+                                    n_features={"rna": 60, "adt": 10}, seed=0)
     sim.write(tmp_path / "store.h5mu")
-    model = omnivae.Model(tmp_path / "store.h5mu", n_latent=2, backed=True)
-    with pytest.raises(ValueError, match="backed file runs in one process"):
-        model.train(1, devices=2, strategy="ddp", accelerator="cpu", progress_bar=False)
+    (tmp_path / "train.py").write_text(BACKED_DDP)
+    done = subprocess.run([sys.executable, str(tmp_path / "train.py"),
+                           str(tmp_path / "store.h5mu"), str(tmp_path)], env=_env(),
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    histories = [json.loads((tmp_path / f"rank{r}.json").read_text())["elbo"] for r in (0, 1)]
+    assert histories[0] == histories[1] and all(np.isfinite(histories[0]))
+    assert histories[0][-1] < histories[0][0]  # the loss (negative ELBO, as logged) fell
+    weights = [torch.load(tmp_path / f"weights{r}.pt") for r in (0, 1)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

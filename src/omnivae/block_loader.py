@@ -6,6 +6,13 @@ contiguous range per block and modality) and their cells shuffled together into 
 Cells left over at the end of a buffer (fewer than a minibatch) join the next buffer, so every
 minibatch but the last is full and every training cell is visited exactly once per epoch.
 The shuffle draws from one ``torch.Generator``: the same seed gives the same epochs.
+
+Under a distributed strategy (``distributed=True`` and several processes), each epoch draws one
+seed from that generator (the same on every process), shuffles the block order with it, and
+gives process ``r`` the blocks ``r, r + N, r + 2N, ...`` of that order: disjoint shards of whole
+blocks (contiguous reads stay contiguous). Training shards are padded with repeats of the
+process's own first cells to the largest shard, so every process makes the same number of
+optimiser steps, as DDP needs; validation cells are dealt out one by one, not padded.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from torch.utils.data import IterableDataset
 
 from omnivae._types import BatchData
 from omnivae.cell_data import CellData
+from omnivae.distributed import world
 
 
 class RowSource(Protocol):
@@ -63,26 +71,80 @@ def plan_epoch(indices: np.ndarray, batch_size: int, block_size: int, buffer_blo
     return plan
 
 
+def shard_blocks(indices: np.ndarray, block_size: int, rank: int, world_size: int, *,
+                 order_seed: int | None, pad: bool) -> np.ndarray:
+    """The cells process ``rank`` of ``world_size`` reads in one epoch.
+
+    Training (``pad=True``): every ``world_size``-th block of the block order (shuffled with
+    ``order_seed``; ``None`` keeps it), padded with repeats of its own first cells to the
+    largest shard. Blocks shrink (to no fewer than 8 per process) when there are too few cells
+    for ``block_size``, so small data is not split unevenly. Validation (``pad=False``): every
+    ``world_size``-th cell, in order (every process gets some when there are enough cells).
+
+    Examples
+    --------
+    >>> cells = np.arange(40)
+    >>> [shard_blocks(cells, 4, r, 2, order_seed=None, pad=True)[:6].tolist() for r in (0, 1)]
+    [[0, 1, 4, 5, 8, 9], [2, 3, 6, 7, 10, 11]]
+    >>> shard_blocks(np.arange(5), 4, 1, 2, order_seed=None, pad=False).tolist()
+    [1, 3]
+    """
+    indices = np.sort(np.asarray(indices, dtype=np.int64))
+    if not pad:
+        return indices[rank::world_size]
+    block_size = max(1, min(block_size, len(indices) // (8 * world_size)))
+    blocks = [indices[i:i + block_size] for i in range(0, len(indices), block_size)]
+    if order_seed is not None:
+        order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(order_seed))
+        blocks = [blocks[i] for i in order.tolist()]
+    shards = [blocks[r::world_size] for r in range(world_size)]
+    mine = np.concatenate(shards[rank]) if shards[rank] else np.zeros(0, dtype=np.int64)
+    target = max(sum(len(b) for b in shard) for shard in shards)
+    if 0 < len(mine) < target:
+        mine = np.concatenate([mine, np.resize(mine, target - len(mine))])
+    return mine
+
+
 class BlockShuffleDataset(IterableDataset):
-    """Minibatches of ``indices`` read from ``source`` buffer by buffer (see module doc)."""
+    """Minibatches of ``indices`` read from ``source`` buffer by buffer (see module doc).
+
+    ``distributed`` (set by ``Model.train`` when its Trainer runs several processes) shards
+    the blocks over the processes; ``pad`` (training) equalises the shards.
+    """
 
     def __init__(self, source: RowSource, indices: np.ndarray, batch_size: int, *,
-                 block_size: int, buffer_blocks: int, generator: torch.Generator | None) -> None:
+                 block_size: int, buffer_blocks: int, generator: torch.Generator | None,
+                 pad: bool = True) -> None:
         self.source, self.indices = source, np.sort(np.asarray(indices, dtype=np.int64))
         self.batch_size, self.block_size = batch_size, block_size
-        self.buffer_blocks, self.generator = buffer_blocks, generator
+        self.buffer_blocks, self.generator, self.pad = buffer_blocks, generator, pad
+        self.distributed = False
+
+    def _world(self) -> tuple[int, int]:
+        return world() if self.distributed else (0, 1)
 
     def __len__(self) -> int:
-        return -(-len(self.indices) // self.batch_size)
+        rank, size = self._world()
+        n = len(self.indices) if size == 1 else len(
+            shard_blocks(self.indices, self.block_size, rank, size, order_seed=None,
+                         pad=self.pad))
+        return -(-n // self.batch_size)
+
+    def _plan(self) -> list[list[np.ndarray]]:
+        rank, size = self._world()
+        if size == 1:
+            return plan_epoch(self.indices, self.batch_size, self.block_size,
+                              self.buffer_blocks, self.generator)
+        seed = None if self.generator is None else int(
+            torch.randint(0, 2**62, (1,), generator=self.generator))  # one draw per epoch
+        mine = shard_blocks(self.indices, self.block_size, rank, size, order_seed=seed,
+                            pad=self.pad)
+        local = None if seed is None else torch.Generator().manual_seed(seed + 1 + rank)
+        return plan_epoch(mine, self.batch_size, self.block_size, self.buffer_blocks, local)
 
     def __iter__(self) -> Iterator[BatchData]:
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            raise RuntimeError("Training on a backed store runs in one process; train with "
-                               "devices=1, or load the data in memory for multi-device training.")
-        for buffer in plan_epoch(self.indices, self.batch_size, self.block_size,
-                                 self.buffer_blocks, self.generator):
-            rows = np.sort(np.concatenate(buffer))
+        for buffer in self._plan():
+            rows = np.unique(np.concatenate(buffer))  # padding may repeat a cell
             data = self.source.read(rows)
             for batch in buffer:
                 yield data.batch(np.searchsorted(rows, batch))

@@ -223,7 +223,9 @@ def _fit_backed(args: argparse.Namespace) -> None:
     model.train(args.max_epochs, batch_size=args.batch_size, accelerator=args.accelerator,
                 progress_bar=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
                 resume=args.resume, devices=_devices(args.devices), num_nodes=args.num_nodes,
-                strategy=args.strategy)  # several processes are refused with a message
+                strategy=args.strategy)
+    if not model.is_global_zero:  # DDP: the other processes trained with it; one writes
+        return
     if args.save_model:
         model.save(args.save_model, overwrite=True)
     targets = () if args.no_impute else model.setup.modalities

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from omnivae import _io, checkpoints
 from omnivae.backed import BackedCellData, BackedOptions, resolve_backed, setup_backed
+from omnivae.block_loader import BlockShuffleDataset, shard_blocks
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, obs_column, setup_mudata
 from omnivae.distributed import (
@@ -491,15 +492,12 @@ class Model:
         )
         processes = trainer.world_size
         check_launch(trainer.strategy, processes)
-        if processes > 1 and not isinstance(self._data, CellData):
-            raise ValueError(
-                f"Training from a backed file runs in one process, not {processes}: train "
-                "with devices=1, or open the data in memory (backed=False) for multi-process "
-                "training.")
         return_callback_states(trainer.strategy, [c for c in (history, best) if c is not None])
         for loader in (train_loader, val_loader):  # shard only if this Trainer is distributed
             if loader is not None and isinstance(loader.sampler, ShardSampler):
                 loader.sampler.distributed = processes > 1
+            if loader is not None and isinstance(loader.dataset, BlockShuffleDataset):
+                loader.dataset.distributed = processes > 1
         n_val = 0 if val_loader is None else len(val_loader.dataset.indices)  # type: ignore[attr-defined]
         if 0 < n_val < processes:
             raise ValueError(
@@ -514,11 +512,21 @@ class Model:
             signature["processes"] = processes
         plan = TrainingPlan(self.module, lr=lr, weight_decay=weight_decay,
                             kl_warmup_epochs=warmup,
-                            n_steps_per_epoch=steps_per_epoch(n_train, batch_size, processes),
+                            n_steps_per_epoch=self._steps_per_epoch(train_loader, processes),
                             probe_columns=self._probe_columns(), probe_every=batch_probe_every,
                             shuffle_generator=train_loader.generator, signature=signature,
                             compile=compile)
         return trainer, history, best, plan
+
+    @staticmethod
+    def _steps_per_epoch(loader: DataLoader, processes: int) -> int:
+        dataset = loader.dataset
+        if isinstance(dataset, BlockShuffleDataset):  # shards of whole blocks, padded
+            shard = shard_blocks(dataset.indices, dataset.block_size, 0, processes,
+                                 order_seed=None, pad=True)
+            return max(1, -(-len(shard) // dataset.batch_size))
+        return steps_per_epoch(len(dataset.indices), loader.batch_size or 1,  # type: ignore[attr-defined]
+                               processes)
 
     def _probe_columns(self) -> dict[str, int]:
         setup = self.setup

@@ -62,7 +62,7 @@ def make_loader(data: CellData | RowSource, indices: np.ndarray, batch_size: int
     if not isinstance(data, CellData):
         dataset = BlockShuffleDataset(data, indices, batch_size, block_size=block_size,
                                       buffer_blocks=buffer_blocks,
-                                      generator=generator if shuffle else None)
+                                      generator=generator if shuffle else None, pad=shuffle)
         return DataLoader(dataset, batch_size=None, collate_fn=_keep, num_workers=0,
                           generator=generator)
     sampler = ShardSampler(len(indices), shuffle=shuffle, seed=seed, generator=generator,
