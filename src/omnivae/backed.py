@@ -25,11 +25,11 @@ from omnivae.data import (
     SetupInfo,
     _check_counts,
     _training_features,
-    cell_columns,
     check_modality_axes,
     check_no_empty_cells,
     default_likelihood,
     resolve_modalities,
+    setup_info,
 )
 from omnivae.likelihoods import check_likelihood_name
 from omnivae.store_reader import CountsReader, contiguous_runs, store_node
@@ -274,16 +274,9 @@ def setup_backed(
         if lik == "nb_mixture":
             background[name] = _background_from_sample(readers[name], sample, lib, scale)
     check_no_empty_cells(mask, obs_names, names)
-    batch_index, categories, codes, penalty_categories, labels, label_categories = cell_columns(
-        mdata, batch_key, penalty_keys, label_key, reference)
-    info = SetupInfo(
-        modalities=names, likelihoods=liks, layers={m: layers.get(m) for m in names},
-        batch_key=batch_key, batch_categories=categories, var_names=var_names,
-        library_scale=scales,
-        extra={"background_init": background} if reference is None else reference.extra,
-        penalty_keys=tuple(penalty_keys), penalty_categories=penalty_categories,
-        label_key=label_key, label_categories=label_categories,
-    )
+    info, batch_index, codes, labels = setup_info(
+        mdata, names, liks, layers, var_names, scales, background, batch_key=batch_key,
+        penalty_keys=penalty_keys, label_key=label_key, reference=reference)
     data = BackedCellData(names, readers, local_rows, mask, batch_index, library, codes, labels,
                           options)
     return data, info

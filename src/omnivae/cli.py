@@ -176,19 +176,25 @@ def _fit(args: argparse.Namespace) -> None:
                           batch_penalty=args.batch_penalty, penalty_weight=args.penalty_weight,
                           penalty_keys=args.penalty_keys,
                           penalty_label_key=args.penalty_label_key)
-    if all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK")):
-        print(model)  # once, not by every process of a distributed run
-    model.train(args.max_epochs, batch_size=args.batch_size, accelerator=args.accelerator,
-                progress_bar=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
-                resume=args.resume, devices=_devices(args.devices), num_nodes=args.num_nodes,
-                strategy=args.strategy)
-    if not model.is_global_zero:  # DDP: the other processes trained with it; one writes
+    if not _train(model, args):
         return
     from omnivae.report import cluster_embedding
 
     mdata.obsm["X_omnivae"] = model.get_latent_representation()
     mdata.obs["omnivae_leiden"] = cluster_embedding(mdata.obsm["X_omnivae"], seed=args.seed)
     _finish(args, mdata, model, written="obsm['X_omnivae'], obs['omnivae_leiden']")
+
+
+def _train(model: Any, args: argparse.Namespace) -> bool:
+    """Train with the command's settings; whether this process writes the outputs (under DDP
+    every process trains and only the first writes)."""
+    if all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK")):
+        print(model)  # once, not by every process of a distributed run
+    model.train(args.max_epochs, batch_size=args.batch_size, accelerator=args.accelerator,
+                progress_bar=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
+                resume=args.resume, devices=_devices(args.devices), num_nodes=args.num_nodes,
+                strategy=args.strategy)
+    return bool(model.is_global_zero)
 
 
 def _devices(value: str) -> int | str:
@@ -219,12 +225,7 @@ def _fit_backed(args: argparse.Namespace) -> None:
     options = BackedOptions(chunk_size=args.chunk_size, block_size=args.block_size,
                             buffer_blocks=args.buffer_blocks)
     model = omnivae.Model(args.input, backed=options, **_model_options(args))
-    print(model)
-    model.train(args.max_epochs, batch_size=args.batch_size, accelerator=args.accelerator,
-                progress_bar=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
-                resume=args.resume, devices=_devices(args.devices), num_nodes=args.num_nodes,
-                strategy=args.strategy)
-    if not model.is_global_zero:  # DDP: the other processes trained with it; one writes
+    if not _train(model, args):
         return
     if args.save_model:
         model.save(args.save_model, overwrite=True)

@@ -298,17 +298,43 @@ def setup_mudata(
         if lik == "nb_mixture":
             background[name] = _background_init(matrix, lib[rows], scale).tolist()
     check_no_empty_cells(mask, obs_names, names)
+    info, batch_index, codes, labels = setup_info(
+        mdata, names, liks, layers, var_names, scales, background, batch_key=batch_key,
+        penalty_keys=penalty_keys, label_key=label_key, reference=reference)
+    return CellData(names, counts, mask, batch_index, library, codes, labels), info
+
+
+def setup_info(
+    mdata: md.MuData, names: tuple[str, ...], likelihoods: dict[str, str],
+    layers: Mapping[str, str | None], var_names: dict[str, list[str]],
+    library_scale: dict[str, float], background: dict[str, list[float]], *,
+    batch_key: str | None, penalty_keys: Sequence[str], label_key: str | None,
+    reference: SetupInfo | None,
+) -> tuple[SetupInfo, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The :class:`SetupInfo` of per-modality summaries and the cell columns (in memory or
+    backed alike), with the batch codes, penalty codes and label codes of every cell.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(30, modalities=("rna",), n_batches=2, seed=0)
+    >>> info, batch_index, _, _ = setup_info(
+    ...     sim, ("rna",), {"rna": "nb"}, {}, {"rna": list(sim["rna"].var_names)}, {"rna": 1.0},
+    ...     {}, batch_key="batch", penalty_keys=(), label_key=None, reference=None)
+    >>> info.batch_categories, batch_index.shape
+    (('batch-0', 'batch-1'), (30,))
+    """
     batch_index, categories, codes, penalty_categories, labels, label_categories = cell_columns(
         mdata, batch_key, penalty_keys, label_key, reference)
     info = SetupInfo(
-        modalities=names, likelihoods=liks, layers={m: layers.get(m) for m in names},
+        modalities=names, likelihoods=likelihoods, layers={m: layers.get(m) for m in names},
         batch_key=batch_key, batch_categories=categories, var_names=var_names,
-        library_scale=scales,
+        library_scale=library_scale,
         extra={"background_init": background} if reference is None else reference.extra,
         penalty_keys=tuple(penalty_keys), penalty_categories=penalty_categories,
         label_key=label_key, label_categories=label_categories,
     )
-    return CellData(names, counts, mask, batch_index, library, codes, labels), info
+    return info, batch_index, codes, labels
 
 
 def resolve_modalities(mdata: md.MuData, modalities: Sequence[str] | None,
