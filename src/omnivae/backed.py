@@ -259,7 +259,7 @@ def setup_backed(
                 _training_features(adata, reference.var_names[name], name)  # raises, explains
             columns = adata.var_names.get_indexer(reference.var_names[name])
             features = adata.var_names[columns]
-        readers[name] = CountsReader(store_node(handle, name, layers.get(name), where),
+        readers[name] = CountsReader(store_node(handle, name, layers.get(name)),
                                      name, where, columns)
         local_rows[name] = _local_rows(obs_names, adata.obs_names, name)
         mask[:, m] = local_rows[name] >= 0

@@ -68,8 +68,20 @@ def contiguous_runs(rows: np.ndarray, max_gap: int, max_span: int) -> list[np.nd
     return np.split(rows, starts[1:])
 
 
-def store_node(handle: h5py.File, name: str, layer: str | None, where: str,
-                ) -> h5py.Group | h5py.Dataset:
+def store_node(handle: h5py.File, name: str, layer: str | None) -> h5py.Group | h5py.Dataset:
+    """The HDF5 node holding modality ``name``'s counts in an open ``.h5mu``: ``X``, or the
+    layer ``layer``; a missing one is an error naming what the modality has.
+
+    Examples
+    --------
+    >>> import os, tempfile, h5py, omnivae
+    >>> path = os.path.join(tempfile.mkdtemp(), "cells.h5mu")
+    >>> omnivae.datasets.simulate(20, modalities=("rna",), seed=0).write(path)
+    >>> with h5py.File(path, "r") as handle:
+    ...     store_node(handle, "rna", None).name
+    '/mod/rna/X'
+    >>> os.remove(path)
+    """
     group = handle["mod"][name]
     if layer is not None:
         if "layers" not in group or layer not in group["layers"]:
