@@ -34,7 +34,7 @@ from suite.outputs import (
     write_scaling,
     write_speed,
 )
-from suite.report import atomic_write, machine_note
+from suite.report import atomic_write, combine_notes, machine_note
 from suite.speed import scaling_rows, speed_rows
 from suite.systems import all_systems
 from suite.tasks import embedding_rows, prediction_rows
@@ -89,7 +89,7 @@ def merge(folders: list[Path], out: Path, order: list[str]) -> None:
         rows = [row for part in parts for row in part[0]]
         if not rows:
             continue
-        note = " ".join(dict.fromkeys(p[1] for p in parts if p[1]))
+        note = combine_notes([p[1] for p in parts])
         settings = " ".join(dict.fromkeys(p[2] for p in parts if p[2]))
         if task in writers:
             writers[task](out, rows, order, note, settings)

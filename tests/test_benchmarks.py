@@ -137,3 +137,22 @@ def test_speed_variants_join_the_rotation_and_get_their_own_ratio(tmp_path, monk
     text = (tmp_path / "speed.md").read_text()
     assert "Ratios omnivae / multivi (medians over repeats): throughput 3.00" in text
     assert "Ratios omnivae (mixture_sampling=stratified) / multivi: throughput 1.50" in text
+
+
+def test_merged_runs_get_one_summarised_machine_note():
+    _run_module()  # puts benchmarks/ on the path
+    from suite.report import combine_notes
+
+    def note(when: str, commit: str, load: str) -> str:
+        return (f"Measured 2026-11-29 {when} UTC on vm (x86_64, 2 cores); omnivae commit "
+                f"{commit}, scvi-tools 1.4.2. The machine is shared with other jobs (load "
+                f"average at start: {load}), so absolute seconds are noisy; ratios come from "
+                "alternated runs.")
+
+    first, second = note("12:21", "b53bea7", "3.0, 3.6, 4.1"), note("13:19", "8405874", "1.4, 2.2, 9.5")
+    merged = combine_notes([second, first + " " + second, first])  # older merges ran notes together
+    assert merged.startswith("Measured in 2 runs between 2026-11-29 12:21 and 13:19 UTC on vm")
+    assert "commits 8405874, b53bea7, scvi-tools 1.4.2." in merged
+    assert "load averages at the starts: 1.4 to 9.5" in merged
+    assert combine_notes([first]) == first
+    assert combine_notes(["hand-written note", first]) == "hand-written note " + first

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -57,6 +58,48 @@ def machine_note(accelerator: str) -> str:
             f"{commit or '?'}, scvi-tools {scvi.__version__}, scib-metrics {scib_version}. "
             f"The machine is shared with other jobs (load average at start: {load}), so "
             "absolute seconds are noisy; ratios come from alternated runs.")
+
+
+_NOTE = re.compile(
+    r"Measured (?P<when>\d{4}-\d\d-\d\d \d\d:\d\d) UTC on (?P<machine>.+?); omnivae commit "
+    r"(?P<commit>\S+), (?P<versions>.+?)\. The machine is shared with other jobs \(load average "
+    r"at start: (?P<load>[\d., ]+)\), so absolute seconds are noisy; ratios come from "
+    r"alternated runs\.")
+
+
+def combine_notes(notes: Sequence[str]) -> str:
+    """One machine note for rows merged from several runs (``run.py --from-raw``).
+
+    Notes in :func:`machine_note`'s form (also several run together, as older merges wrote
+    them) are summarised (time span, machines, commits, load range); other notes are kept as
+    they are.
+
+    >>> a = ("Measured 2026-11-29 12:21 UTC on vm (x86_64, 2 cores); omnivae commit b53bea7, "
+    ...      "scvi-tools 1.4.2. The machine is shared with other jobs (load average at start: "
+    ...      "3.0, 3.6, 4.1), so absolute seconds are noisy; ratios come from alternated runs.")
+    >>> combine_notes([a, a.replace("12:21", "13:19").replace("b53bea7", "8405874")
+    ...                .replace("3.0, 3.6, 4.1", "1.4, 2.2, 2.9")])[:117]
+    'Measured in 2 runs between 2026-11-29 12:21 and 13:19 UTC on vm (x86_64, 2 cores); omnivae commits b53bea7, 8405874, '
+    """
+    pieces = [p.strip() for n in notes for p in re.split(r"(?=Measured \d{4}-)", n)]
+    notes = list(dict.fromkeys(p for p in pieces if p))
+    parsed = [_NOTE.fullmatch(n) for n in notes]
+    if len(notes) < 2 or not all(parsed):
+        return " ".join(notes)
+    found = [m.groupdict() for m in parsed if m is not None]
+    times = sorted(f["when"] for f in found)
+    last = times[-1][11:] if times[-1][:10] == times[0][:10] else times[-1]
+    loads = [float(x) for f in found for x in f["load"].split(",")]
+
+    def distinct(key: str) -> str:
+        return "; ".join(dict.fromkeys(f[key] for f in found))
+
+    commits = ", ".join(dict.fromkeys(f["commit"] for f in found))
+    return (f"Measured in {len(found)} runs between {times[0]} and {last} UTC on "
+            f"{distinct('machine')}; omnivae commits {commits}, {distinct('versions')}. The "
+            f"machine is shared with other jobs (load averages at the starts: {min(loads):.1f} "
+            f"to {max(loads):.1f}), so absolute seconds are noisy; ratios come from "
+            "alternated runs.")
 
 
 def mean_spread(values: pd.Series) -> str:
