@@ -58,6 +58,7 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "no_early_stop": ({}, {"early_stopping": False}),
     "atac_poisson": ({"likelihoods": {"atac": "poisson"}}, {}),
     "atac_nb": ({"likelihoods": {"atac": "nb"}}, {}),
+    "adt_nb": ({"likelihoods": {"adt": "nb"}}, {}),
     "hsic": ({"batch_penalty": "hsic"}, {}),
     "mmd": ({"batch_penalty": "mmd"}, {}),
     "adversarial": ({"batch_penalty": "adversarial"}, {}),
@@ -76,7 +77,8 @@ def parse_candidate(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return model, train
 
 
-def run_candidate(text: str, dataset: str, seed: int) -> list[dict]:
+def run_candidate(text: str, dataset: str, seed: int,
+                  tasks: tuple[str, ...] = ("embedding", "prediction")) -> list[dict]:
     model_kwargs, train_kwargs = parse_candidate(text)
     mdata = omnivae.datasets.load(dataset)
     spec = DATASETS[dataset]
@@ -85,9 +87,13 @@ def run_candidate(text: str, dataset: str, seed: int) -> list[dict]:
         epochs = default_max_epochs(mdata.n_obs)
         train_kwargs["kl_warmup_epochs"] = fraction * epochs
     system = Omnivae(text, train_kwargs=train_kwargs, **model_kwargs)
-    rows = [{**r, "task": "embedding"} for r in embedding_rows(
-        mdata, spec, [system], seed=seed, max_epochs=None, accelerator="cpu")]
-    rows += prediction_rows(mdata, spec, [system], seed=seed, max_epochs=None, accelerator="cpu")
+    rows = []
+    if "embedding" in tasks:
+        rows += [{**r, "task": "embedding"} for r in embedding_rows(
+            mdata, spec, [system], seed=seed, max_epochs=None, accelerator="cpu")]
+    if "prediction" in tasks:
+        rows += prediction_rows(mdata, spec, [system], seed=seed, max_epochs=None,
+                                accelerator="cpu")
     return rows
 
 
@@ -124,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
                         default=["neurips2021_bmmc_cite_starter",
                                  "neurips2021_bmmc_multiome_starter"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--tasks", nargs="+", choices=["embedding", "prediction"],
+                        default=["embedding", "prediction"])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     raw = args.out / "raw" / "tuning.jsonl"
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         for dataset in args.datasets:
             for text in args.candidates:
-                rows = run_candidate(text, dataset, seed)
+                rows = run_candidate(text, dataset, seed, tuple(args.tasks))
                 with raw.open("a") as handle:
                     for row in rows:
                         handle.write(json.dumps(row) + "\n")
