@@ -9,7 +9,7 @@ from sklearn.model_selection import cross_val_score
 
 import omnivae
 from omnivae.data import obs_column
-from omnivae.model import DEFAULT_BATCH_PENALTY, DEFAULT_PENALTY_WEIGHTS
+from omnivae.defaults import DEFAULT_BATCH_PENALTY, DEFAULT_PENALTY_WEIGHTS
 
 
 @pytest.fixture(scope="module")

@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anndata as ad
-import lightning.pytorch as pl
 import mudata as md
 import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.strategies import Strategy
-from torch.utils.data import DataLoader
 
-from omnivae import _io, checkpoints
+from omnivae import _io, fitting
 from omnivae.backed import BackedCellData, BackedOptions, resolve_backed, setup_backed
-from omnivae.block_loader import BlockShuffleDataset, shard_blocks
 from omnivae.cell_data import CellData
-from omnivae.data import SetupInfo, obs_column, setup_mudata
-from omnivae.distributed import (
-    ShardSampler,
-    check_launch,
-    return_callback_states,
-    steps_per_epoch,
-)
-from omnivae.loggers import Logger, make_logger
+from omnivae.data import SetupInfo, setup_mudata
+from omnivae.defaults import DEFAULT_BATCH_PENALTY as DEFAULT_BATCH_PENALTY  # re-exported
+from omnivae.defaults import DEFAULT_PENALTY_WEIGHTS, resolve_batch_penalty
+from omnivae.loggers import Logger
 from omnivae.models import resolve_model
 from omnivae.module import (
     ModalitySpec,
@@ -36,58 +28,11 @@ from omnivae.module import (
     MultimodalVAE,
     resolve_mixture_sampling,
 )
-from omnivae.penalties import check_penalty_name
 from omnivae.priors import check_prior_name
-from omnivae.training import (
-    BestAfterWarmup,
-    HistoryCallback,
-    TrainingPlan,
-    default_max_epochs,
-    make_loader,
-    pinned_threads,
-    split_cells,
-    training_precision,
-)
+from omnivae.training import pinned_threads, training_precision
 
 if TYPE_CHECKING:
     from omnivae.query import QueryModel
-
-# Default weights of the batch penalties, relative to an ELBO summed over features: the largest
-# weights whose scib bio conservation stayed within 0.01 of no penalty on the curve of
-# benchmarks/results/batch_penalty_curve.md (ten times these cost 0.02-0.08 of it).
-DEFAULT_PENALTY_WEIGHTS = {"hsic": 100.0, "mmd": 100.0, "adversarial": 10.0, "pairwise_kl": 0.5}
-# The estimator ``batch_penalty="auto"`` (the default) uses when there are batches: the one with
-# the largest batch-correction gain among those within the bio tolerance on that curve.
-DEFAULT_BATCH_PENALTY = "mmd"
-
-
-def resolve_batch_penalty(batch_penalty: str | None, mdata: md.MuData, batch_key: str | None,
-                          penalty_keys: Sequence[str] | None) -> str | None:
-    """The estimator a :class:`Model` uses: ``"auto"`` is :data:`DEFAULT_BATCH_PENALTY` when
-    there are batches to penalise (``penalty_keys``, or a ``batch_key`` with two or more
-    values), else ``None``; ``None``/``"none"`` is ``None``; a name is checked and lower-cased.
-
-    Examples
-    --------
-    >>> import omnivae
-    >>> sim = omnivae.datasets.simulate(50, modalities=("rna",), n_batches=2, seed=0)
-    >>> [resolve_batch_penalty(p, sim, key, None)
-    ...  for p, key in [("auto", "batch"), ("auto", None), (None, "batch"), ("HSIC", "batch")]]
-    ['mmd', None, None, 'hsic']
-    """
-    if batch_penalty is None or batch_penalty.lower() == "none":
-        return None
-    if batch_penalty.lower() != "auto":
-        return check_penalty_name(batch_penalty)  # "HSIC" -> "hsic" everywhere
-    if penalty_keys:
-        return DEFAULT_BATCH_PENALTY
-    if batch_key is None:
-        return None
-    try:
-        n_batches = obs_column(mdata, batch_key).nunique()
-    except KeyError:  # setup_mudata says what is missing and how to fix it
-        return DEFAULT_BATCH_PENALTY
-    return DEFAULT_BATCH_PENALTY if n_batches >= 2 else None
 
 
 class Model:
@@ -393,154 +338,32 @@ class Model:
         **trainer_kwargs
             Anything else for the Trainer (``callbacks`` are added to omnivae's own).
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
-        if num_nodes < 1:
-            raise ValueError(f"num_nodes must be a positive integer, got {num_nodes}.")
-        if isinstance(devices, int) and devices < 1 and devices != -1:
-            raise ValueError(f"devices must be a positive integer, -1 (all), a list of device "
-                             f"indices or 'auto'; got {devices}.")
-        if strategy == "auto" and devices == "auto":
-            devices = 1  # one process unless asked (Lightning's "auto" takes every GPU: DDP)
-        if trainer_kwargs.pop("use_distributed_sampler", False):
-            raise ValueError("use_distributed_sampler=True is not supported: omnivae's loaders "
-                             "shard the cells over the processes themselves.")
-        if num_threads is not None and num_threads < 1:
-            raise ValueError(f"num_threads must be a positive integer, got {num_threads}.")
+        devices = fitting.check_train_arguments(
+            batch_size=batch_size, num_nodes=num_nodes, devices=devices, strategy=strategy,
+            num_threads=num_threads, trainer_kwargs=trainer_kwargs)
         self._num_threads = num_threads
-        trainer_kwargs["precision"] = training_precision(precision, accelerator)
-        n = self._data.n_cells
-        max_epochs = max_epochs or default_max_epochs(n)
-        warmup = max_epochs / 4 if kl_warmup_epochs is None else kl_warmup_epochs
-        seed = int(self.config.extra.get("seed", 0))
-        train_idx, val_idx = split_cells(n, validation_fraction, seed)
-        if len(train_idx) < batch_size and len(train_idx) > 1:
-            batch_size = len(train_idx)
-        blocks = self._block_options()
-        train_loader = make_loader(self._data, train_idx, batch_size, shuffle=True, seed=seed,
-                                   **blocks)
-        val_loader = (make_loader(self._data, val_idx, max(batch_size, 1024), shuffle=False,
-                                  **blocks) if len(val_idx) else None)
-        lightning_logs = [logging.getLogger(f"lightning.{n}") for n in ("pytorch", "fabric")]
-        previous_levels = [log.level for log in lightning_logs]
-        for log in lightning_logs:  # no GPU/TPU or process-group banners; restored below
-            log.setLevel(logging.WARNING)
-        try:
-            trainer, history, best, plan = self._trainer(
-                max_epochs, train_loader, val_loader, batch_size=batch_size, lr=lr,
-                weight_decay=weight_decay, warmup=warmup, validation_fraction=validation_fraction,
-                early_stopping=early_stopping, patience=patience, accelerator=accelerator,
-                devices=devices, num_nodes=num_nodes, strategy=strategy,
-                progress_bar=progress_bar, batch_probe_every=batch_probe_every,
-                gradient_clip_val=gradient_clip_val, checkpoint_dir=checkpoint_dir,
-                logger=logger, log_dir=log_dir, compile=compile, trainer_kwargs=trainer_kwargs)
-            ckpt_path = checkpoints.resume_path(checkpoint_dir, resume)
-            pl.seed_everything(seed, verbose=False)
-            with warnings.catch_warnings(), pinned_threads(num_threads):
-                warnings.filterwarnings("ignore", ".*does not have many workers.*")
-                warnings.filterwarnings("ignore", ".*Trying to infer the `batch_size`.*")
-                warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-                warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed.*")
-                warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
-                # the block loader (backed data) never uses workers, so its __len__ is exact
-                warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__` defined.*")
-                interrupted = checkpoints.fit(trainer, plan, train_loader, val_loader, ckpt_path)
-        finally:
-            for log, level in zip(lightning_logs, previous_levels, strict=True):
-                log.setLevel(level)
-        self.module.to("cpu").eval()
-        self.is_global_zero = trainer.is_global_zero
-        self.history = pd.DataFrame(history.rows).set_index("epoch") if history.rows else pd.DataFrame()
+        # resolved here so that its warning (bf16 on a CPU) points at the caller of train()
+        precision = training_precision(precision, accelerator)
+        backed = self._backed
+        result = fitting.fit(
+            self.module, self._data, seed=int(self.config.extra.get("seed", 0)),
+            probe_columns=_probe_columns(self.setup),
+            block_size=None if backed is None else backed.block_size,
+            buffer_blocks=None if backed is None else backed.buffer_blocks,
+            max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+            kl_warmup_epochs=kl_warmup_epochs, validation_fraction=validation_fraction,
+            early_stopping=early_stopping, patience=patience, accelerator=accelerator,
+            devices=devices, num_nodes=num_nodes, strategy=strategy, progress_bar=progress_bar,
+            batch_probe_every=batch_probe_every, gradient_clip_val=gradient_clip_val,
+            checkpoint_dir=checkpoint_dir, resume=resume, num_threads=num_threads,
+            logger=logger, log_dir=log_dir, precision=precision, compile=compile,
+            trainer_kwargs=trainer_kwargs)
+        self.is_global_zero = result.is_global_zero
+        self.history = (pd.DataFrame(result.history).set_index("epoch") if result.history
+                        else pd.DataFrame())
         self.is_trained = True
-        if interrupted:
-            kept = (f"the best weights so far (epoch {best.best_epoch})"
-                    if best is not None and best.state is not None else "the current weights")
-            warnings.warn(f"Training interrupted (Ctrl-C) in epoch {trainer.current_epoch}; the "
-                          f"model keeps {kept}.", RuntimeWarning, stacklevel=2)
-
-    def _trainer(
-        self, max_epochs: int, train_loader: DataLoader, val_loader: DataLoader | None, *,
-        batch_size: int, lr: float, weight_decay: float, warmup: float,
-        validation_fraction: float, early_stopping: bool, patience: int, accelerator: str,
-        devices: int | str | list[int], num_nodes: int, strategy: str | Strategy,
-        progress_bar: bool, batch_probe_every: int, gradient_clip_val: float | None,
-        checkpoint_dir: str | Path | None, logger: str | Logger | bool | None,
-        log_dir: str | Path, compile: bool, trainer_kwargs: dict[str, Any],
-    ) -> tuple[pl.Trainer, HistoryCallback, BestAfterWarmup | None, TrainingPlan]:
-        """The Lightning Trainer, callbacks and training plan of :meth:`train`."""
-        n_train = len(train_loader.dataset.indices)  # type: ignore[attr-defined]
-        history = HistoryCallback()
-        callbacks: list[pl.Callback] = [history, *trainer_kwargs.pop("callbacks", [])]
-        best = None
-        if val_loader is not None:
-            best = BestAfterWarmup("validation_elbo", start_epoch=int(warmup),
-                                   patience=patience if early_stopping else None)
-            callbacks.append(best)
-        if checkpoint_dir is not None:
-            callbacks.append(checkpoints.checkpoint_callback(checkpoint_dir))
-            trainer_kwargs.setdefault("plugins", [checkpoints.AtomicCheckpointIO()])
-        trainer_kwargs["logger"] = make_logger(logger, log_dir)
-        trainer_kwargs.setdefault("log_every_n_steps", 1)  # metrics are per epoch anyway
-        trainer_kwargs.setdefault("enable_checkpointing", checkpoint_dir is not None)
-        trainer_kwargs.setdefault("gradient_clip_val", gradient_clip_val)
-        trainer_kwargs.setdefault("enable_model_summary", False)
-        trainer = pl.Trainer(
-            max_epochs=max_epochs, accelerator=accelerator, devices=devices,
-            num_nodes=num_nodes, strategy=strategy, callbacks=callbacks,
-            enable_progress_bar=progress_bar, num_sanity_val_steps=0,
-            use_distributed_sampler=False, **trainer_kwargs,
-        )
-        processes = trainer.world_size
-        check_launch(trainer.strategy, processes)
-        return_callback_states(trainer.strategy, [c for c in (history, best) if c is not None])
-        for loader in (train_loader, val_loader):  # shard only if this Trainer is distributed
-            if loader is not None and isinstance(loader.sampler, ShardSampler):
-                loader.sampler.distributed = processes > 1
-            if loader is not None and isinstance(loader.dataset, BlockShuffleDataset):
-                loader.dataset.distributed = processes > 1
-        n_val = 0 if val_loader is None else len(val_loader.dataset.indices)  # type: ignore[attr-defined]
-        if 0 < n_val < processes:
-            raise ValueError(
-                f"validation_fraction={validation_fraction} leaves {n_val} validation cells for "
-                f"{processes} processes; every process needs one. Raise validation_fraction or "
-                "set it to 0.")
-        signature = {"module": self.config.to_dict(), "cells": self._data.n_cells,
-                     "train_cells": n_train, "batch_size": batch_size, "lr": lr,
-                     "weight_decay": weight_decay, "kl_warmup_epochs": warmup,
-                     "validation_fraction": validation_fraction}
-        if processes > 1:
-            signature["processes"] = processes
-        plan = TrainingPlan(self.module, lr=lr, weight_decay=weight_decay,
-                            kl_warmup_epochs=warmup,
-                            n_steps_per_epoch=self._steps_per_epoch(train_loader, processes),
-                            probe_columns=self._probe_columns(), probe_every=batch_probe_every,
-                            shuffle_generator=train_loader.generator, signature=signature,
-                            compile=compile)
-        return trainer, history, best, plan
-
-    @staticmethod
-    def _steps_per_epoch(loader: DataLoader, processes: int) -> int:
-        dataset = loader.dataset
-        if isinstance(dataset, BlockShuffleDataset):  # shards of whole blocks, padded
-            shard = shard_blocks(dataset.indices, dataset.block_size, 0, processes,
-                                 order_seed=None, pad=True)
-            return max(1, -(-len(shard) // dataset.batch_size))
-        return steps_per_epoch(len(dataset.indices), loader.batch_size or 1,  # type: ignore[attr-defined]
-                               processes)
-
-    def _probe_columns(self) -> dict[str, int]:
-        setup = self.setup
-        if setup.penalty_keys:
-            return {k: len(setup.penalty_categories[k]) for k in setup.penalty_keys}
-        if setup.batch_key is not None and len(setup.batch_categories) > 1:
-            return {setup.batch_key: len(setup.batch_categories)}
-        return {}
-
-    def _block_options(self) -> dict[str, int]:
-        if self._backed is None:
-            return {}
-        return {"block_size": self._backed.block_size,
-                "buffer_blocks": self._backed.buffer_blocks}
+        if result.interruption is not None:
+            warnings.warn(result.interruption, RuntimeWarning, stacklevel=2)
 
     # inference ---------------------------------------------------------------------------
     def _cell_data(self, mdata: md.MuData | None) -> Any:
@@ -796,3 +619,13 @@ def _non_negative(value: float, name: str) -> float:
     if not value >= 0:
         raise ValueError(f"{name} must be >= 0, got {value}.")
     return float(value)
+
+
+def _probe_columns(setup: SetupInfo) -> dict[str, int]:
+    """Batch columns of the batch probe: the penalised ones, else ``batch_key`` if it has two
+    or more batches (name: number of categories)."""
+    if setup.penalty_keys:
+        return {k: len(setup.penalty_categories[k]) for k in setup.penalty_keys}
+    if setup.batch_key is not None and len(setup.batch_categories) > 1:
+        return {setup.batch_key: len(setup.batch_categories)}
+    return {}
