@@ -25,6 +25,32 @@ CountDistribution = (
 )
 
 
+def take(values: Tensor, index: Tensor, dim: int = 0) -> Tensor:
+    """``values`` at the 1-D positions ``index`` (repeats allowed) along ``dim``: the same
+    values as ``values[index]`` (``dim=0``), with a backward that is the same on every call.
+
+    Autograd's backward of ``values[index]`` accumulates the gradient with parallel atomic
+    adds on a CPU running more than one thread once the result has 32,768 elements or more,
+    so the gradients of repeated positions are summed in a varying order and two identical
+    runs drift apart in the last bits. The backward of
+    :func:`torch.nn.functional.embedding`, used here, adds each row's gradients in index order
+    on the CPU (and is not among PyTorch's nondeterministic CUDA operations, unlike
+    ``index_select``'s). The forward values are those of ``values[index]``, bit for bit.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.arange(6.0).reshape(2, 3)
+    >>> take(x, torch.tensor([1, 1, 0])).tolist()
+    [[3.0, 4.0, 5.0], [3.0, 4.0, 5.0], [0.0, 1.0, 2.0]]
+    >>> take(x, torch.tensor([2, 0]), dim=1).tolist()
+    [[2.0, 0.0], [5.0, 3.0]]
+    """
+    moved = values.movedim(dim, 0)
+    rows = F.embedding(index, moved.reshape(moved.shape[0], math.prod(moved.shape[1:])))
+    return rows.reshape(index.shape[0], *moved.shape[1:]).movedim(0, dim)
+
+
 class MLP(nn.Module):
     """Fully connected layers (Linear -> LayerNorm -> ReLU -> Dropout) with covariates
     one-hot injected into every layer.
@@ -101,7 +127,7 @@ class Encoder(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         x = torch.log1p(counts * (self.library_scale / library.clamp(min=1.0)))  # (n, g)
         if self.batch_shift is not None and batch_index is not None:
-            x = x + self.batch_shift[batch_index]
+            x = x + take(self.batch_shift, batch_index)
         hidden = self.body(x)  # (n, h)
         logvar = self.logvar(hidden).clamp(-12.0, 8.0)
         return self.loc(hidden), logvar  # (n, d) each
@@ -156,7 +182,7 @@ class CountDecoder(nn.Module):
         """The count distribution of ``(n, g)`` counts at observed ``library`` ``(n, 1)``."""
         hidden = self._hidden(z, batch_index)
         if self.likelihood == "nb_mixture":
-            background = library * torch.softmax(self.log_background[batch_index], dim=-1)
+            background = library * torch.softmax(take(self.log_background, batch_index), dim=-1)
             foreground = library * torch.softmax(self.head(hidden), dim=-1)
             return lk.NegativeBinomialMixture(
                 background, foreground, torch.exp(self.log_theta), self.mixture_head(hidden)

@@ -30,6 +30,7 @@ from torch import Tensor
 from omnivae._types import BatchData, Gaussian, check_choice
 from omnivae.fusion import Mixture, fuse, product_of_experts
 from omnivae.models.base import Objective, ObjectiveOutput, decode_nll
+from omnivae.nn import take
 from omnivae.priors import gaussian_log_prob
 
 if TYPE_CHECKING:
@@ -62,8 +63,8 @@ class MMVAEOptions:
 def log_mixture_density(z: Tensor, mixture: Mixture, cell: Tensor, detach: bool) -> Tensor:
     """``log q(z | X_O)`` of draws ``z`` ``(K, P, d)`` under the mixtures of cells ``cell``
     ``(P,)`` (uniform over each cell's components); ``detach`` stops gradients to ``q``."""
-    loc = mixture.components.loc[:, cell]  # (M, P, d)
-    logvar = mixture.components.logvar[:, cell]
+    loc = take(mixture.components.loc, cell, dim=1)  # (M, P, d); repeated cells
+    logvar = take(mixture.components.logvar, cell, dim=1)
     if detach:
         loc, logvar = loc.detach(), logvar.detach()
     log_w = torch.log(mixture.weights[:, cell])  # (M, P); -inf where a cell lacks m
