@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds before a speed/scaling run is given up (and reported so)")
     parser.add_argument("--from-raw", nargs="+", type=Path, metavar="DIR",
                         help="run nothing: merge DIR/raw/<task>.json of earlier runs into --out")
+    parser.add_argument("--report-name", metavar="NAME",
+                        help="with --from-raw: write the merged embedding rows as NAME.md "
+                             "(NAME.png, raw/NAME.json) instead of embedding.md, and no "
+                             "summary (e.g. family_embedding for the model-family rows)")
+    parser.add_argument("--preamble", type=Path, metavar="FILE",
+                        help="with --report-name: markdown put under the report's title")
     parser.add_argument("--out", type=Path, help="default benchmarks/results (quick: .../quick)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -81,8 +87,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def merge(folders: list[Path], out: Path, order: list[str]) -> None:
-    """Rebuild every table and plot in ``out`` from the raw rows of earlier runs."""
+def merge(folders: list[Path], out: Path, order: list[str], report_name: str | None = None,
+          preamble: str = "") -> None:
+    """Rebuild every table and plot in ``out`` from the raw rows of earlier runs; with
+    ``report_name``, only the embedding rows, as ``out/<report_name>.md``."""
+    if report_name:
+        parts = [read_raw(folder, "embedding") for folder in folders]
+        rows = [row for part in parts for row in part[0]]
+        if not rows:
+            raise SystemExit(f"No embedding rows in {[str(f) for f in folders]}.")
+        write_embedding(out, rows, order, combine_notes([p[1] for p in parts]),
+                        " ".join(dict.fromkeys(p[2] for p in parts if p[2])),
+                        name=report_name, preamble=preamble)
+        return
     writers = {"embedding": write_embedding, "prediction": write_prediction}
     for task in TASKS:
         parts = [read_raw(folder, task) for folder in folders]
@@ -105,7 +122,8 @@ def merge(folders: list[Path], out: Path, order: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.from_raw:
-        merge(args.from_raw, args.out, [s.name for s in all_systems(args.systems)])
+        merge(args.from_raw, args.out, [s.name for s in all_systems(args.systems)],
+              args.report_name, args.preamble.read_text() if args.preamble else "")
         print(f"merged into {args.out}")
         return
     warnings.filterwarnings("ignore")
@@ -116,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     systems = all_systems(args.systems)
     order = [s.name for s in systems]
     epochs = ("each system's default epochs and early stopping" if args.max_epochs is None
-              else f"at most {args.max_epochs} epochs per neural network (quick mode)")
+              else f"at most {args.max_epochs} epochs per neural network"
+              + (" (quick mode)" if args.quick else ""))
     settings = (f"Mode: {'quick' if args.quick else 'full'}; seeds {args.seeds}; {epochs}.")
     embedding, prediction = [], []
     data = {name: omnivae.datasets.load(name) for name in args.datasets

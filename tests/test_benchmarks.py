@@ -156,3 +156,28 @@ def test_merged_runs_get_one_summarised_machine_note():
     assert "load averages at the starts: 1.4 to 9.5" in merged
     assert combine_notes([first]) == first
     assert combine_notes(["hand-written note", first]) == "hand-written note " + first
+
+
+def test_merging_family_rows_writes_a_named_report_with_its_own_title(tmp_path):
+    run = _run_module()
+    from suite.outputs import _raw
+
+    def rows(system: str, total: float) -> list[dict]:
+        return [{"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "system": system,
+                 "cells scored": 600, "bio conservation": total - 0.05,
+                 "batch correction": total + 0.05, "total": total, "fit seconds": 1.0}]
+
+    for i, (system, total) in enumerate([("omnivae (mvae)", 0.664), ("random (control)", 0.526)]):
+        _raw(tmp_path / f"part{i}", "embedding", rows(system, total), "a note", "Mode: full.")
+    preamble = tmp_path / "preamble.md"
+    preamble.write_text("# The model family\n\nWhy these rows.\n")
+    run.main(["--from-raw", str(tmp_path / "part0"), str(tmp_path / "part1"), "--systems",
+              "omnivae (mvae)", "random (control)", "--report-name", "family_embedding",
+              "--preamble", str(preamble), "--out", str(tmp_path / "out")])
+    report = (tmp_path / "out" / "family_embedding.md").read_text()
+    assert report.startswith("# The model family\n\nWhy these rows.")
+    assert "| omnivae (mvae) | 0.614 | 0.714 | 0.664 |" in report
+    assert report.index("| omnivae (mvae) |") < report.index("| random (control) |")
+    assert "(family_embedding.png)" in report
+    assert json.loads((tmp_path / "out" / "raw" / "family_embedding.json").read_text())["rows"]
+    assert not (tmp_path / "out" / "embedding.md").exists()

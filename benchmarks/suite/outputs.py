@@ -36,7 +36,10 @@ def _doc(title: str, note: str, settings: str, body: list[str]) -> str:
     return "\n".join([f"# {title}", "", note, "", settings, "", *body, ""])
 
 
-def write_embedding(out: Path, rows: list[dict], order: list[str], note: str, settings: str) -> None:
+def write_embedding(out: Path, rows: list[dict], order: list[str], note: str, settings: str,
+                    name: str = "embedding", preamble: str = "") -> None:
+    """``out/<name>.md`` (tables), ``<name>.png``, ``<name>_bio_batch.png`` and
+    ``raw/<name>.json``; ``preamble`` (markdown) goes right under the title."""
     frame = pd.DataFrame(rows)
     body = ["Unscaled scib-metrics (`Benchmarker`, `get_results(min_max_scale=False)`): bio "
             "conservation, batch correction and total = 0.6 bio + 0.4 batch; mean ± sd over "
@@ -46,15 +49,18 @@ def write_embedding(out: Path, rows: list[dict], order: list[str], note: str, se
                  table(group, ["system"], ["bio conservation", "batch correction", "total",
                                            "fit seconds"], order),
                  "", f"Cells scored: {int(group['cells scored'].iloc[0])}.", ""]
-    body += ["![scib total per dataset](embedding.png)", "",
-             "![batch correction vs bio conservation](embedding_bio_batch.png)"]
-    atomic_write(out / "embedding.md", _doc("Joint embedding", note, settings, body))
+    body += [f"![scib total per dataset]({name}.png)", "",
+             f"![batch correction vs bio conservation]({name}_bio_batch.png)"]
+    title = "Joint embedding" + (f"\n\n{preamble.strip()}" if preamble else "")
+    if preamble.startswith("# "):  # the preamble brings its own title
+        title = preamble.strip()[2:]
+    atomic_write(out / f"{name}.md", _doc(title, note, settings, body))
     value = "total" if frame.get("total") is not None and frame["total"].notna().any() else "bio conservation"
     bar_grid(frame, ["dataset"], value, f"scib {value} (mean ± sd over seeds)",
-             out / "embedding.png", order)
+             out / f"{name}.png", order)
     scatter_bio_batch(frame, "scib batch correction vs bio conservation (mean over seeds)",
-                      out / "embedding_bio_batch.png", order)
-    _raw(out, "embedding", rows, note, settings)
+                      out / f"{name}_bio_batch.png", order)
+    _raw(out, name, rows, note, settings)
 
 
 def write_prediction(out: Path, rows: list[dict], order: list[str], note: str, settings: str) -> None:

@@ -241,11 +241,12 @@ def all_systems(names: list[str] | None = None) -> list[System]:
     from .peers import MultiVI, TotalVI
 
     systems: list[System] = [Omnivae(n, **kw) for n, kw in OMNIVAE_ROWS.items()]
+    if names:  # the named family / variant rows sit with omnivae's own
+        systems += [Omnivae(n, **kw) for n, kw in {**FAMILY_ROWS, **VARIANT_ROWS}.items()
+                    if n in names]
     systems += [TotalVI(), MultiVI(), PCAConcat(), PCARNA(), RandomEmbedding(), KNNRegression(),
                 FeatureMean()]
     if names:
-        systems += [Omnivae(n, **kw) for n, kw in {**FAMILY_ROWS, **VARIANT_ROWS}.items()
-                    if n in names]
         unknown = set(names) - {s.name for s in systems}
         if unknown:
             raise SystemExit(f"Unknown systems {sorted(unknown)}; choose from "
