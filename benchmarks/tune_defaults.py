@@ -97,30 +97,50 @@ def run_candidate(text: str, dataset: str, seed: int,
     return rows
 
 
+# Which defaults the candidates differ from: written into every row, so rows measured against
+# earlier defaults stay apart in tuning.md (rows without it predate the batch-penalty default).
+DEFAULTS = "the batch-penalty default (MMD at weight 100 where there are batches; since 2026-11-29)"
+EARLIER_DEFAULTS = "the defaults before 2026-11-29 (no batch penalty)"
+
 SHORT = {"neurips2021_bmmc_cite_starter": "CITE", "neurips2021_bmmc_multiome_starter": "Multiome",
          "totalvi_sln111_subset": "SLN111", "quickstart_pbmc_mosaic": "mosaic"}
 
 
 def summarise(rows: list[dict]) -> str:
-    """One line per candidate: the mean over seeds of each dataset's scores (and how many
-    seeds); an empty cell was not run."""
+    """One table per set of defaults the candidates were measured against (newest first), one
+    line per candidate: the mean over seeds of each dataset's scores (and how many seeds); an
+    empty cell was not run."""
     table = pd.DataFrame(rows)
-    name = table["dataset"].map(lambda d: SHORT.get(d, d))
-    table["column"] = np.where(table["task"] == "embedding", name + " scib total",
-                               name + " " + table["task"])
-    table["value"] = table["total"].where(table["task"] == "embedding", table["score"])
-    wide = table.pivot_table(index="system", columns="column", values="value", aggfunc="mean")
-    seeds = table.groupby("system")["seed"].apply(lambda s: " ".join(map(str, sorted(set(s)))))
+    if "defaults" not in table:
+        table["defaults"] = None
+    table["defaults"] = table["defaults"].fillna(EARLIER_DEFAULTS)
     lines = ["# Tuning omnivae's defaults (tuning datasets only)", "",
              "Mean over seeds of each score; `baseline` is the defaults, every other candidate "
              "differs from them in the arguments named in `benchmarks/tune_defaults.py`. The "
-             "confirmation datasets are never scored here.", "",
-             "| candidate | seeds | " + " | ".join(wide.columns) + " |",
+             "confirmation datasets are never scored here."]
+    labels = sorted(table["defaults"].unique(), key=lambda d: d != DEFAULTS)
+    for label in labels:
+        lines += ["", f"## Against {label}", "", *_candidate_table(table[table["defaults"] == label])]
+    return "\n".join(lines) + "\n"
+
+
+def _candidate_table(table: pd.DataFrame) -> list[str]:
+    table = table.copy()
+    name = table["dataset"].map(lambda d: SHORT.get(d, d))
+    table["column"] = np.where(table["task"] == "embedding", name + " scib total",
+                               name + " " + table["task"])
+    total = table["total"] if "total" in table else pd.Series(np.nan, index=table.index)
+    score = table["score"] if "score" in table else pd.Series(np.nan, index=table.index)
+    table["value"] = total.where(table["task"] == "embedding", score)
+    wide = table.pivot_table(index="system", columns="column", values="value", aggfunc="mean")
+    wide = wide.loc[sorted(wide.index, key=lambda c: (c != "baseline", c))]  # baseline first
+    seeds = table.groupby("system")["seed"].apply(lambda s: " ".join(map(str, sorted(set(s)))))
+    lines = ["| candidate | seeds | " + " | ".join(wide.columns) + " |",
              "|---|---|" + "---|" * len(wide.columns)]
     for candidate, row in wide.iterrows():
         cells = ["" if pd.isna(v) else f"{v:.3f}" for v in row]
         lines.append(f"| {candidate} | {seeds[candidate]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows = run_candidate(text, dataset, seed, tuple(args.tasks))
                 with raw.open("a") as handle:
                     for row in rows:
-                        handle.write(json.dumps(row) + "\n")
+                        handle.write(json.dumps({**row, "defaults": DEFAULTS}) + "\n")
                 print(f"{text} {dataset} seed {seed}: " + ", ".join(
                     f"{r['task']}={r.get('total', r.get('score')):.3f}" for r in rows), flush=True)
     rows = [json.loads(line) for line in raw.read_text().splitlines() if line.strip()]

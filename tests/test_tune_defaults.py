@@ -48,3 +48,21 @@ def test_summary_averages_seeds_per_dataset_and_task():
     assert header == "| candidate | seeds | CITE rna->adt | CITE scib total |"
     assert "| baseline | 0 1 | 0.500 | 0.650 |" in text
     assert "| lr1e-3 | 0 | 0.250 |  |" in text  # not run: an empty cell, not a number
+
+
+def test_rows_against_earlier_defaults_get_their_own_table():
+    tune = _tune_module()
+    rows = [
+        {"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "system": "baseline",
+         "task": "rna->adt", "score": 0.669},  # no "defaults": measured before the label existed
+        {"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "system": "baseline",
+         "task": "rna->adt", "score": 0.650, "defaults": tune.DEFAULTS},
+        {"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "system": "adt_nb",
+         "task": "rna->adt", "score": 0.662, "defaults": tune.DEFAULTS},
+    ]
+    text = tune.summarise(rows)
+    current = text.index(f"## Against {tune.DEFAULTS}")
+    earlier = text.index(f"## Against {tune.EARLIER_DEFAULTS}")
+    assert current < earlier  # newest first
+    assert current < text.index("| baseline | 0 | 0.650 |") < text.index("| adt_nb | 0 | 0.662 |") \
+        < earlier < text.index("| baseline | 0 | 0.669 |")

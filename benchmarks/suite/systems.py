@@ -233,6 +233,8 @@ VARIANT_ROWS: dict[str, dict[str, Any]] = {
                                   "penalty_weight": 100.0},
     "omnivae (mopoe + hsic 100)": {"fusion": "mopoe", "batch_penalty": "hsic",
                                    "penalty_weight": 100.0},
+    # proteins as a plain NB instead of the background/foreground mixture (tuning.md)
+    "omnivae (mopoe, adt nb)": {"fusion": "mopoe", "likelihoods": {"adt": "nb"}},
 }
 
 
