@@ -34,7 +34,7 @@ from suite.outputs import (
     write_scaling,
     write_speed,
 )
-from suite.report import atomic_write, combine_notes, machine_note
+from suite.report import atomic_write, combine_notes, combine_settings, machine_note
 from suite.speed import scaling_rows, speed_rows
 from suite.systems import all_systems
 from suite.tasks import embedding_rows, prediction_rows
@@ -97,7 +97,7 @@ def merge(folders: list[Path], out: Path, order: list[str], report_name: str | N
         if not rows:
             raise SystemExit(f"No embedding rows in {[str(f) for f in folders]}.")
         write_embedding(out, rows, order, combine_notes([p[1] for p in parts]),
-                        " ".join(dict.fromkeys(p[2] for p in parts if p[2])),
+                        combine_settings([p[2] for p in parts]),
                         name=report_name, preamble=preamble)
         return
     writers = {"embedding": write_embedding, "prediction": write_prediction}
@@ -107,7 +107,7 @@ def merge(folders: list[Path], out: Path, order: list[str], report_name: str | N
         if not rows:
             continue
         note = combine_notes([p[1] for p in parts])
-        settings = " ".join(dict.fromkeys(p[2] for p in parts if p[2]))
+        settings = combine_settings([p[2] for p in parts])
         if task in writers:
             writers[task](out, rows, order, note, settings)
         elif task == "speed":

@@ -158,6 +158,18 @@ def test_merged_runs_get_one_summarised_machine_note():
     assert combine_notes(["hand-written note", first]) == "hand-written note " + first
 
 
+def test_merged_runs_join_the_seeds_of_equal_settings():
+    _run_module()
+    from suite.report import combine_settings
+
+    epochs = "each system's default epochs and early stopping."
+    merged = combine_settings([f"Mode: full; seeds [2]; {epochs}",
+                               f"Mode: full; seeds [0, 1]; {epochs}",
+                               "Mode: full; seeds [0]; at most 100 epochs per neural network."])
+    assert merged == (f"Mode: full; seeds [0, 1, 2]; {epochs} "
+                      "Mode: full; seeds [0]; at most 100 epochs per neural network.")
+
+
 def test_merging_family_rows_writes_a_named_report_with_its_own_title(tmp_path):
     run = _run_module()
     from suite.outputs import _raw

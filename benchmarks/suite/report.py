@@ -102,6 +102,29 @@ def combine_notes(notes: Sequence[str]) -> str:
             "alternated runs.")
 
 
+_SETTINGS = re.compile(r"Mode: (?P<mode>[^;]+); seeds \[(?P<seeds>[\d, ]*)\]; (?P<rest>.+)")
+
+
+def combine_settings(settings: Sequence[str]) -> str:
+    """The settings lines of merged runs, with the seeds of otherwise equal settings joined.
+
+    >>> combine_settings(["Mode: full; seeds [2]; default epochs.",
+    ...                   "Mode: full; seeds [0, 1]; default epochs.", "Shaped like x."])
+    'Mode: full; seeds [0, 1, 2]; default epochs. Shaped like x.'
+    """
+    groups: dict[tuple[str, str], set[int]] = {}
+    others: list[str] = []
+    for line in dict.fromkeys(s for s in settings if s):
+        found = _SETTINGS.fullmatch(line)
+        if found is None:
+            others.append(line)
+            continue
+        seeds = {int(x) for x in found["seeds"].split(",") if x.strip()}
+        groups.setdefault((found["mode"], found["rest"]), set()).update(seeds)
+    lines = [f"Mode: {mode}; seeds {sorted(seeds)}; {rest}" for (mode, rest), seeds in groups.items()]
+    return " ".join(lines + others)
+
+
 def mean_spread(values: pd.Series) -> str:
     """``mean ± sd (n)`` of the finite values (sd over seeds; blank sd for one seed)."""
     v = values.dropna().to_numpy(dtype=float)
