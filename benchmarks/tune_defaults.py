@@ -117,7 +117,8 @@ def summarise(rows: list[dict]) -> str:
     lines = ["# Tuning omnivae's defaults (tuning datasets only)", "",
              "Mean over seeds of each score; `baseline` is the defaults, every other candidate "
              "differs from them in the arguments named in `benchmarks/tune_defaults.py`. The "
-             "confirmation datasets are never scored here."]
+             "confirmation datasets are never scored here. `seeds` lists every seed a candidate "
+             "ran; a column may hold fewer (each row, with its seed, is in raw/tuning.jsonl)."]
     labels = sorted(table["defaults"].unique(), key=lambda d: d != DEFAULTS)
     for label in labels:
         lines += ["", f"## Against {label}", "", *_candidate_table(table[table["defaults"] == label])]
