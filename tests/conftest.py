@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,16 @@ SHARED_DATA = Path(os.environ.get("OMNIVAE_DATA", ROOT.parent / "shared" / "data
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """omnivae.pl returns open figures (the user decides when to close them, as in scanpy);
+    the tests close them after each test, so figures do not pile up over the run."""
+    yield
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close("all")
 
 
 def shared_file(name: str) -> Path:
