@@ -120,10 +120,7 @@ def combine_settings(settings: Sequence[str]) -> str:
             others.append(line)
             continue
         seeds = {int(x) for x in found["seeds"].split(",") if x.strip()}
-        rest = found["rest"]
-        if found["mode"] == "full":  # runs before 2026-11-29 called any epoch cap "quick mode"
-            rest = rest.replace(" (quick mode)", "")
-        groups.setdefault((found["mode"], rest), set()).update(seeds)
+        groups.setdefault((found["mode"], found["rest"]), set()).update(seeds)
     lines = [f"Mode: {mode}; seeds {sorted(seeds)}; {rest}" for (mode, rest), seeds in groups.items()]
     return " ".join(lines + others)
 
