@@ -67,11 +67,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--from-raw", nargs="+", type=Path, metavar="DIR",
                         help="run nothing: merge DIR/raw/<task>.json of earlier runs into --out")
     parser.add_argument("--report-name", metavar="NAME",
-                        help="with --from-raw: write the merged embedding rows as NAME.md "
-                             "(NAME.png, raw/NAME.json) instead of embedding.md, and no "
-                             "summary (e.g. family_embedding for the model-family rows)")
-    parser.add_argument("--preamble", type=Path, metavar="FILE",
-                        help="with --report-name: markdown put under the report's title")
+                        help="with --from-raw: write the merged embedding and prediction rows as "
+                             "NAME_embedding.md and NAME_prediction.md (with their plots and "
+                             "raw/NAME_<task>.json) instead of embedding.md/prediction.md, and "
+                             "no summary (e.g. family for the model-family rows)")
+    parser.add_argument("--preamble", type=Path, nargs="+", default=[], metavar="FILE",
+                        help="with --report-name: markdown put under a report's title; a file "
+                             "named *_embedding.md goes to the embedding report, "
+                             "*_prediction.md to the prediction report")
     parser.add_argument("--out", type=Path, help="default benchmarks/results (quick: .../quick)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -88,17 +91,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def merge(folders: list[Path], out: Path, order: list[str], report_name: str | None = None,
-          preamble: str = "") -> None:
+          preambles: dict[str, str] | None = None) -> None:
     """Rebuild every table and plot in ``out`` from the raw rows of earlier runs; with
-    ``report_name``, only the embedding rows, as ``out/<report_name>.md``."""
+    ``report_name``, only the embedding and prediction rows, as ``out/<report_name>_<task>.md``
+    (``preambles[task]`` under each title)."""
     if report_name:
-        parts = [read_raw(folder, "embedding") for folder in folders]
-        rows = [row for part in parts for row in part[0]]
-        if not rows:
-            raise SystemExit(f"No embedding rows in {[str(f) for f in folders]}.")
-        write_embedding(out, rows, order, combine_notes([p[1] for p in parts]),
-                        combine_settings([p[2] for p in parts]),
-                        name=report_name, preamble=preamble)
+        written = 0
+        for task, writer in (("embedding", write_embedding), ("prediction", write_prediction)):
+            parts = [read_raw(folder, task) for folder in folders]
+            rows = [row for part in parts for row in part[0]]
+            if rows:
+                writer(out, rows, order, combine_notes([p[1] for p in parts]),
+                       combine_settings([p[2] for p in parts]), name=f"{report_name}_{task}",
+                       preamble=(preambles or {}).get(task, ""))
+                written += 1
+        if not written:
+            raise SystemExit(f"No embedding or prediction rows in {[str(f) for f in folders]}.")
         return
     writers = {"embedding": write_embedding, "prediction": write_prediction}
     for task in TASKS:
@@ -119,11 +127,23 @@ def merge(folders: list[Path], out: Path, order: list[str], report_name: str | N
                  + headline(out, order) + "\n")
 
 
+def preambles_by_task(files: list[Path]) -> dict[str, str]:
+    """The text of each ``*_embedding.md`` / ``*_prediction.md`` file, keyed by its task."""
+    found = {}
+    for path in files:
+        task = next((t for t in ("embedding", "prediction") if path.stem.endswith(f"_{t}")), None)
+        if task is None:
+            raise SystemExit(f"--preamble {path}: the file name must end in _embedding.md or "
+                             "_prediction.md to say which report it heads.")
+        found[task] = path.read_text()
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.from_raw:
         merge(args.from_raw, args.out, [s.name for s in all_systems(args.systems)],
-              args.report_name, args.preamble.read_text() if args.preamble else "")
+              args.report_name, preambles_by_task(args.preamble))
         print(f"merged into {args.out}")
         return
     warnings.filterwarnings("ignore")

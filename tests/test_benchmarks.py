@@ -170,7 +170,7 @@ def test_merged_runs_join_the_seeds_of_equal_settings():
                       "Mode: full; seeds [0]; at most 100 epochs per neural network.")
 
 
-def test_merging_family_rows_writes_a_named_report_with_its_own_title(tmp_path):
+def test_merging_family_rows_writes_named_reports_with_their_own_titles(tmp_path):
     run = _run_module()
     from suite.outputs import _raw
 
@@ -179,17 +179,40 @@ def test_merging_family_rows_writes_a_named_report_with_its_own_title(tmp_path):
                  "cells scored": 600, "bio conservation": total - 0.05,
                  "batch correction": total + 0.05, "total": total, "fit seconds": 1.0}]
 
+    def predictions(system: str, score: float) -> list[dict]:
+        return [{"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "task": "rna->adt",
+                 "metric": "pearson", "system": system, "score": score, "withheld cells": 150,
+                 "fit seconds": 1.0}]
+
     for i, (system, total) in enumerate([("omnivae (mvae)", 0.664), ("random (control)", 0.526)]):
         _raw(tmp_path / f"part{i}", "embedding", rows(system, total), "a note", "Mode: full.")
-    preamble = tmp_path / "preamble.md"
-    preamble.write_text("# The model family\n\nWhy these rows.\n")
-    run.main(["--from-raw", str(tmp_path / "part0"), str(tmp_path / "part1"), "--systems",
-              "omnivae (mvae)", "random (control)", "--report-name", "family_embedding",
-              "--preamble", str(preamble), "--out", str(tmp_path / "out")])
+    _raw(tmp_path / "part0", "prediction", predictions("omnivae (mvae)", 0.61), "a note",
+         "Mode: full.")
+    _raw(tmp_path / "part2", "prediction", predictions("kNN regression", 0.64), "a note",
+         "Mode: full.")
+    (tmp_path / "family_embedding.md").write_text("# The model family\n\nWhy these rows.\n")
+    (tmp_path / "family_prediction.md").write_text("Predicted by every model.\n")
+    run.main(["--from-raw", *(str(tmp_path / f"part{i}") for i in range(3)), "--systems",
+              "omnivae (mvae)", "random (control)", "kNN regression", "--report-name", "family",
+              "--preamble", str(tmp_path / "family_embedding.md"),
+              str(tmp_path / "family_prediction.md"), "--out", str(tmp_path / "out")])
     report = (tmp_path / "out" / "family_embedding.md").read_text()
     assert report.startswith("# The model family\n\nWhy these rows.")
     assert "| omnivae (mvae) | 0.614 | 0.714 | 0.664 |" in report
     assert report.index("| omnivae (mvae) |") < report.index("| random (control) |")
     assert "(family_embedding.png)" in report
     assert json.loads((tmp_path / "out" / "raw" / "family_embedding.json").read_text())["rows"]
+    prediction = (tmp_path / "out" / "family_prediction.md").read_text()
+    assert prediction.startswith("# Cross-modal prediction\n\nPredicted by every model.")
+    assert prediction.index("| omnivae (mvae) | 0.610 |") < prediction.index("| kNN regression | 0.640 |")
+    assert "(family_prediction.png)" in prediction and (tmp_path / "out" / "family_prediction.png").is_file()
     assert not (tmp_path / "out" / "embedding.md").exists()
+    assert not (tmp_path / "out" / "prediction.md").exists()
+
+
+def test_a_preamble_must_say_which_report_it_heads(tmp_path):
+    run = _run_module()
+    (tmp_path / "notes.md").write_text("Why.\n")
+    with pytest.raises(SystemExit, match=r"must end in _embedding\.md or _prediction\.md"):
+        run.main(["--from-raw", str(tmp_path), "--report-name", "family",
+                  "--preamble", str(tmp_path / "notes.md"), "--out", str(tmp_path / "out")])

@@ -36,6 +36,13 @@ def _doc(title: str, note: str, settings: str, body: list[str]) -> str:
     return "\n".join([f"# {title}", "", note, "", settings, "", *body, ""])
 
 
+def _title(default: str, preamble: str) -> str:
+    """``default`` with ``preamble`` under it, or the preamble's own ``# title`` if it has one."""
+    if preamble.startswith("# "):
+        return preamble.strip()[2:]
+    return default + (f"\n\n{preamble.strip()}" if preamble else "")
+
+
 def write_embedding(out: Path, rows: list[dict], order: list[str], note: str, settings: str,
                     name: str = "embedding", preamble: str = "") -> None:
     """``out/<name>.md`` (tables), ``<name>.png``, ``<name>_bio_batch.png`` and
@@ -51,10 +58,7 @@ def write_embedding(out: Path, rows: list[dict], order: list[str], note: str, se
                  "", f"Cells scored: {int(group['cells scored'].iloc[0])}.", ""]
     body += [f"![scib total per dataset]({name}.png)", "",
              f"![batch correction vs bio conservation]({name}_bio_batch.png)"]
-    title = "Joint embedding" + (f"\n\n{preamble.strip()}" if preamble else "")
-    if preamble.startswith("# "):  # the preamble brings its own title
-        title = preamble.strip()[2:]
-    atomic_write(out / f"{name}.md", _doc(title, note, settings, body))
+    atomic_write(out / f"{name}.md", _doc(_title("Joint embedding", preamble), note, settings, body))
     value = "total" if frame.get("total") is not None and frame["total"].notna().any() else "bio conservation"
     bar_grid(frame, ["dataset"], value, f"scib {value} (mean ± sd over seeds)",
              out / f"{name}.png", order)
@@ -63,7 +67,10 @@ def write_embedding(out: Path, rows: list[dict], order: list[str], note: str, se
     _raw(out, name, rows, note, settings)
 
 
-def write_prediction(out: Path, rows: list[dict], order: list[str], note: str, settings: str) -> None:
+def write_prediction(out: Path, rows: list[dict], order: list[str], note: str, settings: str,
+                     name: str = "prediction", preamble: str = "") -> None:
+    """``out/<name>.md`` (tables), ``<name>.png`` and ``raw/<name>.json``; ``preamble``
+    (markdown) goes right under the title."""
     frame = pd.DataFrame(rows)
     body = ["A seeded random 25 % of the cells that have both modalities have the target withheld "
             "during training (they train with the source only); the target is predicted for "
@@ -76,12 +83,13 @@ def write_prediction(out: Path, rows: list[dict], order: list[str], note: str, s
         body += [f"## {dataset}: {task} ({metric})", "",
                  table(group, ["system"], ["score", "fit seconds"], order), "",
                  f"Withheld cells: {int(group['withheld cells'].iloc[0])}.", ""]
-    body += ["![prediction scores](prediction.png)"]
-    atomic_write(out / "prediction.md", _doc("Cross-modal prediction", note, settings, body))
+    body += [f"![prediction scores]({name}.png)"]
+    atomic_write(out / f"{name}.md",
+                 _doc(_title("Cross-modal prediction", preamble), note, settings, body))
     frame["panel"] = frame["task"] + " (" + frame["metric"] + ")"
     bar_grid(frame, ["dataset", "panel"], "score", "Cross-modal prediction (mean ± sd over seeds)",
-             out / "prediction.png", order)
-    _raw(out, "prediction", rows, note, settings)
+             out / f"{name}.png", order)
+    _raw(out, name, rows, note, settings)
 
 
 def _ratio(values: pd.DataFrame, column: str, peer: str, ours_name: str = "omnivae") -> str:
