@@ -46,8 +46,10 @@ def _models(path, options=SMALL, **kwargs):
 
 
 def test_setup_and_batches_equal_in_memory(store):
-    memory, info = setup_mudata(md.read_h5mu(store), batch_key="batch")
-    backed, backed_info = setup_backed(open_backed(store), SMALL, batch_key="batch")
+    mixture = {"adt": "nb_mixture"}  # so that the protein background is estimated too
+    memory, info = setup_mudata(md.read_h5mu(store), batch_key="batch", likelihoods=mixture)
+    backed, backed_info = setup_backed(open_backed(store), SMALL, batch_key="batch",
+                                       likelihoods=mixture)
     assert backed_info == info  # likelihoods, library scales, protein background, batches
     np.testing.assert_array_equal(backed.mask, memory.mask)
     np.testing.assert_array_equal(backed.batch_index, memory.batch_index)

@@ -33,7 +33,7 @@ def test_membership_defines_the_mask_and_rows_are_aligned():
     assert mask["a"] == [True, False] and mask["d"] == [False, True] and mask["b"] == [True, True]
     row = names.index("c")
     np.testing.assert_array_equal(data.counts["rna"][row].toarray()[0], mdata["rna"]["c"].X.toarray()[0])
-    assert info.likelihoods == {"rna": "nb", "adt": "nb_mixture"}
+    assert info.likelihoods == {"rna": "nb", "adt": "nb"}
 
 
 def test_all_zero_row_is_observed_not_missing():
@@ -47,7 +47,10 @@ def test_default_likelihood_by_name_and_feature_type():
     assert default_likelihood("atac", ad.AnnData(np.zeros((1, 1)))) == "bernoulli"
     x = ad.AnnData(np.zeros((1, 2)))
     x.var["feature_types"] = ["Antibody Capture"] * 2
-    assert default_likelihood("panel7", x) == "nb_mixture"
+    assert default_likelihood("panel7", x) == "nb"  # proteins: plain NB
+    x.var["feature_types"] = ["Peaks"] * 2
+    assert default_likelihood("panel7", x) == "bernoulli"
+    assert default_likelihood("adt", ad.AnnData(np.zeros((1, 1)))) == "nb"
     assert default_likelihood("whatever", ad.AnnData(np.zeros((1, 1)))) == "nb"
 
 

@@ -47,9 +47,8 @@ print(f"{masked['adt'].n_obs} cells keep protein, {withheld.n_obs} are RNA-only 
 
 # %% [markdown]
 # ## Train
-# `tl.integrate` trains a model (defaults: NB likelihood for RNA, a background/foreground NB
-# mixture for protein, a mixture of products of experts to fuse them, batch-conditioned
-# decoders) and writes the joint embedding to `obsm["X_omnivae"]`.
+# `tl.integrate` trains a model (defaults: NB likelihood for RNA and protein, a mixture of
+# products of experts to fuse them, batch-conditioned decoders) and writes the joint embedding to `obsm["X_omnivae"]`.
 
 # %%
 model = omnivae.tl.integrate(masked, batch_key="batch", max_epochs=5 if QUICK else None,

@@ -52,7 +52,7 @@ class BackedOptions:
         minibatch draws from ``buffer_blocks`` places in the store. Memory of training is about
         ``block_size * buffer_blocks`` cells of counts.
     background_cells
-        At most this many cells (evenly spaced) estimate a protein modality's background
+        At most this many cells (evenly spaced) estimate the background of an ``nb_mixture`` (protein) modality
         (a per-feature quantile); below it the estimate equals the in-memory one.
 
     Examples
@@ -229,7 +229,7 @@ def setup_backed(
     >>> omnivae.datasets.simulate(60, modalities=("rna", "adt"), seed=0).write(path)
     >>> data, info = setup_backed(open_backed(path), BackedOptions(chunk_size=16))
     >>> data.n_cells, info.likelihoods
-    (60, {'rna': 'nb', 'adt': 'nb_mixture'})
+    (60, {'rna': 'nb', 'adt': 'nb'})
     >>> os.remove(path)
     """
     if not mdata.isbacked or mdata.filename is None:

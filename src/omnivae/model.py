@@ -47,8 +47,8 @@ class Model:
     modalities
         Modalities to use (default: all).
     likelihoods
-        Per-modality likelihood, e.g. ``{"atac": "bernoulli"}``. Defaults by kind: ``nb`` for
-        RNA, ``bernoulli`` for ATAC, ``nb_mixture`` for protein, ``nb`` otherwise.
+        Per-modality likelihood, e.g. ``{"adt": "nb_mixture"}``. Defaults by kind: ``bernoulli``
+        for ATAC, ``nb`` for RNA, protein and any other counts.
     layer
         Layer holding the counts (one name, or a mapping per modality); ``None`` reads ``X``.
     batch_key

@@ -150,13 +150,14 @@ class CountDecoder(nn.Module):
       forced above the background: measured on the NeurIPS CITE starter, the compositional
       form predicts withheld proteins better (mean Pearson 0.66 vs 0.55).
 
-      Known failure: the background profile is a share of the cell's library, constant within
-      a batch, so a protein that is a large and cell-type-dependent share of the counts can be
-      absorbed into it. On the PBMC mosaic set, ``cd4.1`` (41 % of the counts of CD4 T cells,
-      7 % of monocytes') was fitted as background (background share 0.15, background
-      probability 0.97) and predicted at 0.20 of CD4 T cells' counts; renormalised predictions
-      of every other protein were then 1.3x too high in CD4 T cells. Plain ``nb`` has no such
-      component (benchmarks/results/mosaic_gap.md).
+      Not the default for proteins (plain ``nb`` is), because of a known failure: the
+      background profile is a share of the cell's library, constant within a batch, so a
+      protein that is a large and cell-type-dependent share of the counts can be absorbed into
+      it. On the PBMC mosaic set, ``cd4.1`` (41 % of the counts of CD4 T cells, 7 % of
+      monocytes') was fitted as background (background share 0.15, background probability
+      0.97) and predicted at 0.20 of CD4 T cells' counts; renormalised predictions of every
+      other protein were then 1.3x too high in CD4 T cells. Plain ``nb`` has no such component
+      (benchmarks/results/mosaic_gap.md).
     """
 
     library_scale: Tensor
