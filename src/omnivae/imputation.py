@@ -48,6 +48,9 @@ def predict(
         ``False`` (default): draws of the expression level (the model's uncertainty about the
         cell); ``True``: posterior predictive draws of counts at the modality's median depth,
         divided by it (adds counting noise: intervals for a new measurement of the cell).
+        Cross-modal predictions are shrunk toward the population profile as
+        :meth:`omnivae.Model.predict` does (:mod:`omnivae.shrinkage`), draw by draw; the
+        count draws of ``predictive=True`` are not.
     key_added
         Name of the new modality (default ``f"{target}_imputed"``); the parameters go to
         ``mdata.uns[key_added]["params"]``.
@@ -95,6 +98,9 @@ def predict(
             batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
             draws = sample_normalized(module, batch.to(device), target, n_samples,
                                       predictive=predictive, generator=generator)
+            if not predictive:  # shrunk like Model.predict (omnivae.shrinkage), draw by draw
+                draws = torch.from_numpy(model._shrink(
+                    target, draws.cpu().numpy(), batch.mask.numpy())).to(device)
             stats["mean"].append(draws.mean(0).cpu().numpy())
             stats["std"].append(draws.std(0).cpu().numpy())
             if levels:

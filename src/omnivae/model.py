@@ -29,7 +29,8 @@ from omnivae.module import (
     resolve_mixture_sampling,
 )
 from omnivae.priors import check_prior_name
-from omnivae.training import pinned_threads, training_precision
+from omnivae.shrinkage import Shrinkage, fit_shrinkage
+from omnivae.training import pinned_threads, split_cells, training_precision
 
 if TYPE_CHECKING:
     from omnivae.query import QueryModel
@@ -220,6 +221,8 @@ class Model:
         self.is_global_zero = True  # False in the other processes of a distributed train()
         self._num_threads: int | None = None  # torch CPU threads of train() and embedding
         self.calibrations: dict[str, Any] = {}  # target -> omnivae.calibration.Calibration
+        # target -> omnivae.shrinkage.Shrinkage, fitted on the validation cells by train()
+        self.shrinkage: dict[str, Shrinkage] = {}
 
     def __repr__(self) -> str:
         mods = ", ".join(f"{m}: {self.setup.likelihoods[m]}" for m in self.setup.modalities)
@@ -362,8 +365,26 @@ class Model:
         self.history = (pd.DataFrame(result.history).set_index("epoch") if result.history
                         else pd.DataFrame())
         self.is_trained = True
+        self._fit_shrinkage(validation_fraction)
         if result.interruption is not None:
             warnings.warn(result.interruption, RuntimeWarning, stacklevel=2)
+
+    def _fit_shrinkage(self, validation_fraction: float) -> None:
+        """Fit each modality's cross-modal shrinkage on the validation cells that training
+        held out (see :mod:`omnivae.shrinkage`); none without validation cells."""
+        seed = int(self.config.extra.get("seed", 0))
+        train_rows, validation_rows = split_cells(self._data.n_cells, validation_fraction, seed)
+        self.shrinkage = {}
+        if len(validation_rows) == 0 or len(self.setup.modalities) < 2:
+            return
+        with pinned_threads(self._num_threads):
+            for target in self.setup.modalities:
+                try:
+                    self.shrinkage[target] = fit_shrinkage(
+                        self.module, self._data, target, train_rows, validation_rows, seed=seed,
+                        device=self._device())
+                except ValueError:  # no training cell with non-zero counts of the target
+                    continue
 
     # inference ---------------------------------------------------------------------------
     def _cell_data(self, mdata: md.MuData | None) -> Any:
@@ -408,7 +429,7 @@ class Model:
     def predict(
         self, target: str, *, mdata: md.MuData | None = None, n_samples: int = 0,
         batch_size: int = 1024, seed: int = 0, interval: float | None = None,
-        calibrate_on: ad.AnnData | None = None,
+        calibrate_on: ad.AnnData | None = None, shrink: bool = True,
     ) -> ad.AnnData:
         """Predict modality ``target`` for every cell from its other modalities.
 
@@ -431,6 +452,11 @@ class Model:
         calibrate_on
             True counts of ``target`` for held-out cells whose ``target`` was withheld from
             training: calls :meth:`calibrate` first.
+        shrink
+            Mix each cross-modal prediction with the training cells' mean profile by the
+            weight that training fitted on its validation cells (``self.shrinkage[target]``,
+            see :mod:`omnivae.shrinkage`; weight 1, no change, when the prediction beat the
+            mean there). ``False`` returns the decoder's profile alone.
 
         Returns
         -------
@@ -456,15 +482,24 @@ class Model:
             if std is not None:
                 stds.append(std.cpu())
         t = self.setup.modalities.index(target)
+        predicted = torch.cat(means).numpy()
+        weight = self._shrinkage_weight(target) if shrink else 1.0
+        if weight < 1.0:
+            predicted = self._shrink(target, predicted, np.asarray(data.mask))
+            cross = np.delete(np.asarray(data.mask), t, axis=1).any(axis=1)
+            if stds:  # the spread of w * f + const is w times that of f
+                stds = [torch.cat(stds) * torch.from_numpy(np.where(cross, weight, 1.0)
+                                                           ).to(stds[0].dtype)[:, None]]
         obs = pd.DataFrame({"observed": data.mask[:, t]}, index=source.obs_names.copy())
         result = ad.AnnData(
-            X=torch.cat(means).numpy(), obs=obs,
+            X=predicted, obs=obs,
             var=pd.DataFrame(index=pd.Index(self.setup.var_names[target])),
         )
         if stds:
             result.layers["std"] = torch.cat(stds).numpy()
         result.uns["omnivae"] = {"target": target, "n_samples": n_samples,
-                                 "normalization": "proportions summing to 1 per cell"}
+                                 "normalization": "proportions summing to 1 per cell",
+                                 "shrinkage_weight": weight}
         if calibrate_on is not None:
             self.calibrate(target, calibrate_on, mdata=mdata, seed=seed)
         if interval is not None:
@@ -475,6 +510,23 @@ class Model:
             result.layers["lower"], result.layers["upper"] = lower, upper
             result.uns["omnivae"]["interval"] = info
         return result
+
+    def _shrinkage_weight(self, target: str) -> float:
+        shrinkage = self.shrinkage.get(target)
+        return 1.0 if shrinkage is None else shrinkage.weight
+
+    def _shrink(self, target: str, predicted: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Apply ``self.shrinkage[target]`` to the rows of ``predicted`` that were predicted
+        from other modalities (``mask``: the cells' modality membership); see
+        :mod:`omnivae.shrinkage`."""
+        shrinkage = self.shrinkage.get(target)
+        if shrinkage is None or shrinkage.weight >= 1.0:
+            return predicted
+        t = self.setup.modalities.index(target)
+        cross = np.delete(mask, t, axis=1).any(axis=1)
+        out = predicted.copy()  # (n, g), or (S, n, g) draws
+        out[..., cross, :] = shrinkage.apply(predicted[..., cross, :])
+        return out
 
     def calibrate(self, target: str, truth: ad.AnnData, *, mdata: md.MuData | None = None,
                   n_samples: int = 200, per_feature: bool = True, seed: int = 0) -> Any:
@@ -550,7 +602,8 @@ class Model:
         """
         meta = {"module": self.config.to_dict(), "setup": self.setup.to_dict(),
                 "is_trained": self.is_trained,
-                "history": self.history.reset_index().to_dict(orient="list")}
+                "history": self.history.reset_index().to_dict(orient="list"),
+                "shrinkage": {t: v.to_dict() for t, v in self.shrinkage.items()}}
         _io.save_model_folder(Path(path), meta, self.module.state_dict(), overwrite=overwrite)
 
     @classmethod
@@ -610,6 +663,8 @@ class Model:
             model.module.load_state_dict(state)
         model.module.eval()
         model.is_trained = bool(meta.get("is_trained", False))
+        model.shrinkage = {t: Shrinkage.from_dict(v)
+                           for t, v in (meta.get("shrinkage") or {}).items()}
         history = pd.DataFrame(meta.get("history") or {})
         model.history = history.set_index("epoch") if "epoch" in history else history
         return model

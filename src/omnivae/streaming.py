@@ -166,7 +166,8 @@ def _stream_into(handle: h5py.File, model: Model, data: Any, targets: Sequence[s
             batch = data.batch(np.arange(start, stop)).to(device)
             embedding[start:stop] = module.posterior(batch).mean.cpu().numpy()
             for target, dataset in predicted.items():
-                dataset[start:stop] = module.predict_normalized(batch, target, 0)[0].cpu().numpy()
+                pred = module.predict_normalized(batch, target, 0)[0].cpu().numpy()
+                dataset[start:stop] = model._shrink(target, pred, batch.mask.cpu().numpy())
 
 
 def write_counts_store(
