@@ -29,7 +29,8 @@ from omnivae.module import (
     resolve_mixture_sampling,
 )
 from omnivae.priors import check_prior_name
-from omnivae.training import pinned_threads, training_precision
+from omnivae.threads import pinned_threads
+from omnivae.training import training_precision
 
 if TYPE_CHECKING:
     from omnivae.query import QueryModel
