@@ -22,7 +22,7 @@ from omnivae.block_loader import plan_epoch
 from omnivae.cli import main
 from omnivae.data import setup_mudata
 from omnivae.streaming import write_counts_store, write_results
-from omnivae.training import split_cells
+from omnivae.training_data import split_cells
 
 SMALL = BackedOptions(chunk_size=64, block_size=16, buffer_blocks=4)
 

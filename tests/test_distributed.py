@@ -31,7 +31,8 @@ SCRIPT = textwrap.dedent('''
     import omnivae
     import omnivae.checkpoints as C
     import omnivae.epoch_sums as E
-    import omnivae.training as T
+    import omnivae.training_callbacks as TC
+    import omnivae.training_data as TD
 
     devices, batch_size, max_epochs, stop_epoch, out = (int(sys.argv[1]), int(sys.argv[2]),
                                                         int(sys.argv[3]), int(sys.argv[4]),
@@ -40,11 +41,11 @@ SCRIPT = textwrap.dedent('''
     rec = {"train_cells": [], "val_cells": [], "train_terms": [], "val_terms": [], "ckpt": 0}
     mode = ["train"]
 
-    get_items = T.CellDataset.__getitems__
+    get_items = TD.CellDataset.__getitems__
     def record_items(self, positions):
         rec[mode[0] + "_cells"][-1] += [int(i) for i in self.indices[np.asarray(positions)]]
         return get_items(self, positions)
-    T.CellDataset.__getitems__ = record_items
+    TD.CellDataset.__getitems__ = record_items
 
     add = E.EpochSums.add
     def record_add(self, terms, n, per_step=()):
@@ -58,13 +59,13 @@ SCRIPT = textwrap.dedent('''
         return save(self, *args, **kwargs)
     C.AtomicCheckpointIO.save_checkpoint = record_save
 
-    decide = T.BestAfterWarmup.on_validation_epoch_end
+    decide = TC.BestAfterWarmup.on_validation_epoch_end
     def rank1_wants_to_stop(self, trainer, pl_module):
         if rank == 1 and trainer.current_epoch == stop_epoch:
             self.patience = 0  # only this process asks to stop; the decision is reduced
         decide(self, trainer, pl_module)
         rec["best_epoch"], rec["best"] = self.best_epoch, self.best
-    T.BestAfterWarmup.on_validation_epoch_end = rank1_wants_to_stop
+    TC.BestAfterWarmup.on_validation_epoch_end = rank1_wants_to_stop
 
     class Epochs(pl.Callback):
         def on_train_epoch_start(self, trainer, pl_module):
@@ -85,7 +86,7 @@ SCRIPT = textwrap.dedent('''
     rec["history"] = model.history.reset_index().to_dict(orient="list")
     # the validation ELBO of the final (restored best) weights on all validation cells, averaged
     # over 20 draws of z
-    _, val_idx = T.split_cells(sim.n_obs, 0.1, seed=0)
+    _, val_idx = TD.split_cells(sim.n_obs, 0.1, seed=0)
     batch = model._data.batch(val_idx)
     torch.manual_seed(1)
     with torch.no_grad():
@@ -140,7 +141,7 @@ def test_every_process_ends_with_the_same_weights_and_history(runs):
 
 
 def test_each_process_sees_a_disjoint_shard_reshuffled_every_epoch(runs):
-    from omnivae.training import split_cells
+    from omnivae.training_data import split_cells
 
     train_idx, val_idx = split_cells(N_CELLS, 0.1, seed=0)
     r0, r1 = runs["ddp"]

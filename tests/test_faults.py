@@ -12,7 +12,7 @@ import torch
 
 import omnivae
 from omnivae import checkpoints
-from omnivae.training import BestAfterWarmup, HistoryCallback
+from omnivae.training_callbacks import BestAfterWarmup, HistoryCallback
 
 SETTINGS = {"max_epochs": 6, "kl_warmup_epochs": 2, "batch_size": 64, "progress_bar": False}
 

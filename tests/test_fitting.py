@@ -6,12 +6,18 @@ import inspect
 import subprocess
 import sys
 
+import pytest
+
 import omnivae
 from omnivae import defaults, fitting, model
 
+TRAINING_LAYER = ["omnivae.fitting", "omnivae.training", "omnivae.training_data",
+                  "omnivae.training_callbacks", "omnivae.threads"]
 
-def test_fitting_imports_no_anndata_or_mudata():
-    code = ("import sys, omnivae.fitting; "
+
+@pytest.mark.parametrize("name", TRAINING_LAYER)
+def test_training_layer_imports_no_anndata_or_mudata(name):
+    code = (f"import sys, {name}; "
             "bad = [m for m in ('anndata', 'mudata', 'scanpy') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

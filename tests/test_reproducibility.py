@@ -4,7 +4,7 @@ The cause of earlier run-to-run differences inside the full test run: numba (use
 ``sc.pp.neighbors``) sets the process-wide OpenMP thread count to the number of CPUs, which
 changes torch's count too (1 -> 2 under ``OMP_NUM_THREADS=1`` on a 2-core machine), and float
 sums taken over another number of threads differ in the last bits, which training amplifies.
-Training and embedding now run at a pinned thread count (:func:`omnivae.training.pinned_threads`).
+Training and embedding now run at a pinned thread count (:func:`omnivae.threads.pinned_threads`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from omnivae.models import MODELS, resolve_model
 from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
 from omnivae.nn import CountDecoder, take
 from omnivae.splits import withhold_modality
-from omnivae.training import DEFAULT_NUM_THREADS, pinned_threads
+from omnivae.threads import DEFAULT_NUM_THREADS, pinned_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = """

@@ -13,7 +13,8 @@ from omnivae import likelihoods as lk
 from omnivae._types import NonZero
 from omnivae.cell_data import CellData, gather_rows
 from omnivae.likelihood_sums import summed_log_prob
-from omnivae.training import make_loader, training_precision
+from omnivae.training import training_precision
+from omnivae.training_data import make_loader
 
 
 def _counts(n: int = 40, g: int = 30, density: float = 0.2, seed: int = 0) -> torch.Tensor:

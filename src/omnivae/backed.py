@@ -21,15 +21,13 @@ import scipy.sparse as sp
 
 from omnivae._types import BatchData
 from omnivae.cell_data import CellData
-from omnivae.data import (
-    SetupInfo,
+from omnivae.data import SetupInfo, default_likelihood, setup_info
+from omnivae.data_checks import (
     _check_counts,
     _training_features,
     check_modality_axes,
     check_no_empty_cells,
-    default_likelihood,
     resolve_modalities,
-    setup_info,
 )
 from omnivae.likelihoods import check_likelihood_name
 from omnivae.store_reader import CountsReader, contiguous_runs, store_node

@@ -136,7 +136,7 @@ def fit(trainer: pl.Trainer, plan: pl.LightningModule, train_loader: Any, val_lo
     """``trainer.fit`` that survives Ctrl-C; returns True when training was interrupted.
 
     Lightning answers a KeyboardInterrupt by calling the callbacks' ``on_exception`` (where
-    :class:`~omnivae.training.BestAfterWarmup` restores the best weights), ignoring SIGINT and
+    :class:`~omnivae.training_callbacks.BestAfterWarmup` restores the best weights), ignoring SIGINT and
     exiting the process. Here the exit is turned back into a return and the SIGINT handler is
     restored, so a notebook or script keeps the model and stays interruptible.
     """

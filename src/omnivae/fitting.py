@@ -27,16 +27,10 @@ from omnivae.cell_data import CellData
 from omnivae.distributed import ShardSampler, check_launch, return_callback_states, steps_per_epoch
 from omnivae.loggers import Logger, make_logger
 from omnivae.module import MultimodalVAE
-from omnivae.training import (
-    BestAfterWarmup,
-    HistoryCallback,
-    TrainingPlan,
-    default_max_epochs,
-    make_loader,
-    pinned_threads,
-    split_cells,
-    training_precision,
-)
+from omnivae.threads import pinned_threads
+from omnivae.training import TrainingPlan, default_max_epochs, training_precision
+from omnivae.training_callbacks import BestAfterWarmup, HistoryCallback
+from omnivae.training_data import make_loader, split_cells
 
 
 @dataclass(frozen=True)
@@ -157,7 +151,7 @@ def fit(
         Batch columns (name: number of categories) for the batch probe; none by default.
     block_size, buffer_blocks
         Block reads of data from disk (``None``: the defaults of
-        :func:`~omnivae.training.make_loader`); ignored for data in memory.
+        :func:`~omnivae.training_data.make_loader`); ignored for data in memory.
     max_epochs, batch_size, lr, weight_decay, kl_warmup_epochs, validation_fraction
         As in :meth:`omnivae.Model.train`: epochs (default
         :func:`~omnivae.training.default_max_epochs`), minibatch size, AdamW settings, KL
@@ -171,7 +165,7 @@ def fit(
         Write ``checkpoint_dir/last.ckpt`` every epoch; continue from it when ``resume``.
     num_threads
         CPU threads torch trains with (default
-        :data:`~omnivae.training.DEFAULT_NUM_THREADS`).
+        :data:`~omnivae.threads.DEFAULT_NUM_THREADS`).
     logger, log_dir
         Lightning logging (see :func:`omnivae.loggers.make_logger`).
     precision, compile
@@ -313,7 +307,7 @@ def _make_trainer(
 
 def loader_steps_per_epoch(loader: DataLoader, processes: int) -> int:
     """Optimiser steps per epoch of a training loader from
-    :func:`~omnivae.training.make_loader` when ``processes`` processes share it (the KL
+    :func:`~omnivae.training_data.make_loader` when ``processes`` processes share it (the KL
     warm-up counts epochs in steps).
 
     Data from disk are dealt out in whole blocks (each process's shard padded to equal
@@ -323,7 +317,7 @@ def loader_steps_per_epoch(loader: DataLoader, processes: int) -> int:
     --------
     >>> import numpy as np, omnivae
     >>> from omnivae.data import setup_mudata
-    >>> from omnivae.training import make_loader
+    >>> from omnivae.training_data import make_loader
     >>> data, _ = setup_mudata(omnivae.datasets.simulate(100, modalities=("rna",), seed=0))
     >>> loader = make_loader(data, np.arange(100), 32, shuffle=True)
     >>> loader_steps_per_epoch(loader, 1), loader_steps_per_epoch(loader, 2)

@@ -19,18 +19,22 @@ from omnivae.backed import BackedCellData, BackedOptions, resolve_backed, setup_
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, setup_mudata
 from omnivae.defaults import DEFAULT_BATCH_PENALTY as DEFAULT_BATCH_PENALTY  # re-exported
-from omnivae.defaults import DEFAULT_PENALTY_WEIGHTS, resolve_batch_penalty
+from omnivae.defaults import DEFAULT_PENALTY_WEIGHTS as DEFAULT_PENALTY_WEIGHTS  # re-exported
+from omnivae.defaults import resolve_batch_penalty
+from omnivae.inference import latent_mean, predicted_modality
 from omnivae.loggers import Logger
-from omnivae.models import resolve_model
-from omnivae.module import (
-    ModalitySpec,
-    ModuleConfig,
-    MultimodalVAE,
-    resolve_mixture_sampling,
+from omnivae.model_setup import (
+    build_module_config,
+    check_penalty_keys,
+    probe_columns,
+    setup_model_data,
 )
-from omnivae.priors import check_prior_name
+from omnivae.models import resolve_model
+from omnivae.module import ModuleConfig, MultimodalVAE
 from omnivae.shrinkage import Shrinkage, fit_shrinkage
-from omnivae.training import pinned_threads, split_cells, training_precision
+from omnivae.threads import pinned_threads
+from omnivae.training import training_precision
+from omnivae.training_data import split_cells
 
 if TYPE_CHECKING:
     from omnivae.query import QueryModel
@@ -166,48 +170,25 @@ class Model:
         self.mdata = mdata
         self._data: CellData | BackedCellData
         batch_penalty = resolve_batch_penalty(batch_penalty, mdata, batch_key, penalty_keys)
-        if batch_penalty is not None and penalty_keys is None:
-            if batch_key is None:
-                raise ValueError("batch_penalty needs penalty_keys=[...] or a batch_key.")
-            penalty_keys = [batch_key]
-        if batch_penalty is None and (penalty_keys or penalty_label_key):
-            raise ValueError("penalty_keys/penalty_label_key need batch_penalty='hsic', 'mmd', ...")
+        penalty_keys = check_penalty_keys(batch_penalty, penalty_keys, penalty_label_key,
+                                          batch_key)
         if _data is not None and _setup is not None:  # prepared elsewhere (reference mapping)
             self._data, self.setup = _data, _setup
-        elif self._backed is not None:  # counts stay on disk
-            self._data, self.setup = setup_backed(
-                mdata, self._backed, modalities=modalities, likelihoods=likelihoods,
-                layer=layer, batch_key=batch_key, penalty_keys=penalty_keys or (),
-                label_key=penalty_label_key, reference=_setup,
-            )
         else:
-            self._data, self.setup = setup_mudata(
-                mdata, modalities=modalities, likelihoods=likelihoods, layer=layer,
-                batch_key=batch_key, penalty_keys=penalty_keys or (),
-                label_key=penalty_label_key, reference=_setup,
+            self._data, self.setup = setup_model_data(
+                mdata, self._backed, modalities=modalities, likelihoods=likelihoods,
+                layer=layer, batch_key=batch_key, penalty_keys=penalty_keys,
+                penalty_label_key=penalty_label_key, reference=_setup,
             )
         if _setup is not None:
             self.setup = _setup
         model_name, fusion = resolve_model(model, fusion)
-        self.config = _config or ModuleConfig(
-            modalities=tuple(
-                ModalitySpec(m, len(self.setup.var_names[m]), self.setup.likelihoods[m],
-                             self.setup.library_scale[m])
-                for m in self.setup.modalities
-            ),
-            n_batches=max(1, len(self.setup.batch_categories)),
-            n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout,
-            fusion=fusion, model=model_name, model_options=dict(model_options or {}),
-            mixture_sampling=resolve_mixture_sampling(mixture_sampling, model_name),
-            extra={"seed": seed},
-            batch_penalty=batch_penalty,
-            penalty_weight=(DEFAULT_PENALTY_WEIGHTS.get(batch_penalty or "", 0.0)
-                            if penalty_weight is None else penalty_weight),
-            penalty_n_batches=tuple(len(self.setup.penalty_categories[k])
-                                    for k in self.setup.penalty_keys),
-            penalty_n_labels=len(self.setup.label_categories),
-            prior=check_prior_name(prior), prior_components=prior_components,
-            confidence_penalty=_non_negative(confidence_penalty, "confidence_penalty"),
+        self.config = _config or build_module_config(
+            self.setup, model_name=model_name, fusion=fusion, model_options=model_options,
+            mixture_sampling=mixture_sampling, n_latent=n_latent, n_hidden=n_hidden,
+            n_layers=n_layers, dropout=dropout, batch_penalty=batch_penalty,
+            penalty_weight=penalty_weight, prior=prior, prior_components=prior_components,
+            confidence_penalty=confidence_penalty, seed=seed,
         )
         torch.manual_seed(self.config.extra.get("seed", seed))
         background = {
@@ -350,7 +331,7 @@ class Model:
         backed = self._backed
         result = fitting.fit(
             self.module, self._data, seed=int(self.config.extra.get("seed", 0)),
-            probe_columns=_probe_columns(self.setup),
+            probe_columns=probe_columns(self.setup),
             block_size=None if backed is None else backed.block_size,
             buffer_blocks=None if backed is None else backed.buffer_blocks,
             max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
@@ -416,14 +397,8 @@ class Model:
         batch_size
             Cells per forward pass.
         """
-        data = self._cell_data(mdata)
-        self.module.eval()
-        out = []
-        with pinned_threads(self._num_threads):
-            for start in range(0, data.n_cells, batch_size):
-                batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
-                out.append(self.module.posterior(batch.to(self._device())).mean.cpu())
-        return torch.cat(out).numpy()
+        return latent_mean(self.module, self._cell_data(mdata), batch_size=batch_size,
+                           num_threads=self._num_threads)
 
     @torch.no_grad()
     def predict(
@@ -469,37 +444,20 @@ class Model:
                 f"Unknown target {target!r}; the model was trained on modalities "
                 f"{list(self.setup.modalities)}."
             )
-        data = self._cell_data(mdata)
         source = mdata if mdata is not None else self.mdata
-        self.module.eval()
-        generator = torch.Generator(device=self._device()).manual_seed(seed)
-        means, stds = [], []
-        for start in range(0, data.n_cells, batch_size):
-            batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
-            mean, std = self.module.predict_normalized(
-                batch.to(self._device()), target, n_samples, generator)
-            means.append(mean.cpu())
-            if std is not None:
-                stds.append(std.cpu())
-        t = self.setup.modalities.index(target)
-        predicted = torch.cat(means).numpy()
+        data = self._cell_data(mdata)
+        result = predicted_modality(
+            self.module, data, self.setup, target,
+            obs_names=source.obs_names, n_samples=n_samples, batch_size=batch_size, seed=seed)
         weight = self._shrinkage_weight(target) if shrink else 1.0
         if weight < 1.0:
-            predicted = self._shrink(target, predicted, np.asarray(data.mask))
-            cross = np.delete(np.asarray(data.mask), t, axis=1).any(axis=1)
-            if stds:  # the spread of w * f + const is w times that of f
-                stds = [torch.cat(stds) * torch.from_numpy(np.where(cross, weight, 1.0)
-                                                           ).to(stds[0].dtype)[:, None]]
-        obs = pd.DataFrame({"observed": data.mask[:, t]}, index=source.obs_names.copy())
-        result = ad.AnnData(
-            X=predicted, obs=obs,
-            var=pd.DataFrame(index=pd.Index(self.setup.var_names[target])),
-        )
-        if stds:
-            result.layers["std"] = torch.cat(stds).numpy()
-        result.uns["omnivae"] = {"target": target, "n_samples": n_samples,
-                                 "normalization": "proportions summing to 1 per cell",
-                                 "shrinkage_weight": weight}
+            mask = np.asarray(data.mask)
+            result.X = self._shrink(target, result.X, mask)
+            if "std" in result.layers:  # the spread of w * f + const is w times that of f
+                cross = np.delete(mask, self.setup.modalities.index(target), axis=1).any(axis=1)
+                std = result.layers["std"]
+                result.layers["std"] = std * np.where(cross, weight, 1.0).astype(std.dtype)[:, None]
+        result.uns["omnivae"]["shrinkage_weight"] = weight
         if calibrate_on is not None:
             self.calibrate(target, calibrate_on, mdata=mdata, seed=seed)
         if interval is not None:
@@ -668,19 +626,3 @@ class Model:
         history = pd.DataFrame(meta.get("history") or {})
         model.history = history.set_index("epoch") if "epoch" in history else history
         return model
-
-
-def _non_negative(value: float, name: str) -> float:
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value}.")
-    return float(value)
-
-
-def _probe_columns(setup: SetupInfo) -> dict[str, int]:
-    """Batch columns of the batch probe: the penalised ones, else ``batch_key`` if it has two
-    or more batches (name: number of categories)."""
-    if setup.penalty_keys:
-        return {k: len(setup.penalty_categories[k]) for k in setup.penalty_keys}
-    if setup.batch_key is not None and len(setup.batch_categories) > 1:
-        return {setup.batch_key: len(setup.batch_categories)}
-    return {}

@@ -17,7 +17,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from omnivae.cell_data import CellData
-from omnivae.data import SetupInfo, _check_counts, _counts_matrix, obs_column
+from omnivae.data import SetupInfo, obs_column
+from omnivae.data_checks import _check_counts, _counts_matrix
 
 QUERY_BATCH = "query"  # batch name of a query whose reference had no batch column
 

@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from omnivae.training import pinned_threads
+from omnivae.threads import pinned_threads
 
 if TYPE_CHECKING:
     from omnivae.model import Model

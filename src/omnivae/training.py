@@ -1,77 +1,26 @@
-"""Lightning training of a :class:`~omnivae.module.MultimodalVAE`.
+"""Lightning training of a :class:`~omnivae.module.MultimodalVAE`: the
+:class:`TrainingPlan` (loss, KL warm-up, logging, checks for non-finite values, checkpoint
+state) and the training settings it needs.
 
-Data path: the dataset holds CSR matrices in memory; a minibatch is gathered with one sparse
-row slice per modality (no per-cell Python), densified, and moved to the device by Lightning.
+The minibatch loaders are in :mod:`omnivae.training_data`, the callbacks in
+:mod:`omnivae.training_callbacks`, the pinned thread count in :mod:`omnivae.threads`.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from omnivae import checkpoints
 from omnivae._types import BatchData, LossRecord
-from omnivae.block_loader import BlockShuffleDataset, RowSource
-from omnivae.cell_data import CellData
-from omnivae.distributed import ShardSampler, gather_objects, gather_rows
+from omnivae.distributed import gather_objects, gather_rows
 from omnivae.epoch_sums import EpochSums
 from omnivae.module import MultimodalVAE
 from omnivae.probe import probe_mutual_information
-
-
-class CellDataset(Dataset):
-    """Map-style dataset over a subset of cells; ``__getitems__`` gathers a whole minibatch."""
-
-    def __init__(self, data: CellData, indices: np.ndarray) -> None:
-        self.data = data
-        self.indices = np.asarray(indices, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> BatchData:
-        return self.data.batch(self.indices[[i]])
-
-    def __getitems__(self, positions: Sequence[int]) -> BatchData:
-        return self.data.batch(self.indices[np.asarray(positions, dtype=np.int64)])
-
-
-def _keep(batch: Any) -> Any:
-    return batch
-
-
-def make_loader(data: CellData | RowSource, indices: np.ndarray, batch_size: int, shuffle: bool,
-                seed: int = 0, *, block_size: int = 128, buffer_blocks: int = 32) -> DataLoader:
-    """A DataLoader yielding :class:`BatchData` minibatches (no worker processes).
-
-    Data in memory (:class:`CellData`) is shuffled cell by cell; its
-    :class:`~omnivae.distributed.ShardSampler` gives each process of a distributed run a
-    disjoint shard (padded to equal sizes when shuffling, as training needs). Data read from
-    disk (any other :class:`~omnivae.block_loader.RowSource`) by blocks of ``block_size``
-    consecutive cells, ``buffer_blocks`` blocks at a time (:mod:`omnivae.block_loader`).
-    """
-    generator = torch.Generator().manual_seed(seed)
-    if not isinstance(data, CellData):
-        dataset = BlockShuffleDataset(data, indices, batch_size, block_size=block_size,
-                                      buffer_blocks=buffer_blocks,
-                                      generator=generator if shuffle else None, pad=shuffle)
-        return DataLoader(dataset, batch_size=None, collate_fn=_keep, num_workers=0,
-                          generator=generator)
-    sampler = ShardSampler(len(indices), shuffle=shuffle, seed=seed, generator=generator,
-                           pad=shuffle)
-    return DataLoader(
-        CellDataset(data, indices), batch_size=batch_size, sampler=sampler,
-        collate_fn=_keep, num_workers=0, generator=generator,
-    )
-
 
 PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16": "bf16-mixed",
               "bf16-mixed": "bf16-mixed"}
@@ -97,24 +46,6 @@ def training_precision(precision: str, accelerator: str) -> str:
                       UserWarning, stacklevel=3)
         return "32-true"
     return chosen
-
-
-def split_cells(n_cells: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random train/validation split of cell positions.
-
-    Examples
-    --------
-    >>> train, val = split_cells(100, 0.1, seed=0)
-    >>> len(train), len(val)
-    (90, 10)
-    """
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
-    order = np.random.default_rng(seed).permutation(n_cells)
-    n_val = round(n_cells * validation_fraction)
-    if n_cells - n_val < 1:
-        n_val = 0
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 class TrainingPlan(pl.LightningModule):
@@ -309,76 +240,6 @@ class TrainingPlan(pl.LightningModule):
                                  fused=fused or None)
 
 
-class HistoryCallback(pl.Callback):
-    """Collects every epoch's logged metrics into ``self.rows`` (one dict per epoch)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        row = {"epoch": float(trainer.current_epoch)}
-        row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-        self.rows.append(row)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.rows = list(state_dict["rows"])
-
-
-class BestAfterWarmup(pl.Callback):
-    """Early stopping and best-weights restore that ignore the KL warm-up.
-
-    During warm-up the KL weight is below one, so the weights are not yet those of the model
-    being fitted and a validation ELBO from that phase is not a fair candidate. From
-    ``start_epoch`` on, the weights with the lowest ``monitor`` are kept in memory and
-    restored when training ends, and also when it is interrupted (Ctrl-C); with ``patience``
-    set, training stops after that many epochs without improvement. The stop decision is
-    reduced over all processes (DDP-safe). The state is saved in checkpoints, so a resumed run
-    keeps the best weights and the patience count of the interrupted one.
-    """
-
-    def __init__(self, monitor: str, *, start_epoch: int = 0, patience: int | None = None) -> None:
-        self.monitor, self.start_epoch, self.patience = monitor, start_epoch, patience
-        self.best, self.best_epoch = float("inf"), -1
-        self.state: dict[str, torch.Tensor] | None = None
-        self.stopped = False
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        epoch = trainer.current_epoch
-        if trainer.sanity_checking or value is None or epoch < self.start_epoch:
-            return
-        if float(value) < self.best:
-            self.best, self.best_epoch = float(value), epoch
-            self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-        stop = self.patience is not None and epoch - self.best_epoch >= self.patience
-        if trainer.strategy.reduce_boolean_decision(stop, all=False):
-            trainer.should_stop = self.stopped = True
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.stopped:  # resumed from a run that had already stopped early
-            trainer.should_stop = True
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.state is not None:
-            pl_module.load_state_dict(self.state)
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                     exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and self.state is not None:
-            pl_module.load_state_dict(self.state)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "state": self.state,
-                "stopped": self.stopped}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best, self.best_epoch = state_dict["best"], state_dict["best_epoch"]
-        self.state, self.stopped = state_dict["state"], state_dict["stopped"]
-
-
 def default_max_epochs(n_cells: int) -> int:
     """Epochs for a dataset of ``n_cells``: 400 for small data, fewer as it grows
     (about 8M cell-visits), at least 20.
@@ -429,37 +290,3 @@ def describe_non_finite(module: MultimodalVAE, batch: BatchData, record: LossRec
         "(gradient_clip_val), check the counts of that modality for extreme values, or give it "
         f"another likelihood (likelihoods={{{culprit!r}: 'poisson'}})."
     )
-
-
-def _default_num_threads() -> int:
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else torch.get_num_threads()
-
-
-# Other libraries change the process-wide OpenMP thread count behind torch's back (numba, used by
-# scanpy's neighbours, sets it to the number of CPUs), and a different count changes float
-# sums, hence a trained model. Training therefore runs at a count fixed when omnivae is imported.
-DEFAULT_NUM_THREADS = _default_num_threads()
-
-
-@contextmanager
-def pinned_threads(num_threads: int | None = None) -> Iterator[int]:
-    """Run the block with torch using ``num_threads`` CPU threads (default
-    :data:`DEFAULT_NUM_THREADS`: ``$OMP_NUM_THREADS``, else torch's count at import), then
-    restore the previous count.
-
-    Examples
-    --------
-    >>> with pinned_threads(1) as n:
-    ...     torch.get_num_threads() == n == 1
-    True
-    """
-    n = DEFAULT_NUM_THREADS if num_threads is None else int(num_threads)
-    if n < 1:
-        raise ValueError(f"num_threads must be a positive integer, got {num_threads}.")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        torch.set_num_threads(previous)

@@ -1,0 +1,84 @@
+"""The minibatch loops behind :meth:`omnivae.Model.get_latent_representation` and
+:meth:`omnivae.Model.predict`: the joint latent's posterior mean, and a modality's normalised
+prediction as AnnData."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from omnivae.data import SetupInfo
+from omnivae.module import MultimodalVAE
+from omnivae.threads import pinned_threads
+
+
+@torch.no_grad()
+def latent_mean(module: MultimodalVAE, data: Any, *, batch_size: int,
+                num_threads: int | None) -> np.ndarray:
+    """Posterior mean of the joint latent for every cell of ``data``, ``(n_cells, n_latent)``,
+    ``batch_size`` cells per forward pass with torch on ``num_threads`` threads
+    (:func:`~omnivae.threads.pinned_threads`).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> model = omnivae.Model(omnivae.datasets.simulate(60, modalities=("rna",)), n_latent=4)
+    >>> latent_mean(model.module, model._data, batch_size=16, num_threads=1).shape
+    (60, 4)
+    """
+    module.eval()
+    out = []
+    with pinned_threads(num_threads):
+        for start in range(0, data.n_cells, batch_size):
+            batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
+            out.append(module.posterior(batch.to(_device(module))).mean.cpu())
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def predicted_modality(module: MultimodalVAE, data: Any, setup: SetupInfo, target: str, *,
+                       obs_names: pd.Index, n_samples: int, batch_size: int,
+                       seed: int) -> ad.AnnData:
+    """Modality ``target`` predicted for every cell of ``data`` (rows named ``obs_names``) as
+    normalised expression; with ``n_samples > 0`` the mean of that many posterior draws and
+    their standard deviation in ``layers["std"]`` (see :meth:`omnivae.Model.predict`).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(60, modalities=("rna", "adt"))
+    >>> model = omnivae.Model(sim, n_latent=4)
+    >>> pred = predicted_modality(model.module, model._data, model.setup, "adt",
+    ...                           obs_names=sim.obs_names, n_samples=3, batch_size=32, seed=0)
+    >>> pred.shape == (60, sim["adt"].n_vars), sorted(pred.layers)
+    (True, ['std'])
+    """
+    module.eval()
+    generator = torch.Generator(device=_device(module)).manual_seed(seed)
+    means, stds = [], []
+    for start in range(0, data.n_cells, batch_size):
+        batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
+        mean, std = module.predict_normalized(
+            batch.to(_device(module)), target, n_samples, generator)
+        means.append(mean.cpu())
+        if std is not None:
+            stds.append(std.cpu())
+    t = setup.modalities.index(target)
+    obs = pd.DataFrame({"observed": data.mask[:, t]}, index=obs_names.copy())
+    result = ad.AnnData(
+        X=torch.cat(means).numpy(), obs=obs,
+        var=pd.DataFrame(index=pd.Index(setup.var_names[target])),
+    )
+    if stds:
+        result.layers["std"] = torch.cat(stds).numpy()
+    result.uns["omnivae"] = {"target": target, "n_samples": n_samples,
+                             "normalization": "proportions summing to 1 per cell"}
+    return result
+
+
+def _device(module: MultimodalVAE) -> torch.device:
+    return next(module.parameters()).device
