@@ -138,7 +138,7 @@ def fit_shrinkage(module: MultimodalVAE, data: CellData | BackedCellData, target
     t = data.modalities.index(target)
     bernoulli = module.decoder(target).likelihood == "bernoulli"
     profile = population_profile(data, target, np.asarray(train_rows), bernoulli, seed=seed)
-    others: np.ndarray = np.delete(data.mask, t, axis=1).any(axis=1)
+    others = np.asarray(np.delete(data.mask, t, axis=1).any(axis=1), dtype=bool)
     rows = np.asarray(validation_rows)
     rows = rows[data.mask[rows, t] & others[rows]]
     if len(rows) < MIN_CELLS:
