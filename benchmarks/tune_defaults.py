@@ -58,7 +58,9 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "no_early_stop": ({}, {"early_stopping": False}),
     "atac_poisson": ({"likelihoods": {"atac": "poisson"}}, {}),
     "atac_nb": ({"likelihoods": {"atac": "nb"}}, {}),
-    "adt_nb": ({"likelihoods": {"adt": "nb"}}, {}),
+    # proteins as totalVI's background/foreground mixture (the default until 2026-11-29, when
+    # the plain NB, then the candidate "adt_nb", replaced it)
+    "adt_nb_mixture": ({"likelihoods": {"adt": "nb_mixture"}}, {}),
     "hsic": ({"batch_penalty": "hsic"}, {}),
     "mmd": ({"batch_penalty": "mmd"}, {}),
     "adversarial": ({"batch_penalty": "adversarial"}, {}),

@@ -233,8 +233,9 @@ VARIANT_ROWS: dict[str, dict[str, Any]] = {
                                   "penalty_weight": 100.0},
     "omnivae (mopoe + hsic 100)": {"fusion": "mopoe", "batch_penalty": "hsic",
                                    "penalty_weight": 100.0},
-    # proteins as a plain NB instead of the background/foreground mixture (tuning.md)
-    "omnivae (mopoe, adt nb)": {"fusion": "mopoe", "likelihoods": {"adt": "nb"}},
+    # proteins as totalVI's background/foreground mixture, the default before the plain NB
+    # (tuning.md, mosaic_gap.md)
+    "omnivae (mopoe, adt nb_mixture)": {"fusion": "mopoe", "likelihoods": {"adt": "nb_mixture"}},
 }
 
 
