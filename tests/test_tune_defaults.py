@@ -56,13 +56,17 @@ def test_rows_against_earlier_defaults_get_their_own_table():
         {"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "system": "baseline",
          "task": "rna->adt", "score": 0.669},  # no "defaults": measured before the label existed
         {"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "system": "baseline",
-         "task": "rna->adt", "score": 0.650, "defaults": tune.DEFAULTS},
+         "task": "rna->adt", "score": 0.650, "defaults": tune.PENALTY_DEFAULTS},
         {"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "system": "adt_nb",
+         "task": "rna->adt", "score": 0.662, "defaults": tune.PENALTY_DEFAULTS},
+        {"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "system": "baseline",
          "task": "rna->adt", "score": 0.662, "defaults": tune.DEFAULTS},
     ]
     text = tune.summarise(rows)
     current = text.index(f"## Against {tune.DEFAULTS}")
+    penalty = text.index(f"## Against {tune.PENALTY_DEFAULTS}")
     earlier = text.index(f"## Against {tune.EARLIER_DEFAULTS}")
-    assert current < earlier  # newest first
-    assert current < text.index("| baseline | 0 | 0.650 |") < text.index("| adt_nb | 0 | 0.662 |") \
+    assert text.index("Adopted:") < current < penalty < earlier  # newest first
+    assert current < text.index("| baseline | 0 | 0.662 |") < penalty \
+        < text.index("| baseline | 0 | 0.650 |") < text.index("| adt_nb | 0 | 0.662 |") \
         < earlier < text.index("| baseline | 0 | 0.669 |")
