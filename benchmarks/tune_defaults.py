@@ -111,7 +111,8 @@ NEWEST_FIRST = (DEFAULTS, PENALTY_DEFAULTS, EARLIER_DEFAULTS)
 # Candidates adopted as defaults, and where they were confirmed (shown under tuning.md's title).
 ADOPTED = [
     "`adt_nb` (proteins as a plain NB instead of the background/foreground mixture), "
-    "2026-11-29: CITE rna->adt 0.654 vs 0.643 and scib total 0.725 vs 0.707 here (3 seeds); "
+    "2026-11-29: CITE rna->adt 0.654 vs 0.643 here (3 seeds) and scib total 0.725 vs 0.707 "
+    "(3 seeds of the new default); "
     "confirmed on SLN111 (3 seeds: rna->adt 0.512 vs 0.504, total 0.696 vs 0.689) and the PBMC "
     "mosaic set (seed 0: rna->adt 0.417 vs 0.353, total 0.751 vs 0.756), where the mixture "
     "absorbed cd4.1 into its background (mosaic_gap.md). The old default is the candidate "
