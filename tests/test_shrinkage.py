@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import omnivae
-from omnivae.shrinkage import WEIGHTS, Shrinkage, heldout_loglik
+import omnivae.shrinkage
+from omnivae.shrinkage import WEIGHTS, Shrinkage, fit_shrinkage, heldout_loglik
 from omnivae.splits import withhold_modality
 
 
@@ -78,3 +79,11 @@ def test_heldout_loglik_picks_the_population_profile_for_noise():
     ll = heldout_loglik(predicted, profile, counts, counts.sum(1), bernoulli=False)
     assert WEIGHTS[int(np.argmax(ll))] <= 0.1
     assert Shrinkage(1.0, profile, 0).apply(predicted) is predicted
+
+
+def test_a_weight_is_fitted_on_at_most_max_validation_cells(unrelated, monkeypatch):
+    model = unrelated[0]
+    rows = np.arange(model._data.n_cells)
+    monkeypatch.setattr(omnivae.shrinkage, "MAX_VALIDATION_CELLS", 7)
+    capped = fit_shrinkage(model.module, model._data, "atac", rows, rows, seed=0)
+    assert capped.n_cells == 7 and len(capped.loglik) == len(WEIGHTS)

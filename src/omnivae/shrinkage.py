@@ -44,6 +44,9 @@ MIN_CELLS = 5  # validation cells (with the target and another modality) needed 
 WEIGHTS = np.round(np.linspace(0.0, 1.0, 21), 2)
 PROFILE_CELLS = 20_000  # training cells averaged for the population profile (a seeded sample)
 DRAWS = 25  # posterior draws of each validation cell's prediction
+# validation cells that fit a weight (a seeded sample above it): 21 weights on one scalar
+# log-likelihood need no more, and it bounds the dense (cells x features) arrays on large data
+MAX_VALIDATION_CELLS = 5_000
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def heldout_loglik(predicted: np.ndarray, profile: np.ndarray, counts: np.ndarra
     --------
     >>> import numpy as np
     >>> f = np.array([[0.9, 0.1], [0.1, 0.9]]); p = np.array([0.5, 0.5])
-    >>> x = np.array([[3.0, 1.0], [1.0, 3.0]])   # the prediction is right: weight 1 wins
+    >>> x = np.array([[9.0, 1.0], [1.0, 9.0]])   # the prediction is right: weight 1 wins
     >>> int(np.argmax(heldout_loglik(f, p, x, x.sum(1), bernoulli=False)))
     20
     """
@@ -141,6 +144,9 @@ def fit_shrinkage(module: MultimodalVAE, data: CellData | BackedCellData, target
     others = np.asarray(np.delete(data.mask, t, axis=1).any(axis=1), dtype=bool)
     rows = np.asarray(validation_rows)
     rows = rows[data.mask[rows, t] & others[rows]]
+    if len(rows) > MAX_VALIDATION_CELLS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_VALIDATION_CELLS,
+                                                          replace=False))
     if len(rows) < MIN_CELLS:
         return Shrinkage(1.0, profile, len(rows))
     module.eval()
@@ -159,5 +165,5 @@ def fit_shrinkage(module: MultimodalVAE, data: CellData | BackedCellData, target
     return Shrinkage(weight, profile, len(rows), tuple(float(v) for v in loglik))
 
 
-__all__ = ["DRAWS", "MIN_CELLS", "WEIGHTS", "Shrinkage", "fit_shrinkage", "heldout_loglik",
+__all__ = ["DRAWS", "MAX_VALIDATION_CELLS", "MIN_CELLS", "WEIGHTS", "Shrinkage", "fit_shrinkage", "heldout_loglik",
            "population_profile"]
