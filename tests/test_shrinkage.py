@@ -50,7 +50,7 @@ def test_cells_predicted_from_their_own_target_are_not_shrunk(unrelated):
     mask = np.ones((3, len(model.setup.modalities)), dtype=bool)
     mask[1] = False
     mask[1, t] = True  # cell 1 has only ATAC: its prediction is a reconstruction
-    out = model._shrink("atac", raw, mask)
+    out, _ = model.shrinkage["atac"].apply_cross_modal(raw, mask, t)
     np.testing.assert_array_equal(out[1], raw[1])
     np.testing.assert_allclose(out[[0, 2]], model.shrinkage["atac"].apply(raw[[0, 2]]))
 
@@ -87,3 +87,14 @@ def test_a_weight_is_fitted_on_at_most_max_validation_cells(unrelated, monkeypat
     monkeypatch.setattr(omnivae.shrinkage, "MAX_VALIDATION_CELLS", 7)
     capped = fit_shrinkage(model.module, model._data, "atac", rows, rows, seed=0)
     assert capped.n_cells == 7 and len(capped.loglik) == len(WEIGHTS)
+
+
+def test_the_weight_is_fitted_on_the_cells_training_held_out(unrelated):
+    from omnivae.training_data import split_cells
+
+    model = unrelated[0]
+    _, held_out = split_cells(model._data.n_cells, 0.1, seed=0)  # train()'s defaults
+    t = model.setup.modalities.index("atac")
+    with_atac = int(model._data.mask[held_out, t].sum())  # every cell here also has RNA
+    assert 0 < with_atac < len(held_out)  # some held-out cells had their ATAC withheld
+    assert model.shrinkage["atac"].n_cells == with_atac

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 from lightning.pytorch.strategies import Strategy
 from torch.utils.data import DataLoader
 
@@ -47,11 +48,16 @@ class FitResult:
     interruption
         ``None``, or when Ctrl-C stopped training, a message saying in which epoch and which
         weights the module kept (:meth:`omnivae.Model.train` warns with it).
+    train_cells, validation_cells
+        Row indices of the cells training fitted on and the ones it held out (early stopping
+        watches them; :mod:`omnivae.shrinkage` fits its weights on them).
     """
 
     history: list[dict[str, float]]
     is_global_zero: bool
     interruption: str | None
+    train_cells: np.ndarray
+    validation_cells: np.ndarray
 
 
 def check_train_arguments(
@@ -241,7 +247,7 @@ def fit(
         interruption = (f"Training interrupted (Ctrl-C) in epoch {trainer.current_epoch}; the "
                         f"model keeps {kept}.")
     return FitResult(history=history.rows, is_global_zero=trainer.is_global_zero,
-                     interruption=interruption)
+                     interruption=interruption, train_cells=train_idx, validation_cells=val_idx)
 
 
 def _make_trainer(

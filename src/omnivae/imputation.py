@@ -94,13 +94,16 @@ def predict(
         generator = torch.Generator(device=device).manual_seed(seed)
         levels = [] if interval is None else [(1 - interval) / 2, (1 + interval) / 2]
         stats: dict[str, list[np.ndarray]] = {"mean": [], "std": [], "lower": [], "upper": []}
+        # count draws (predictive=True) are not shrunk; expression draws are, like Model.predict
+        shrinkage = None if predictive else model.shrinkage.get(target)
+        t = model.setup.modalities.index(target)
         for start in range(0, data.n_cells, batch_size):
             batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
             draws = sample_normalized(module, batch.to(device), target, n_samples,
                                       predictive=predictive, generator=generator)
-            if not predictive:  # shrunk like Model.predict (omnivae.shrinkage), draw by draw
-                draws = torch.from_numpy(model._shrink(
-                    target, draws.cpu().numpy(), batch.mask.numpy())).to(device)
+            if shrinkage is not None:  # draw by draw
+                shrunk, _ = shrinkage.apply_cross_modal(draws.cpu().numpy(), batch.mask.numpy(), t)
+                draws = torch.from_numpy(shrunk).to(device)
             stats["mean"].append(draws.mean(0).cpu().numpy())
             stats["std"].append(draws.std(0).cpu().numpy())
             if levels:

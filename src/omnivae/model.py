@@ -31,10 +31,9 @@ from omnivae.model_setup import (
 )
 from omnivae.models import resolve_model
 from omnivae.module import ModuleConfig, MultimodalVAE
-from omnivae.shrinkage import Shrinkage, fit_shrinkage
+from omnivae.shrinkage import Shrinkage, fit_every_target
 from omnivae.threads import pinned_threads
 from omnivae.training import training_precision
-from omnivae.training_data import split_cells
 
 if TYPE_CHECKING:
     from omnivae.query import QueryModel
@@ -346,26 +345,12 @@ class Model:
         self.history = (pd.DataFrame(result.history).set_index("epoch") if result.history
                         else pd.DataFrame())
         self.is_trained = True
-        self._fit_shrinkage(validation_fraction)
+        with pinned_threads(self._num_threads):  # weights from the cells training held out
+            self.shrinkage = fit_every_target(
+                self.module, self._data, result.train_cells, result.validation_cells,
+                seed=int(self.config.extra.get("seed", 0)), device=self._device())
         if result.interruption is not None:
             warnings.warn(result.interruption, RuntimeWarning, stacklevel=2)
-
-    def _fit_shrinkage(self, validation_fraction: float) -> None:
-        """Fit each modality's cross-modal shrinkage on the validation cells that training
-        held out (see :mod:`omnivae.shrinkage`); none without validation cells."""
-        seed = int(self.config.extra.get("seed", 0))
-        train_rows, validation_rows = split_cells(self._data.n_cells, validation_fraction, seed)
-        self.shrinkage = {}
-        if len(validation_rows) == 0 or len(self.setup.modalities) < 2:
-            return
-        with pinned_threads(self._num_threads):
-            for target in self.setup.modalities:
-                try:
-                    self.shrinkage[target] = fit_shrinkage(
-                        self.module, self._data, target, train_rows, validation_rows, seed=seed,
-                        device=self._device())
-                except ValueError:  # no training cell with non-zero counts of the target
-                    continue
 
     # inference ---------------------------------------------------------------------------
     def _cell_data(self, mdata: md.MuData | None) -> Any:
@@ -449,15 +434,14 @@ class Model:
         result = predicted_modality(
             self.module, data, self.setup, target,
             obs_names=source.obs_names, n_samples=n_samples, batch_size=batch_size, seed=seed)
-        weight = self._shrinkage_weight(target) if shrink else 1.0
-        if weight < 1.0:
-            mask = np.asarray(data.mask)
-            result.X = self._shrink(target, result.X, mask)
-            if "std" in result.layers:  # the spread of w * f + const is w times that of f
-                cross = np.delete(mask, self.setup.modalities.index(target), axis=1).any(axis=1)
-                std = result.layers["std"]
-                result.layers["std"] = std * np.where(cross, weight, 1.0).astype(std.dtype)[:, None]
-        result.uns["omnivae"]["shrinkage_weight"] = weight
+        shrinkage = self.shrinkage.get(target) if shrink else None
+        if shrinkage is not None:
+            result.X, std = shrinkage.apply_cross_modal(
+                result.X, np.asarray(data.mask), self.setup.modalities.index(target),
+                result.layers.get("std"))
+            if std is not None:
+                result.layers["std"] = std
+        result.uns["omnivae"]["shrinkage_weight"] = 1.0 if shrinkage is None else shrinkage.weight
         if calibrate_on is not None:
             self.calibrate(target, calibrate_on, mdata=mdata, seed=seed)
         if interval is not None:
@@ -468,23 +452,6 @@ class Model:
             result.layers["lower"], result.layers["upper"] = lower, upper
             result.uns["omnivae"]["interval"] = info
         return result
-
-    def _shrinkage_weight(self, target: str) -> float:
-        shrinkage = self.shrinkage.get(target)
-        return 1.0 if shrinkage is None else shrinkage.weight
-
-    def _shrink(self, target: str, predicted: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Apply ``self.shrinkage[target]`` to the rows of ``predicted`` that were predicted
-        from other modalities (``mask``: the cells' modality membership); see
-        :mod:`omnivae.shrinkage`."""
-        shrinkage = self.shrinkage.get(target)
-        if shrinkage is None or shrinkage.weight >= 1.0:
-            return predicted
-        t = self.setup.modalities.index(target)
-        cross = np.delete(mask, t, axis=1).any(axis=1)
-        out = predicted.copy()  # (n, g), or (S, n, g) draws
-        out[..., cross, :] = shrinkage.apply(predicted[..., cross, :])
-        return out
 
     def calibrate(self, target: str, truth: ad.AnnData, *, mdata: md.MuData | None = None,
                   n_samples: int = 200, per_feature: bool = True, seed: int = 0) -> Any:

@@ -69,6 +69,33 @@ class Shrinkage:
         return (self.weight * predicted + (1.0 - self.weight) * self.profile).astype(
             predicted.dtype, copy=False)
 
+    def apply_cross_modal(self, predicted: np.ndarray, mask: np.ndarray, target: int,
+                          std: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Shrink the rows of ``predicted`` (``(n, g)``, or ``(S, n, g)`` draws) that were
+        predicted from other modalities (:func:`cross_modal_rows` of the cells' membership
+        ``mask`` and the target's column ``target``); a cell's reconstruction of its own target
+        is left as it is. ``std`` (``(n, g)``), the spread over draws, scales by the weight
+        on the same rows (the spread of ``w f + c`` is ``w`` times that of ``f``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> s = Shrinkage(0.5, np.array([0.5, 0.5], dtype=np.float32), n_cells=10)
+        >>> f = np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
+        >>> mask = np.array([[True, True], [False, True]])  # cell 1 has only the target
+        >>> shrunk, _ = s.apply_cross_modal(f, mask, target=1)
+        >>> shrunk.tolist()
+        [[0.75, 0.25], [1.0, 0.0]]
+        """
+        if self.weight >= 1.0:
+            return predicted, std
+        cross = cross_modal_rows(mask, target)
+        out = predicted.copy()
+        out[..., cross, :] = self.apply(predicted[..., cross, :])
+        if std is not None:
+            std = std * np.where(cross, self.weight, 1.0).astype(std.dtype)[:, None]
+        return out, std
+
     def to_dict(self) -> dict[str, Any]:
         return {"weight": self.weight, "profile": self.profile.tolist(), "n_cells": self.n_cells,
                 "loglik": list(self.loglik)}
@@ -79,6 +106,19 @@ class Shrinkage:
                    int(d["n_cells"]), tuple(float(v) for v in d.get("loglik", ())))
 
 
+def cross_modal_rows(mask: np.ndarray, target: int) -> np.ndarray:
+    """Which cells have a modality other than column ``target`` of their membership ``mask``
+    (``(n_cells, n_modalities)``): their prediction of the target comes from other modalities.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cross_modal_rows(np.array([[True, True], [False, True], [True, False]]), 1).tolist()
+    [True, False, True]
+    """
+    return np.asarray(np.delete(np.asarray(mask), target, axis=1).any(axis=1), dtype=bool)
+
+
 def _dense_counts(data: CellData | BackedCellData, rows: np.ndarray, target: str) -> np.ndarray:
     return data.batch(rows).counts[target].numpy().astype(np.float64)
 
@@ -86,7 +126,16 @@ def _dense_counts(data: CellData | BackedCellData, rows: np.ndarray, target: str
 def population_profile(data: CellData | BackedCellData, target: str, rows: np.ndarray,
                        bernoulli: bool, *, chunk: int = 2048, seed: int = 0) -> np.ndarray:
     """Mean normalised profile of ``target`` over the cells ``rows`` that have it (at most
-    :data:`PROFILE_CELLS` of them, a seeded sample); binarized first for a Bernoulli target."""
+    :data:`PROFILE_CELLS` of them, a seeded sample); binarized first for a Bernoulli target.
+
+    Examples
+    --------
+    >>> import numpy as np, omnivae
+    >>> model = omnivae.Model(omnivae.datasets.simulate(40, modalities=("rna", "atac"), seed=0))
+    >>> p = population_profile(model._data, "atac", np.arange(40), bernoulli=True)
+    >>> bool(np.isclose(p.sum(), 1.0)), p.shape == (model.mdata["atac"].n_vars,)
+    (True, True)
+    """
     t = data.modalities.index(target)
     rows = rows[data.mask[rows, t]]
     if len(rows) > PROFILE_CELLS:
@@ -137,13 +186,24 @@ def heldout_loglik(predicted: np.ndarray, profile: np.ndarray, counts: np.ndarra
 def fit_shrinkage(module: MultimodalVAE, data: CellData | BackedCellData, target: str,
                   train_rows: np.ndarray, validation_rows: np.ndarray, *, seed: int = 0,
                   device: torch.device | None = None) -> Shrinkage:
-    """Fit the mixture weight of ``target`` on ``validation_rows`` (see the module doc)."""
+    """Fit the mixture weight of ``target`` on ``validation_rows`` (see the module doc), the
+    population profile on ``train_rows``; at most :data:`MAX_VALIDATION_CELLS` validation
+    cells (a seeded sample), and weight 1 below :data:`MIN_CELLS` of them.
+
+    Examples
+    --------
+    >>> import numpy as np, omnivae
+    >>> sim = omnivae.datasets.simulate(80, modalities=("rna", "atac"), missing_fraction=0, seed=0)
+    >>> model = omnivae.Model(sim, n_latent=3)
+    >>> fitted = fit_shrinkage(model.module, model._data, "atac", np.arange(60), np.arange(60, 80))
+    >>> fitted.n_cells, float(fitted.weight) in set(WEIGHTS.tolist())
+    (20, True)
+    """
     t = data.modalities.index(target)
     bernoulli = module.decoder(target).likelihood == "bernoulli"
     profile = population_profile(data, target, np.asarray(train_rows), bernoulli, seed=seed)
-    others = np.asarray(np.delete(data.mask, t, axis=1).any(axis=1), dtype=bool)
     rows = np.asarray(validation_rows)
-    rows = rows[data.mask[rows, t] & others[rows]]
+    rows = rows[data.mask[rows, t] & cross_modal_rows(data.mask, t)[rows]]
     if len(rows) > MAX_VALIDATION_CELLS:
         rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_VALIDATION_CELLS,
                                                           replace=False))
@@ -165,5 +225,34 @@ def fit_shrinkage(module: MultimodalVAE, data: CellData | BackedCellData, target
     return Shrinkage(weight, profile, len(rows), tuple(float(v) for v in loglik))
 
 
-__all__ = ["DRAWS", "MAX_VALIDATION_CELLS", "MIN_CELLS", "WEIGHTS", "Shrinkage", "fit_shrinkage", "heldout_loglik",
+def fit_every_target(module: MultimodalVAE, data: CellData | BackedCellData,
+                     train_rows: np.ndarray, validation_rows: np.ndarray, *, seed: int = 0,
+                     device: torch.device | None = None) -> dict[str, Shrinkage]:
+    """:func:`fit_shrinkage` for every modality of ``data`` (none without validation cells or
+    with one modality; a target no training cell has counts of is skipped).
+
+    Examples
+    --------
+    >>> import numpy as np, omnivae
+    >>> sim = omnivae.datasets.simulate(80, modalities=("rna", "atac"), missing_fraction=0, seed=0)
+    >>> model = omnivae.Model(sim, n_latent=3)
+    >>> sorted(fit_every_target(model.module, model._data, np.arange(60), np.arange(60, 80)))
+    ['atac', 'rna']
+    >>> fit_every_target(model.module, model._data, np.arange(80), np.arange(0))
+    {}
+    """
+    fitted: dict[str, Shrinkage] = {}
+    if len(validation_rows) == 0 or len(data.modalities) < 2:
+        return fitted
+    for target in data.modalities:
+        try:
+            fitted[target] = fit_shrinkage(module, data, target, train_rows, validation_rows,
+                                           seed=seed, device=device)
+        except ValueError:  # no training cell with non-zero counts of the target
+            continue
+    return fitted
+
+
+__all__ = ["DRAWS", "MAX_VALIDATION_CELLS", "MIN_CELLS", "WEIGHTS", "Shrinkage", "cross_modal_rows",
+           "fit_every_target", "fit_shrinkage", "heldout_loglik",
            "population_profile"]

@@ -167,7 +167,11 @@ def _stream_into(handle: h5py.File, model: Model, data: Any, targets: Sequence[s
             embedding[start:stop] = module.posterior(batch).mean.cpu().numpy()
             for target, dataset in predicted.items():
                 pred = module.predict_normalized(batch, target, 0)[0].cpu().numpy()
-                dataset[start:stop] = model._shrink(target, pred, batch.mask.cpu().numpy())
+                shrinkage = model.shrinkage.get(target)
+                if shrinkage is not None:
+                    pred, _ = shrinkage.apply_cross_modal(
+                        pred, batch.mask.cpu().numpy(), model.setup.modalities.index(target))
+                dataset[start:stop] = pred
 
 
 def write_counts_store(
