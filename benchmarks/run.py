@@ -90,41 +90,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _merged(folders: list[Path], task: str) -> tuple[list[dict], str, str]:
+    """The raw rows of ``task`` from every folder, with their machine notes and settings
+    combined."""
+    parts = [read_raw(folder, task) for folder in folders]
+    return ([row for part in parts for row in part[0]], combine_notes([p[1] for p in parts]),
+            combine_settings([p[2] for p in parts]))
+
+
 def merge(folders: list[Path], out: Path, order: list[str], report_name: str | None = None,
           preambles: dict[str, str] | None = None) -> None:
     """Rebuild every table and plot in ``out`` from the raw rows of earlier runs; with
     ``report_name``, only the embedding and prediction rows, as ``out/<report_name>_<task>.md``
-    (``preambles[task]`` under each title)."""
-    if report_name:
-        written = 0
-        for task, writer in (("embedding", write_embedding), ("prediction", write_prediction)):
-            parts = [read_raw(folder, task) for folder in folders]
-            rows = [row for part in parts for row in part[0]]
-            if rows:
-                writer(out, rows, order, combine_notes([p[1] for p in parts]),
-                       combine_settings([p[2] for p in parts]), name=f"{report_name}_{task}",
-                       preamble=(preambles or {}).get(task, ""))
-                written += 1
-        if not written:
-            raise SystemExit(f"No embedding or prediction rows in {[str(f) for f in folders]}.")
-        return
+    (``preambles[task]`` under each title) and no summary."""
     writers = {"embedding": write_embedding, "prediction": write_prediction}
-    for task in TASKS:
-        parts = [read_raw(folder, task) for folder in folders]
-        rows = [row for part in parts for row in part[0]]
-        if not rows:
-            continue
-        note = combine_notes([p[1] for p in parts])
-        settings = combine_settings([p[2] for p in parts])
-        if task in writers:
+    tasks = list(writers) if report_name else TASKS
+    merged = {task: _merged(folders, task) for task in tasks}
+    merged = {task: parts for task, parts in merged.items() if parts[0]}
+    if report_name and not merged:
+        raise SystemExit(f"No embedding or prediction rows in {[str(f) for f in folders]}.")
+    for task, (rows, note, settings) in merged.items():
+        if report_name:
+            writers[task](out, rows, order, note, settings, name=f"{report_name}_{task}",
+                          preamble=(preambles or {}).get(task, ""))
+        elif task in writers:
             writers[task](out, rows, order, note, settings)
         elif task == "speed":
             write_speed(out, rows, SPEED_PAIRS, note, settings)
         else:
             write_scaling(out, rows, note, settings)
-    atomic_write(out / "summary.md", "# Headline\n\nMean over seeds; best per column in bold. "
-                 "Details: embedding.md, prediction.md, speed.md, scaling.md.\n\n"
-                 + headline(out, order) + "\n")
+    if not report_name:
+        atomic_write(out / "summary.md", "# Headline\n\nMean over seeds; best per column in "
+                     "bold. Details: embedding.md, prediction.md, speed.md, scaling.md.\n\n"
+                     + headline(out, order) + "\n")
 
 
 def preambles_by_task(files: list[Path]) -> dict[str, str]:
