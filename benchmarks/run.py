@@ -90,12 +90,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _settings(parts: list[tuple[list[dict], str, str]]) -> str:
+    """The settings lines of raw parts combined, each naming the datasets it applies to."""
+    return combine_settings([p[2] for p in parts],
+                            [list(dict.fromkeys(r["dataset"] for r in p[0])) for p in parts])
+
+
 def _merged(folders: list[Path], task: str) -> tuple[list[dict], str, str]:
     """The raw rows of ``task`` from every folder, with their machine notes and settings
     combined."""
     parts = [read_raw(folder, task) for folder in folders]
     return ([row for part in parts for row in part[0]], combine_notes([p[1] for p in parts]),
-            combine_settings([p[2] for p in parts]))
+            _settings(parts))
 
 
 def merge(folders: list[Path], out: Path, order: list[str], report_name: str | None = None,
@@ -120,8 +126,11 @@ def merge(folders: list[Path], out: Path, order: list[str], report_name: str | N
         else:
             write_scaling(out, rows, note, settings)
     if not report_name:
+        budgets = _settings([read_raw(folder, task) for task in ("embedding", "prediction")
+                             for folder in folders])
         atomic_write(out / "summary.md", "# Headline\n\nMean over seeds; best per column in "
                      "bold. Details: embedding.md, prediction.md, speed.md, scaling.md.\n\n"
+                     + (f"Training budgets: {budgets}\n\n" if budgets else "")
                      + headline(out, order) + "\n")
 
 

@@ -105,23 +105,38 @@ def combine_notes(notes: Sequence[str]) -> str:
 _SETTINGS = re.compile(r"Mode: (?P<mode>[^;]+); seeds \[(?P<seeds>[\d, ]*)\]; (?P<rest>.+)")
 
 
-def combine_settings(settings: Sequence[str]) -> str:
-    """The settings lines of merged runs, with the seeds of otherwise equal settings joined.
+def combine_settings(settings: Sequence[str],
+                     datasets: Sequence[Sequence[str]] | None = None) -> str:
+    """The settings lines of merged runs, with the seeds of otherwise equal settings joined;
+    with ``datasets`` (the datasets of each run, parallel to ``settings``), each line also
+    names the datasets it was measured on, so a reader sees which datasets ran at which budget.
 
     >>> combine_settings(["Mode: full; seeds [2]; default epochs.",
     ...                   "Mode: full; seeds [0, 1]; default epochs.", "Shaped like x."])
     'Mode: full; seeds [0, 1, 2]; default epochs. Shaped like x.'
+    >>> combine_settings(["Mode: full; seeds [0]; default epochs.",
+    ...                   "Mode: full; seeds [1]; default epochs.",
+    ...                   "Mode: full; seeds [0]; at most 20 epochs per neural network."],
+    ...                  [["cite"], ["cite", "sln"], ["mop"]])
+    'Mode: full; seeds [0, 1]; default epochs (cite, sln). Mode: full; seeds [0]; at most 20 epochs per neural network (mop).'
     """
-    groups: dict[tuple[str, str], set[int]] = {}
+    parts = datasets if datasets is not None else [[] for _ in settings]
+    groups: dict[tuple[str, str], tuple[set[int], dict[str, None]]] = {}
     others: list[str] = []
-    for line in dict.fromkeys(s for s in settings if s):
-        found = _SETTINGS.fullmatch(line)
+    for line, names in zip(settings, parts, strict=True):
+        found = _SETTINGS.fullmatch(line) if line else None
         if found is None:
-            others.append(line)
+            if line and line not in others:
+                others.append(line)
             continue
-        seeds = {int(x) for x in found["seeds"].split(",") if x.strip()}
-        groups.setdefault((found["mode"], found["rest"]), set()).update(seeds)
-    lines = [f"Mode: {mode}; seeds {sorted(seeds)}; {rest}" for (mode, rest), seeds in groups.items()]
+        seeds, where = groups.setdefault((found["mode"], found["rest"]), (set(), {}))
+        seeds.update(int(x) for x in found["seeds"].split(",") if x.strip())
+        where.update(dict.fromkeys(names))
+    lines = []
+    for (mode, rest), (seeds, where) in groups.items():
+        if where:
+            rest = f"{rest.removesuffix('.')} ({', '.join(where)})."
+        lines.append(f"Mode: {mode}; seeds {sorted(seeds)}; {rest}")
     return " ".join(lines + others)
 
 
