@@ -56,9 +56,9 @@ from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo
 from omnivae.model import Model
 from omnivae.module import ModuleConfig, MultimodalVAE
+from omnivae.persistence import read_model
 from omnivae.query_data import setup_query
 from omnivae.query_fill import fill_unmeasured
-from omnivae.shrinkage import Shrinkage
 from omnivae.surgery import count_trainable, load_reference_weights
 
 
@@ -253,14 +253,11 @@ def map_query(
 
 
 def _load_reference(path: Path) -> Model:
-    """A saved reference model's setup, config and weights (no data needed)."""
-    from omnivae import _io
-    meta, state = _io.load_model_folder(path)
-    setup = SetupInfo.from_dict(meta["setup"])
-    config = ModuleConfig.from_dict(meta["module"])
+    """A saved reference model's setup, config, weights and shrinkage (no data needed)."""
+    saved = read_model(path)
     model = Model.__new__(Model)
-    model.setup, model.config = setup, config
-    model.module = MultimodalVAE(config)
-    model.module.load_state_dict(state)
-    model.shrinkage = {t: Shrinkage.from_dict(v) for t, v in (meta.get("shrinkage") or {}).items()}
+    model.setup, model.config = saved.setup, saved.config
+    model.module = MultimodalVAE(saved.config)
+    model.module.load_state_dict(saved.state)
+    model.shrinkage = saved.shrinkage
     return model
