@@ -198,6 +198,66 @@ def test_query_model_with_a_smaller_panel_saves_and_loads(tmp_path):
 
 
 
+@pytest.fixture(scope="module")
+def shrunk_reference():
+    """A barely trained reference (3 epochs) whose validation cells chose weights below 1 for
+    both targets, and the cells of a batch it never saw."""
+    sim = omnivae.datasets.simulate(200, modalities=("rna", "adt"), n_batches=3, seed=1)
+    model = omnivae.Model(sim[sim.obs["batch"] != "batch-2"].copy(), batch_key="batch",
+                          n_latent=3, seed=0)
+    model.train(max_epochs=3, progress_bar=False, validation_fraction=0.2)
+    assert all(s.weight < 1.0 and s.n_cells >= 5 for s in model.shrinkage.values())
+    return model, sim[sim.obs["batch"] == "batch-2"].copy()
+
+
+def _assert_same_shrinkage(got, expected):
+    assert sorted(got) == sorted(expected)
+    for target, fitted in expected.items():
+        assert (got[target].weight, got[target].n_cells) == (fitted.weight, fitted.n_cells)
+        np.testing.assert_array_equal(got[target].profile, fitted.profile)
+
+
+def test_rna_only_query_predicts_the_missing_modality_with_the_reference_shrinkage(
+        shrunk_reference, tmp_path):
+    """An RNA-only query cannot fit a protein weight itself; its protein prediction comes
+    from the reference decoder and is shrunk by the reference's weight toward the reference's
+    training-cell profile (it was left unshrunk before)."""
+    model, query = shrunk_reference
+    rna_only = query.copy()
+    del rna_only.mod["adt"]
+    refresh(rna_only)
+    fitted = model.shrinkage["adt"]
+    _assert_same_shrinkage(omnivae.Model.load_query(model, rna_only).shrinkage, model.shrinkage)
+    mapped = model.map_query(rna_only, max_epochs=2, progress_bar=False)
+    assert mapped.n_trainable > 0
+    _assert_same_shrinkage(mapped.shrinkage, model.shrinkage)
+    shrunk, raw = mapped.predict("adt"), mapped.predict("adt", shrink=False)
+    np.testing.assert_allclose(shrunk.X, fitted.weight * raw.X + (1 - fitted.weight)
+                               * fitted.profile, rtol=1e-5, atol=1e-7)
+    assert np.abs(shrunk.X - raw.X).max() > 1e-3
+    assert shrunk.uns["omnivae"]["shrinkage_weight"] == fitted.weight
+    # a reference given as a saved folder carries its weights too
+    model.save(tmp_path / "ref")
+    from_disk = omnivae.Model.load_query(tmp_path / "ref", rna_only)
+    _assert_same_shrinkage(from_disk.shrinkage, model.shrinkage)
+
+
+def test_paired_query_keeps_the_reference_shrinkage_and_saves_it(shrunk_reference, tmp_path):
+    """Where the query has the target, its own validation cells could fit a weight; the query
+    model keeps the reference's (re-fitting on a query's few cells did worse on balance), and a
+    save/load round trip keeps it."""
+    model, query = shrunk_reference
+    mapped = model.map_query(query, max_epochs=2, progress_bar=False, validation_fraction=0.3)
+    _assert_same_shrinkage(mapped.shrinkage, model.shrinkage)
+    mapped.save(tmp_path / "query_model")
+    loaded = omnivae.Model.load(tmp_path / "query_model", query)
+    _assert_same_shrinkage(loaded.shrinkage, model.shrinkage)
+    for target in ("rna", "adt"):
+        shrunk = loaded.predict(target)
+        np.testing.assert_allclose(shrunk.X, mapped.predict(target).X, rtol=1e-4, atol=1e-6)
+        assert np.abs(shrunk.X - loaded.predict(target, shrink=False).X).max() > 1e-3
+
+
 def test_cli_map_writes_query_embedding_predictions_and_model(tmp_path, capsys):
     import mudata as md
 

@@ -13,6 +13,7 @@ import torch
 
 from omnivae.data import SetupInfo
 from omnivae.module import MultimodalVAE
+from omnivae.shrinkage import Shrinkage
 from omnivae.threads import pinned_threads
 
 
@@ -42,10 +43,13 @@ def latent_mean(module: MultimodalVAE, data: Any, *, batch_size: int,
 @torch.no_grad()
 def predicted_modality(module: MultimodalVAE, data: Any, setup: SetupInfo, target: str, *,
                        obs_names: pd.Index, n_samples: int, batch_size: int,
-                       seed: int) -> ad.AnnData:
+                       seed: int, shrinkage: Shrinkage | None = None) -> ad.AnnData:
     """Modality ``target`` predicted for every cell of ``data`` (rows named ``obs_names``) as
     normalised expression; with ``n_samples > 0`` the mean of that many posterior draws and
-    their standard deviation in ``layers["std"]`` (see :meth:`omnivae.Model.predict`).
+    their standard deviation in ``layers["std"]`` (see :meth:`omnivae.Model.predict`). The
+    rows predicted from other modalities are shrunk by ``shrinkage`` when given
+    (:meth:`~omnivae.shrinkage.Shrinkage.apply_cross_modal`); its weight (1 without) is
+    ``uns["omnivae"]["shrinkage_weight"]``.
 
     Examples
     --------
@@ -56,6 +60,8 @@ def predicted_modality(module: MultimodalVAE, data: Any, setup: SetupInfo, targe
     ...                           obs_names=sim.obs_names, n_samples=3, batch_size=32, seed=0)
     >>> pred.shape == (60, sim["adt"].n_vars), sorted(pred.layers)
     (True, ['std'])
+    >>> pred.uns["omnivae"]["shrinkage_weight"]
+    1.0
     """
     module.eval()
     generator = torch.Generator(device=_device(module)).manual_seed(seed)
@@ -75,8 +81,14 @@ def predicted_modality(module: MultimodalVAE, data: Any, setup: SetupInfo, targe
     )
     if stds:
         result.layers["std"] = torch.cat(stds).numpy()
+    if shrinkage is not None:
+        result.X, spread = shrinkage.apply_cross_modal(result.X, np.asarray(data.mask), t,
+                                                       result.layers.get("std"))
+        if spread is not None:
+            result.layers["std"] = spread
     result.uns["omnivae"] = {"target": target, "n_samples": n_samples,
-                             "normalization": "proportions summing to 1 per cell"}
+                             "normalization": "proportions summing to 1 per cell",
+                             "shrinkage_weight": 1.0 if shrinkage is None else shrinkage.weight}
     return result
 
 

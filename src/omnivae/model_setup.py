@@ -1,6 +1,6 @@
 """How :class:`omnivae.Model` turns its arguments into data and a network configuration: the
-batch-penalty columns, the data setup (in memory or backed), the
-:class:`~omnivae.module.ModuleConfig`, and the columns of the batch probe.
+batch-penalty columns, the data setup (in memory or backed; new cells on the training setup),
+the :class:`~omnivae.module.ModuleConfig`, and the columns of the batch probe.
 """
 
 from __future__ import annotations
@@ -69,6 +69,33 @@ def setup_model_data(
         batch_key=batch_key, penalty_keys=penalty_keys or (),
         label_key=penalty_label_key, reference=reference,
     )
+
+
+def setup_new_cells(mdata: md.MuData, setup: SetupInfo, backed: BackedOptions | None,
+                    ) -> CellData | BackedCellData:
+    """Cells other than a model's training data as its inputs, checked against the training
+    ``setup`` (features, batches): read from disk when ``mdata`` is backed (with the model's
+    ``backed`` options), in memory when every cell has every modality, else as cells lacking
+    whole modalities (:func:`~omnivae.query_data.setup_known_cells`).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> from omnivae.data import setup_mudata
+    >>> sim = omnivae.datasets.simulate(50, modalities=("rna", "adt"), missing_fraction=0)
+    >>> _, setup = setup_mudata(sim, batch_key="batch")
+    >>> rna_only = sim[:20].copy()
+    >>> del rna_only.mod["adt"]
+    >>> [setup_new_cells(cells, setup, None).n_cells for cells in (sim[:10].copy(), rna_only)]
+    [10, 20]
+    """
+    if mdata.isbacked:
+        return setup_backed(mdata, backed, reference=setup)[0]
+    if all(m in mdata.mod and mdata.mod[m].n_obs for m in setup.modalities):
+        return setup_mudata(mdata, reference=setup)[0]
+    from omnivae.query_data import setup_known_cells  # cells lacking whole modalities
+
+    return setup_known_cells(mdata, setup)
 
 
 def build_module_config(

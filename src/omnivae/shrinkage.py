@@ -24,7 +24,8 @@ used when fewer than :data:`MIN_CELLS` validation cells have ``m`` and another m
 for models trained without validation cells or saved before this existed.
 
 :meth:`omnivae.Model.predict` applies it (``shrink=False`` returns the decoder's profile);
-prediction intervals and :func:`omnivae.calibration` draws are not shrunk.
+prediction intervals and :func:`omnivae.calibration` draws are not shrunk. A query model of
+reference mapping (:mod:`omnivae.query`) keeps its reference's weights and profiles.
 """
 
 from __future__ import annotations
