@@ -292,7 +292,8 @@ def cell_columns(
     ('batch-0', 'batch-1')
     """
     batch_index, categories = _batch_codes(
-        mdata, batch_key, reference.batch_categories if reference else None)
+        mdata, batch_key, reference.batch_categories if reference else None,
+        unseen_fix=UNSEEN_BATCH_FIX)
     penalty_columns, penalty_categories = [], {}
     for key in penalty_keys:
         column_codes, cats = _batch_codes(
@@ -305,10 +306,20 @@ def cell_columns(
     return batch_index, categories, codes, penalty_categories, labels, label_categories
 
 
+# how to fix batch labels a trained model never saw (new cells, Model.load)
+UNSEEN_BATCH_FIX = (
+    "The model has no parameters for batches it never saw: map them with "
+    "omnivae.Model.load_query(model, mdata) (reference mapping, which fits the new batches) "
+    "or, if these cells come from a known batch, set their {key!r} to it."
+)
+
+
 def _batch_codes(
-    mdata: md.MuData, key: str | None, known: tuple[str, ...] | None
+    mdata: md.MuData, key: str | None, known: tuple[str, ...] | None,
+    unseen_fix: str = "Map these cells onto a known batch, or retrain including them.",
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Integer codes of a categorical cell column; ``known`` categories are enforced."""
+    """Integer codes of a categorical cell column; ``known`` categories are enforced (labels
+    outside them are an error ending in ``unseen_fix``, formatted with ``key``)."""
     n = mdata.n_obs
     if key is None:
         return np.zeros(n, dtype=np.int64), ()
@@ -327,10 +338,11 @@ def _batch_codes(
         categories = known
         unseen = sorted(set(values) - set(categories))
         if unseen:
+            n_unseen = int((~values.isin(categories)).sum())
             raise ValueError(
                 f"Labels {unseen[:5]} in column {key!r} were not seen in training "
-                f"(known: {list(categories)[:10]}). Map these cells onto a known batch, or "
-                "retrain including them."
+                f"(known: {list(categories)[:10]}; {n_unseen} of {n} cells have them). "
+                + unseen_fix.format(key=key)
             )
     else:
         categories = tuple(sorted(set(values)))

@@ -230,8 +230,14 @@ class Model(TrainingMixin):
         Parameters
         ----------
         mdata
-            Cells to embed (default: the training data). New data must have the training
-            features; its batch labels must be known to the model.
+            Cells to embed (default: the training data). New cells must have the training
+            features of the modalities they have; like training cells they may lack any
+            modality (absent from ``mdata.mod[m]``, or ``m`` missing altogether: RNA-only
+            cells of a CITE-seq model are embedded from their RNA). Their batches are coded
+            as in training: one batch for a model without ``batch_key``, else their labels,
+            which must be known ones (cells of a new batch, or with a smaller panel of a
+            modality, need reference mapping: :meth:`load_query`). Modalities the model was
+            not trained on are ignored with a warning.
         batch_size
             Cells per forward pass.
         """
@@ -251,7 +257,9 @@ class Model(TrainingMixin):
         target
             A modality the model was trained on.
         mdata
-            Cells to predict for (default: the training data).
+            Cells to predict for (default: the training data); new cells as in
+            :meth:`get_latent_representation`, e.g. RNA-only cells get ``target`` from their
+            RNA.
         n_samples
             0 decodes the posterior mean; ``n > 0`` averages ``n`` posterior draws and adds
             their standard deviation as ``layers["std"]`` (the model's uncertainty).

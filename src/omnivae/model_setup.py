@@ -5,6 +5,7 @@ the :class:`~omnivae.module.ModuleConfig`, and the columns of the batch probe.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ import mudata as md
 from omnivae.backed import BackedCellData, BackedOptions, setup_backed
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, setup_mudata
+from omnivae.data_checks import _is_prediction
 from omnivae.defaults import DEFAULT_PENALTY_WEIGHTS
 from omnivae.module import ModalitySpec, ModuleConfig, resolve_mixture_sampling
 from omnivae.priors import check_prior_name
@@ -74,9 +76,16 @@ def setup_model_data(
 def setup_new_cells(mdata: md.MuData, setup: SetupInfo, backed: BackedOptions | None,
                     ) -> CellData | BackedCellData:
     """Cells other than a model's training data as its inputs, checked against the training
-    ``setup`` (features, batches): read from disk when ``mdata`` is backed (with the model's
-    ``backed`` options), in memory when every cell has every modality, else as cells lacking
-    whole modalities (:func:`~omnivae.query_data.setup_known_cells`).
+    ``setup`` (features, batches), with the training rules: which cells have which modality
+    comes from MuData membership, so cells may lack any of the model's modalities (a
+    modality with only some of the cells, or none at all: e.g. RNA-only cells of a CITE-seq
+    model); batches are coded as in training (one batch when the model has no ``batch_key``,
+    else labels it knows; an unknown label is an error pointing to reference mapping).
+
+    Read from disk when ``mdata`` is backed (with the model's ``backed`` options; it must then
+    hold every modality of the model), in memory otherwise (cells lacking whole modalities:
+    :func:`~omnivae.query_data.setup_known_cells`). Modalities the model was not trained on
+    are ignored with a warning (omnivae's own predictions, e.g. ``adt_imputed``, silently).
 
     Examples
     --------
@@ -89,9 +98,23 @@ def setup_new_cells(mdata: md.MuData, setup: SetupInfo, backed: BackedOptions | 
     >>> [setup_new_cells(cells, setup, None).n_cells for cells in (sim[:10].copy(), rna_only)]
     [10, 20]
     """
+    unknown = [m for m in mdata.mod
+               if m not in setup.modalities and not _is_prediction(mdata, m)]
+    if unknown:
+        warnings.warn(
+            f"Modalities {unknown} are not among the model's {list(setup.modalities)} and are "
+            "ignored (the model has no encoder for them); cells are embedded and predicted from "
+            "the model's modalities they have. Drop them (del mdata.mod[name]) to silence this.",
+            UserWarning, stacklevel=4)
+    lacking = [m for m in setup.modalities if m not in mdata.mod or not mdata.mod[m].n_obs]
     if mdata.isbacked:
+        if lacking:
+            raise ValueError(
+                f"These backed cells lack the model's modalities {lacking}: cells lacking a "
+                "whole modality are read in memory only; open the file with "
+                "mudata.read_h5mu(path) (not backed=True).")
         return setup_backed(mdata, backed, reference=setup)[0]
-    if all(m in mdata.mod and mdata.mod[m].n_obs for m in setup.modalities):
+    if not lacking:
         return setup_mudata(mdata, reference=setup)[0]
     from omnivae.query_data import setup_known_cells  # cells lacking whole modalities
 

@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from omnivae.cell_data import CellData
-from omnivae.data import SetupInfo, obs_column
+from omnivae.data import UNSEEN_BATCH_FIX, SetupInfo, _batch_codes, obs_column
 from omnivae.data_checks import _check_counts, _counts_matrix
 
 QUERY_BATCH = "query"  # batch name of a query whose reference had no batch column
@@ -104,36 +104,43 @@ def setup_query(
         measured[name][columns[keep]] = True
     empty = ~mask.any(axis=1)
     if empty.any():
-        raise ValueError(f"{int(empty.sum())} query cells have no data in any modality "
-                         f"(e.g. {obs_names[empty][:3].tolist()}); drop them.")
+        raise ValueError(f"{int(empty.sum())} cells have no data in any of the modalities "
+                         f"{list(reference.modalities)} (e.g. {obs_names[empty][:3].tolist()}); "
+                         "drop them.")
     batch_index, setup = _query_batches(mdata, reference)
     data = CellData(reference.modalities, counts, mask, batch_index, library)
     return data, setup, measured
 
 
 def setup_known_cells(mdata: md.MuData, reference: SetupInfo) -> CellData:
-    """New cells of known batches lacking some of the reference's modalities (e.g. RNA only),
-    with every feature of the modalities they have; for anything else use reference mapping.
+    """Cells other than a model's training data lacking some of its modalities (e.g. RNA
+    only; which cells have which modality comes from MuData membership), with every feature of
+    the modalities they have, coded in the model's batches like its training cells: one batch
+    when it was trained without ``batch_key``, else their labels, which must be known ones
+    (new batches and smaller panels need reference mapping, :func:`omnivae.query.load_query`).
 
     Examples
     --------
     >>> import omnivae
     >>> from omnivae.data import setup_mudata
     >>> sim = omnivae.datasets.simulate(60, modalities=("rna", "adt"), missing_fraction=0, seed=0)
-    >>> _, ref = setup_mudata(sim, batch_key="batch")
+    >>> _, ref = setup_mudata(sim)  # no batch_key: one batch
     >>> del sim.mod["adt"]
-    >>> setup_known_cells(sim, ref).mask.sum(axis=0).tolist()
-    [60, 0]
+    >>> data = setup_known_cells(sim, ref)
+    >>> data.mask.sum(axis=0).tolist(), data.batch_index.tolist() == [0] * 60
+    ([60, 0], True)
     """
-    data, setup, measured = setup_query(mdata, reference)
-    new = setup.batch_categories[len(reference.batch_categories):]
+    data, _, measured = setup_query(mdata, reference)
     partial = [m for m, v in measured.items() if not v.all()]
-    if new or partial:
-        what = (f"batches {list(new)[:5]} the model never saw" if new
-                else f"only some features of {partial}")
-        raise ValueError(f"These cells have {what}: map them with "
+    if partial:
+        raise ValueError(f"These cells have only some features of {partial}: map them with "
                          "omnivae.Model.load_query(model, mdata) (reference mapping).")
-    return data
+    if reference.batch_key is None and reference.batch_categories:
+        return data  # a query model of a reference without batches: its cells are the query's
+    # the training rule (setup_mudata): no batch_key, one batch; else known labels only
+    batch_index, _ = _batch_codes(mdata, reference.batch_key, reference.batch_categories,
+                                  unseen_fix=UNSEEN_BATCH_FIX)
+    return replace(data, batch_index=batch_index)
 
 
 def _query_batches(mdata: md.MuData, reference: SetupInfo) -> tuple[np.ndarray, SetupInfo]:
