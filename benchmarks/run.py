@@ -100,8 +100,25 @@ def _merged(folders: list[Path], task: str) -> tuple[list[dict], str, str]:
     """The raw rows of ``task`` from every folder, with their machine notes and settings
     combined."""
     parts = [read_raw(folder, task) for folder in folders]
-    return ([row for part in parts for row in part[0]], combine_notes([p[1] for p in parts]),
-            _settings(parts))
+    rows = [row for part in parts for row in part[0]]
+    if task in ("embedding", "prediction"):  # speed/scaling rows are repeats, kept as they are
+        rows = _unique_rows(rows)
+    return rows, combine_notes([p[1] for p in parts]), _settings(parts)
+
+
+def _unique_rows(rows: list[dict]) -> list[dict]:
+    """One row per dataset, task, seed and system (the last one read): a baseline scored again
+    in several runs (e.g. ``PCA (RNA)`` in every mosaic run) must count once, not as extra seeds.
+
+    >>> rows = [{"dataset": "d", "seed": 0, "system": "PCA", "total": 0.5},
+    ...         {"dataset": "d", "seed": 0, "system": "PCA", "total": 0.5},
+    ...         {"dataset": "d", "seed": 1, "system": "PCA", "total": 0.6}]
+    >>> [r["seed"] for r in _unique_rows(rows)]
+    [0, 1]
+    """
+    keys = ("dataset", "task", "seed", "system")
+    unique = {tuple(str(row.get(k)) for k in keys): row for row in rows}
+    return list(unique.values())
 
 
 def merge(folders: list[Path], out: Path, order: list[str], report_name: str | None = None,

@@ -103,6 +103,8 @@ def combine_notes(notes: Sequence[str]) -> str:
 
 
 _SETTINGS = re.compile(r"Mode: (?P<mode>[^;]+); seeds \[(?P<seeds>[\d, ]*)\]; (?P<rest>.+)")
+# the datasets a combined settings line names at its end: "... network (mop, pbmc10k)."
+_DATASETS = re.compile(r"(?P<rest>.+) \((?P<names>[\w.-]+(?:, [\w.-]+)*)\)\.")
 
 
 def combine_settings(settings: Sequence[str],
@@ -119,6 +121,12 @@ def combine_settings(settings: Sequence[str],
     ...                   "Mode: full; seeds [0]; at most 20 epochs per neural network."],
     ...                  [["cite"], ["cite", "sln"], ["mop"]])
     'Mode: full; seeds [0, 1]; default epochs (cite, sln). Mode: full; seeds [0]; at most 20 epochs per neural network (mop).'
+
+    Lines that already name their datasets (a merge of merged runs) are combined the same way:
+
+    >>> combine_settings(["Mode: full; seeds [0]; default epochs (cite).",
+    ...                   "Mode: full; seeds [1]; default epochs."], [["cite"], ["sln"]])
+    'Mode: full; seeds [0, 1]; default epochs (cite, sln).'
     """
     parts = datasets if datasets is not None else [[] for _ in settings]
     groups: dict[tuple[str, str], tuple[set[int], dict[str, None]]] = {}
@@ -129,9 +137,14 @@ def combine_settings(settings: Sequence[str],
             if line and line not in others:
                 others.append(line)
             continue
-        seeds, where = groups.setdefault((found["mode"], found["rest"]), (set(), {}))
+        rest, named = found["rest"], list(names)
+        listed = _DATASETS.fullmatch(rest)
+        if listed is not None:
+            rest = f"{listed['rest']}."
+            named = listed["names"].split(", ") + named
+        seeds, where = groups.setdefault((found["mode"], rest), (set(), {}))
         seeds.update(int(x) for x in found["seeds"].split(",") if x.strip())
-        where.update(dict.fromkeys(names))
+        where.update(dict.fromkeys(named))
     lines = []
     for (mode, rest), (seeds, where) in groups.items():
         if where:
