@@ -216,3 +216,32 @@ def test_a_preamble_must_say_which_report_it_heads(tmp_path):
     with pytest.raises(SystemExit, match=r"must end in _embedding\.md or _prediction\.md"):
         run.main(["--from-raw", str(tmp_path), "--report-name", "family",
                   "--preamble", str(tmp_path / "notes.md"), "--out", str(tmp_path / "out")])
+
+
+def test_a_merge_names_each_budget_s_datasets_and_counts_a_repeated_baseline_once(tmp_path):
+    run = _run_module()
+    from suite.outputs import _raw
+
+    def row(dataset: str, system: str, total: float) -> dict:
+        return {"dataset": dataset, "seed": 0, "system": system, "cells scored": 100,
+                "bio conservation": total, "batch correction": total, "total": total,
+                "fit seconds": 1.0}
+
+    small, large = "neurips2021_bmmc_cite_starter", "mop_snareseq_c1"
+    default = "Mode: full; seeds [0]; each system's default epochs and early stopping."
+    # a baseline scored again in a second run of the same dataset and seed
+    _raw(tmp_path / "a", "embedding", [row(small, "omnivae (mopoe, default)", 0.7),
+                                       row(small, "PCA (RNA)", 0.6)], "a note", default)
+    _raw(tmp_path / "b", "embedding", [row(small, "omnivae (poe)", 0.65),
+                                       row(small, "PCA (RNA)", 0.6)], "a note", default)
+    # a run whose own merge already named its dataset (as every run's final merge does)
+    _raw(tmp_path / "c", "embedding", [row(large, "omnivae (mopoe, default)", 0.61)], "a note",
+         f"Mode: full; seeds [0]; at most 20 epochs per neural network ({large}).")
+    run.main(["--from-raw", *(str(tmp_path / p) for p in "abc"), "--out", str(tmp_path / "out")])
+    report = (tmp_path / "out" / "embedding.md").read_text()
+    assert (f"Mode: full; seeds [0]; each system's default epochs and early stopping ({small}). "
+            f"Mode: full; seeds [0]; at most 20 epochs per neural network ({large}).") in report
+    assert "| PCA (RNA) | 0.600 | 0.600 | 0.600 | 1.000 | 1 |" in report  # once, not "± 0.000"
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "Training budgets: Mode: full; seeds [0]; each system's default" in summary
+    assert f"at most 20 epochs per neural network ({large})." in summary
