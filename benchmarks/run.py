@@ -93,7 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _settings(parts: list[tuple[list[dict], str, str]]) -> str:
     """The settings lines of raw parts combined, each naming the datasets it applies to."""
     return combine_settings([p[2] for p in parts],
-                            [list(dict.fromkeys(r["dataset"] for r in p[0])) for p in parts])
+                            [[d for d in dict.fromkeys(r.get("dataset") for r in p[0]) if d]
+                             for p in parts])  # scaling rows have no dataset
 
 
 def _merged(folders: list[Path], task: str) -> tuple[list[dict], str, str]:
