@@ -36,6 +36,9 @@ class TrainingMixin:
     _data: CellData | BackedCellData
     _backed: BackedOptions | None
     _num_threads: int | None
+    # whether train() fits the cross-modal shrinkage on its validation cells (a query model
+    # keeps its reference's instead: omnivae.query)
+    fits_shrinkage: bool = True
 
     def train(
         self,
@@ -165,10 +168,11 @@ class TrainingMixin:
         self.history = (pd.DataFrame(result.history).set_index("epoch") if result.history
                         else pd.DataFrame())
         self.is_trained = True
-        with pinned_threads(self._num_threads):  # weights from the cells training held out
-            self.shrinkage = fit_every_target(
-                self.module, self._data, result.train_cells, result.validation_cells,
-                seed=int(self.config.extra.get("seed", 0)),
-                device=next(self.module.parameters()).device)
+        if self.fits_shrinkage:
+            with pinned_threads(self._num_threads):  # weights from the cells training held out
+                self.shrinkage = fit_every_target(
+                    self.module, self._data, result.train_cells, result.validation_cells,
+                    seed=int(self.config.extra.get("seed", 0)),
+                    device=next(self.module.parameters()).device)
         if result.interruption is not None:
             warnings.warn(result.interruption, RuntimeWarning, stacklevel=2)

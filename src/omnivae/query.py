@@ -86,6 +86,7 @@ class QueryModel(Model):
     measured: dict[str, np.ndarray]
     n_reference_batches: int
     fill_steps: int
+    fits_shrinkage = False  # the reference's shrinkage is kept (module documentation)
 
     @property
     def n_trainable(self) -> int:
@@ -102,8 +103,8 @@ class QueryModel(Model):
         **kwargs
             As in :meth:`omnivae.Model.train`; ``weight_decay`` is forced to 0 (decay would
             move frozen entries) and ``kl_warmup_epochs`` defaults to 0 (the model is trained).
-            The cross-modal ``shrinkage`` stays the reference's: the weights that
-            :meth:`omnivae.Model.train` fits on the query's validation cells are discarded.
+            The cross-modal ``shrinkage`` stays the reference's: a query model does not fit
+            it on its own validation cells (``fits_shrinkage`` is False).
         """
         if kwargs.get("weight_decay"):
             raise ValueError("A query model trains with weight_decay=0 (decay would change the "
@@ -111,13 +112,9 @@ class QueryModel(Model):
         kwargs["weight_decay"] = 0.0
         kwargs.setdefault("kl_warmup_epochs", 0.0)
         kwargs.setdefault("batch_probe_every", 0)
-        reference_shrinkage = self.shrinkage
         if self.n_trainable > 0:
             self.module.train()
             super().train(max_epochs or 100, **kwargs)
-        # the reference decoder predicts: keep its weights (the query's few validation cells, if
-        # any have the target, fitted worse ones on balance; see the module documentation)
-        self.shrinkage = reference_shrinkage
         self.module.eval()
         assert isinstance(self._data, CellData)  # query models are built in memory
         self._data = fill_unmeasured(self.module, self._data, self.measured, self.fill_steps)
