@@ -97,10 +97,9 @@ def _settings(parts: list[tuple[list[dict], str, str]]) -> str:
                              for p in parts])  # scaling rows have no dataset
 
 
-def _merged(folders: list[Path], task: str) -> tuple[list[dict], str, str]:
-    """The raw rows of ``task`` from every folder, with their machine notes and settings
-    combined."""
-    parts = [read_raw(folder, task) for folder in folders]
+def _merged(parts: list[tuple[list[dict], str, str]], task: str) -> tuple[list[dict], str, str]:
+    """The raw rows of ``task`` from every run's ``parts`` (:func:`read_raw`), with their
+    machine notes and settings combined."""
     rows = [row for part in parts for row in part[0]]
     if task in ("embedding", "prediction"):  # speed/scaling rows are repeats, kept as they are
         rows = _unique_rows(rows)
@@ -129,7 +128,8 @@ def merge(folders: list[Path], out: Path, order: list[str], report_name: str | N
     (``preambles[task]`` under each title) and no summary."""
     writers = {"embedding": write_embedding, "prediction": write_prediction}
     tasks = list(writers) if report_name else TASKS
-    merged = {task: _merged(folders, task) for task in tasks}
+    raw = {task: [read_raw(folder, task) for folder in folders] for task in tasks}
+    merged = {task: _merged(raw[task], task) for task in tasks}
     merged = {task: parts for task, parts in merged.items() if parts[0]}
     if report_name and not merged:
         raise SystemExit(f"No embedding or prediction rows in {[str(f) for f in folders]}.")
@@ -144,8 +144,7 @@ def merge(folders: list[Path], out: Path, order: list[str], report_name: str | N
         else:
             write_scaling(out, rows, note, settings)
     if not report_name:
-        budgets = _settings([read_raw(folder, task) for task in ("embedding", "prediction")
-                             for folder in folders])
+        budgets = _settings(raw["embedding"] + raw["prediction"])
         atomic_write(out / "summary.md", "# Headline\n\nMean over seeds; best per column in "
                      "bold. Details: embedding.md, prediction.md, speed.md, scaling.md.\n\n"
                      + (f"Training budgets: {budgets}\n\n" if budgets else "")

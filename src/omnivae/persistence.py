@@ -56,7 +56,18 @@ def save_model(model: Model, path: str | Path, *, overwrite: bool = False) -> No
 
 def read_model(path: str | Path) -> SavedModel:
     """The contents of a folder :func:`save_model` wrote (no data needed). Models saved before
-    the history or the shrinkage existed read with none."""
+    the history or the shrinkage existed read with none.
+
+    Examples
+    --------
+    >>> import omnivae, tempfile, os
+    >>> model = omnivae.Model(omnivae.datasets.simulate(60, modalities=("rna",)), n_latent=3)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model")
+    >>> model.save(path)
+    >>> saved = read_model(path)
+    >>> saved.is_trained, saved.shrinkage, list(saved.setup.modalities)
+    (False, {}, ['rna'])
+    """
     meta, state = _io.load_model_folder(Path(path))
     history = pd.DataFrame(meta.get("history") or {})
     return SavedModel(
@@ -69,7 +80,18 @@ def read_model(path: str | Path) -> SavedModel:
 
 def load_model(cls: type[Model], path: str | Path, mdata: md.MuData) -> Model:
     """The model saved in ``path``, attached to ``mdata`` (see :meth:`omnivae.Model.load`): an
-    instance of ``cls``, or a :class:`~omnivae.query.QueryModel` for a saved query model."""
+    instance of ``cls``, or a :class:`~omnivae.query.QueryModel` for a saved query model.
+
+    Examples
+    --------
+    >>> import omnivae, tempfile, os
+    >>> sim = omnivae.datasets.simulate(60, modalities=("rna",))
+    >>> path = os.path.join(tempfile.mkdtemp(), "model")
+    >>> omnivae.Model(sim, n_latent=3).save(path)
+    >>> loaded = load_model(omnivae.Model, path, sim)
+    >>> type(loaded).__name__, loaded.config.n_latent
+    ('Model', 3)
+    """
     saved = read_model(path)
     if saved.config.extra.get("n_reference_batches") is not None:  # a reference-mapped query
         from omnivae.query import restore_query_model
