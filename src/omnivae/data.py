@@ -291,16 +291,16 @@ def cell_columns(
     >>> cell_columns(sim, "batch", (), None, None)[1]
     ('batch-0', 'batch-1')
     """
-    batch_index, categories = _batch_codes(
+    batch_index, categories = batch_codes(
         mdata, batch_key, reference.batch_categories if reference else None,
         unseen_fix=UNSEEN_BATCH_FIX)
     penalty_columns, penalty_categories = [], {}
     for key in penalty_keys:
-        column_codes, cats = _batch_codes(
+        column_codes, cats = batch_codes(
             mdata, key, reference.penalty_categories[key] if reference else None)
         penalty_columns.append(column_codes)
         penalty_categories[key] = cats
-    labels, label_categories = (None, ()) if label_key is None else _batch_codes(
+    labels, label_categories = (None, ()) if label_key is None else batch_codes(
         mdata, label_key, reference.label_categories if reference else None)
     codes = np.stack(penalty_columns, axis=1) if penalty_columns else None
     return batch_index, categories, codes, penalty_categories, labels, label_categories
@@ -314,12 +314,23 @@ UNSEEN_BATCH_FIX = (
 )
 
 
-def _batch_codes(
+def batch_codes(
     mdata: md.MuData, key: str | None, known: tuple[str, ...] | None,
     unseen_fix: str = "Map these cells onto a known batch, or retrain including them.",
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Integer codes of a categorical cell column; ``known`` categories are enforced (labels
-    outside them are an error ending in ``unseen_fix``, formatted with ``key``)."""
+    outside them are an error ending in ``unseen_fix``, formatted with ``key``).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(6, modalities=("rna",), n_batches=2, seed=0)
+    >>> codes, categories = batch_codes(sim, "batch", None)
+    >>> categories, sorted(set(codes.tolist()))
+    (('batch-0', 'batch-1'), [0, 1])
+    >>> batch_codes(sim, None, None)[0].tolist()  # no batch column: one batch
+    [0, 0, 0, 0, 0, 0]
+    """
     n = mdata.n_obs
     if key is None:
         return np.zeros(n, dtype=np.int64), ()

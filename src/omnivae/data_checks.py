@@ -29,7 +29,7 @@ def resolve_modalities(mdata: md.MuData, modalities: Sequence[str] | None,
     ('rna', 'adt')
     """
     names = tuple(modalities) if modalities is not None else tuple(
-        m for m in mdata.mod if not _is_prediction(mdata, m))
+        m for m in mdata.mod if not is_prediction_modality(mdata, m))
     if not names:
         raise ValueError("mdata has no modalities; add at least one AnnData to mdata.mod.")
     unknown = [m for m in names if m not in mdata.mod]
@@ -81,9 +81,18 @@ def check_no_empty_cells(mask: np.ndarray, obs_names: pd.Index, names: Sequence[
         )
 
 
-def _is_prediction(mdata: md.MuData, name: str) -> bool:
+def is_prediction_modality(mdata: md.MuData, name: str) -> bool:
     """Whether modality ``name`` holds omnivae's predictions (``uns[name]["params"]["target"]``
-    written by :func:`omnivae.tl.predict`), not measured counts."""
+    written by :func:`omnivae.tl.predict`), not measured counts.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(30, modalities=("rna",))
+    >>> sim.uns["rna_imputed"] = {"params": {"target": "rna", "normalization": "proportions"}}
+    >>> is_prediction_modality(sim, "rna_imputed"), is_prediction_modality(sim, "rna")
+    (True, False)
+    """
     entry = mdata.uns.get(name)
     params = entry.get("params") if isinstance(entry, Mapping) else None
     return isinstance(params, Mapping) and "target" in params and "normalization" in params

@@ -14,7 +14,7 @@ import mudata as md
 from omnivae.backed import BackedCellData, BackedOptions, setup_backed
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, setup_mudata
-from omnivae.data_checks import _is_prediction
+from omnivae.data_checks import is_prediction_modality
 from omnivae.defaults import DEFAULT_PENALTY_WEIGHTS
 from omnivae.module import ModalitySpec, ModuleConfig, resolve_mixture_sampling
 from omnivae.priors import check_prior_name
@@ -99,7 +99,7 @@ def setup_new_cells(mdata: md.MuData, setup: SetupInfo, backed: BackedOptions | 
     [10, 20]
     """
     unknown = [m for m in mdata.mod
-               if m not in setup.modalities and not _is_prediction(mdata, m)]
+               if m not in setup.modalities and not is_prediction_modality(mdata, m)]
     if unknown:
         warnings.warn(
             f"Modalities {unknown} are not among the model's {list(setup.modalities)} and are "

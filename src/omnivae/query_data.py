@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from omnivae.cell_data import CellData
-from omnivae.data import UNSEEN_BATCH_FIX, SetupInfo, _batch_codes, obs_column
+from omnivae.data import UNSEEN_BATCH_FIX, SetupInfo, batch_codes, obs_column
 from omnivae.data_checks import _check_counts, _counts_matrix
 
 QUERY_BATCH = "query"  # batch name of a query whose reference had no batch column
@@ -138,7 +138,7 @@ def setup_known_cells(mdata: md.MuData, reference: SetupInfo) -> CellData:
     if reference.batch_key is None and reference.batch_categories:
         return data  # a query model of a reference without batches: its cells are the query's
     # the training rule (setup_mudata): no batch_key, one batch; else known labels only
-    batch_index, _ = _batch_codes(mdata, reference.batch_key, reference.batch_categories,
+    batch_index, _ = batch_codes(mdata, reference.batch_key, reference.batch_categories,
                                   unseen_fix=UNSEEN_BATCH_FIX)
     return replace(data, batch_index=batch_index)
 
