@@ -20,12 +20,12 @@ import scipy.sparse as sp
 
 from omnivae.cell_data import CellData
 from omnivae.data_checks import (
-    _check_counts,
-    _counts_matrix,
-    _training_features,
+    check_counts,
     check_modality_axes,
     check_no_empty_cells,
+    counts_matrix,
     resolve_modalities,
+    training_features,
 )
 from omnivae.likelihoods import check_likelihood_name
 
@@ -214,10 +214,10 @@ def setup_mudata(
         check_modality_axes(adata, name)
         lik = check_likelihood_name((likelihoods or {}).get(name) or default_likelihood(name, adata))
         if reference is not None and list(adata.var_names) != reference.var_names[name]:
-            adata = _training_features(adata, reference.var_names[name], name)
-        matrix = _counts_matrix(adata, layers.get(name), name)
-        _check_counts(matrix, name, lik, adata.obs_names, f"layer {layers.get(name)!r}"
-                      if layers.get(name) else "X", adata.var_names)
+            adata = training_features(adata, reference.var_names[name], name)
+        matrix = counts_matrix(adata, layers.get(name), name)
+        check_counts(matrix, name, lik, adata.obs_names, f"layer {layers.get(name)!r}"
+                     if layers.get(name) else "X", adata.var_names)
         rows = obs_names.get_indexer(adata.obs_names)
         if (rows < 0).any():
             raise ValueError(f"Modality {name!r} has cells not in mdata.obs_names; call mdata.update().")

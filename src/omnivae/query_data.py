@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from omnivae.cell_data import CellData
 from omnivae.data import UNSEEN_BATCH_FIX, SetupInfo, batch_codes, obs_column
-from omnivae.data_checks import _check_counts, _counts_matrix
+from omnivae.data_checks import check_counts, counts_matrix
 
 QUERY_BATCH = "query"  # batch name of a query whose reference had no batch column
 
@@ -86,8 +86,8 @@ def setup_query(
             warnings.warn(f"Query modality {name!r}: {int((~keep).sum())} features unknown to "
                           "the reference are ignored.", stacklevel=3)
         likelihood = reference.likelihoods[name]
-        matrix = _counts_matrix(adata, reference.layers.get(name), name)[:, np.flatnonzero(keep)]
-        _check_counts(matrix, name, likelihood, adata.obs_names, "query")
+        matrix = counts_matrix(adata, reference.layers.get(name), name)[:, np.flatnonzero(keep)]
+        check_counts(matrix, name, likelihood, adata.obs_names, "query")
         rows = obs_names.get_indexer(adata.obs_names)
         if (rows < 0).any():
             raise ValueError(f"Query modality {name!r} has cells not in mdata.obs_names; "
