@@ -9,6 +9,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import omnivae
 from omnivae.data import obs_column, refresh
+from omnivae.model_setup import setup_new_cells
 from omnivae.query_fill import fill_unmeasured
 from tests.conftest import shared_file
 
@@ -123,6 +124,43 @@ def test_protein_only_quarter_panel_lands_on_reference_cell_types(reference_and_
     assert 0.8 < float(np.median(again.library["adt"] / library)) < 1.25
     measured = again.counts["adt"].toarray()[:, mapped.measured["adt"]]
     np.testing.assert_array_equal(measured, quarter["adt"].X.toarray())
+
+
+
+@pytest.mark.realdata
+def test_query_of_a_batchless_reference_codes_paired_and_rna_only_cells_alike():
+    """A reference trained without batch_key: its query cells are one new batch ("query",
+    fitted by the query training) whatever modalities they have. New cells through the query
+    model were coded as the reference's batch when paired and as the query's when RNA-only;
+    now both are the query's, and they embed and predict as the query model's own cells."""
+    shared_file("neurips2021_bmmc_cite_starter")
+    mdata = omnivae.datasets.load("neurips2021_bmmc_cite_starter")
+    order = np.random.default_rng(0).permutation(mdata.n_obs)
+    ref, query = mdata[np.sort(order[:400])].copy(), mdata[np.sort(order[400:])].copy()
+    model = omnivae.Model(ref, n_latent=8, n_hidden=32, seed=0)
+    model.train(max_epochs=3, progress_bar=False)
+    query.mod["adt"] = query["adt"][:100].copy()  # 100 paired cells, 100 RNA-only cells
+    refresh(query)
+    mapped = model.map_query(query, max_epochs=3, progress_bar=False)
+    assert mapped.setup.batch_categories == ("reference", "query")
+    assert mapped.n_trainable > 0
+    paired = query[:100].copy()
+    rna_only = query[100:].copy()
+    del rna_only.mod["adt"]
+    refresh(rna_only)
+    for cells in (paired, rna_only, query):
+        codes = setup_new_cells(cells, mapped.setup, None).batch_index
+        assert set(codes.tolist()) == {1}, codes  # the query's batch, never the reference's
+    assert set(mapped._data.batch_index.tolist()) == {1}
+    z = mapped.get_latent_representation()
+    assert z.shape == (200, 8) and np.isfinite(z).all()
+    for cells, rows in ((paired, slice(0, 100)), (rna_only, slice(100, 200))):
+        np.testing.assert_allclose(mapped.get_latent_representation(cells), z[rows],
+                                   rtol=1e-4, atol=1e-5)
+        predicted = mapped.predict("adt", mdata=cells)
+        assert predicted.shape == (100, 134) and np.isfinite(predicted.X).all()
+        np.testing.assert_allclose(predicted.X, mapped.predict("adt").X[rows], rtol=1e-4,
+                                   atol=1e-6)
 
 
 def test_query_errors_name_the_problem():

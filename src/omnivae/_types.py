@@ -164,7 +164,7 @@ class BatchData:
         ``(n, n_modalities)`` boolean, True where the cell has the modality, columns ordered as
         the module's modality names.
     batch_index
-        ``(n,)`` integer batch codes (zeros when there is no batch column).
+        ``(n,)`` integer batch codes (one code for every cell when there is no batch column).
     library
         Per modality ``(n, 1)`` observed library sizes (total counts); 1 where absent.
     penalty_codes

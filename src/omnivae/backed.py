@@ -23,11 +23,11 @@ from omnivae._types import BatchData
 from omnivae.cell_data import CellData
 from omnivae.data import SetupInfo, default_likelihood, setup_info
 from omnivae.data_checks import (
-    _check_counts,
-    _training_features,
+    check_counts,
     check_modality_axes,
     check_no_empty_cells,
     resolve_modalities,
+    training_features,
 )
 from omnivae.likelihoods import check_likelihood_name
 from omnivae.store_reader import CountsReader, contiguous_runs, store_node
@@ -254,7 +254,7 @@ def setup_backed(
         columns, features = None, adata.var_names
         if reference is not None and list(adata.var_names) != reference.var_names[name]:
             if set(adata.var_names) != set(reference.var_names[name]):
-                _training_features(adata, reference.var_names[name], name)  # raises, explains
+                training_features(adata, reference.var_names[name], name)  # raises, explains
             columns = adata.var_names.get_indexer(reference.var_names[name])
             features = adata.var_names[columns]
         readers[name] = CountsReader(store_node(handle, name, layers.get(name)),
@@ -292,7 +292,7 @@ def _stream_summaries(reader: CountsReader, obs_names: object, var_names: object
     for start in range(0, n_rows, options.chunk_size):
         stop = min(start + options.chunk_size, n_rows)
         chunk = reader.read(start, stop)
-        _check_counts(chunk, reader.name, lik, obs_names[start:stop], where, var_names)
+        check_counts(chunk, reader.name, lik, obs_names[start:stop], where, var_names)
         lib[start:stop] = (np.asarray((chunk > 0).sum(1)) if lik == "bernoulli"
                            else np.asarray(chunk.sum(1))).ravel()
     step = max(1, -(-n_rows // options.background_cells))

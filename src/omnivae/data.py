@@ -20,12 +20,12 @@ import scipy.sparse as sp
 
 from omnivae.cell_data import CellData
 from omnivae.data_checks import (
-    _check_counts,
-    _counts_matrix,
-    _training_features,
+    check_counts,
     check_modality_axes,
     check_no_empty_cells,
+    counts_matrix,
     resolve_modalities,
+    training_features,
 )
 from omnivae.likelihoods import check_likelihood_name
 
@@ -214,10 +214,10 @@ def setup_mudata(
         check_modality_axes(adata, name)
         lik = check_likelihood_name((likelihoods or {}).get(name) or default_likelihood(name, adata))
         if reference is not None and list(adata.var_names) != reference.var_names[name]:
-            adata = _training_features(adata, reference.var_names[name], name)
-        matrix = _counts_matrix(adata, layers.get(name), name)
-        _check_counts(matrix, name, lik, adata.obs_names, f"layer {layers.get(name)!r}"
-                      if layers.get(name) else "X", adata.var_names)
+            adata = training_features(adata, reference.var_names[name], name)
+        matrix = counts_matrix(adata, layers.get(name), name)
+        check_counts(matrix, name, lik, adata.obs_names, f"layer {layers.get(name)!r}"
+                     if layers.get(name) else "X", adata.var_names)
         rows = obs_names.get_indexer(adata.obs_names)
         if (rows < 0).any():
             raise ValueError(f"Modality {name!r} has cells not in mdata.obs_names; call mdata.update().")
@@ -306,6 +306,11 @@ def cell_columns(
     return batch_index, categories, codes, penalty_categories, labels, label_categories
 
 
+# batch names when a reference was trained without batch_key (reference mapping,
+# omnivae.query_data): its cells are one implicit batch, its query's cells one new batch
+REFERENCE_BATCH = "reference"
+QUERY_BATCH = "query"
+
 # how to fix batch labels a trained model never saw (new cells, Model.load)
 UNSEEN_BATCH_FIX = (
     "The model has no parameters for batches it never saw: map them with "
@@ -321,6 +326,12 @@ def batch_codes(
     """Integer codes of a categorical cell column; ``known`` categories are enforced (labels
     outside them are an error ending in ``unseen_fix``, formatted with ``key``).
 
+    Without a column (``key=None``) every cell is in one batch, code 0, except on the setup of
+    a query model of a reference trained without ``batch_key`` (``known`` holds
+    :data:`QUERY_BATCH` after the reference's implicit batch, see
+    :func:`omnivae.query_data.setup_query`): there every cell is in the query's batch, whatever
+    modalities it has, as the query model's own cells are.
+
     Examples
     --------
     >>> import omnivae
@@ -330,10 +341,14 @@ def batch_codes(
     (('batch-0', 'batch-1'), [0, 1])
     >>> batch_codes(sim, None, None)[0].tolist()  # no batch column: one batch
     [0, 0, 0, 0, 0, 0]
+    >>> batch_codes(sim, None, (REFERENCE_BATCH, QUERY_BATCH))[0].tolist()  # a query model's
+    [1, 1, 1, 1, 1, 1]
     """
     n = mdata.n_obs
     if key is None:
-        return np.zeros(n, dtype=np.int64), ()
+        categories = tuple(known or ())
+        code = categories.index(QUERY_BATCH) if QUERY_BATCH in categories else 0
+        return np.full(n, code, dtype=np.int64), categories
     try:
         column = obs_column(mdata, key)
     except KeyError as err:

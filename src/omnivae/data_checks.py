@@ -98,7 +98,34 @@ def is_prediction_modality(mdata: md.MuData, name: str) -> bool:
     return isinstance(params, Mapping) and "target" in params and "normalization" in params
 
 
-def _counts_matrix(adata: ad.AnnData, layer: str | None, name: str) -> sp.csr_matrix:
+def counts_matrix(adata: ad.AnnData, layer: str | None, name: str) -> sp.csr_matrix:
+    """The counts of modality ``name`` (``X``, or ``layer``; read into memory when backed) as
+    a float32 CSR matrix; an error naming the fix when the layer is missing or not numeric.
+
+    Parameters
+    ----------
+    adata
+        The modality.
+    layer
+        The layer holding its raw counts, or ``None`` for ``X``.
+    name
+        The modality's name, for the error messages.
+
+    Returns
+    -------
+    ``(n_cells, n_features)`` float32 CSR matrix.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> adata = ad.AnnData(np.array([[0, 2], [1, 0]]), layers={"counts": np.ones((2, 2))})
+    >>> counts_matrix(adata, None, "rna").toarray().tolist()
+    [[0.0, 2.0], [1.0, 0.0]]
+    >>> counts_matrix(adata, "raw", "rna")
+    Traceback (most recent call last):
+    ...
+    KeyError: "Modality 'rna' has no layer 'raw'; its layers are ['counts']. Pass layer=None to read counts from X."
+    """
     if layer is not None and layer not in adata.layers:
         raise KeyError(
             f"Modality {name!r} has no layer {layer!r}; its layers are {list(adata.layers)}. "
@@ -117,8 +144,37 @@ def _counts_matrix(adata: ad.AnnData, layer: str | None, name: str) -> sp.csr_ma
     return sp.csr_matrix(matrix, dtype=np.float32)
 
 
-def _check_counts(matrix: sp.csr_matrix, name: str, likelihood: str, obs_names: pd.Index,
-                  where: str, var_names: pd.Index | None = None) -> None:
+def check_counts(matrix: sp.csr_matrix, name: str, likelihood: str, obs_names: pd.Index,
+                 where: str, var_names: pd.Index | None = None) -> None:
+    """Raise a ValueError when the counts of modality ``name`` do not suit ``likelihood``:
+    NaN or infinite values, negative values, or non-integer values where the likelihood needs
+    integer counts; the message names the first offending cells (and features).
+
+    Parameters
+    ----------
+    matrix
+        The counts, ``(n_cells, n_features)`` CSR (rows ordered as ``obs_names``).
+    name
+        The modality's name.
+    likelihood
+        Its likelihood (a key of :data:`~omnivae.likelihoods.REQUIRES_INTEGER_COUNTS`).
+    obs_names
+        The cell names of the rows of ``matrix``.
+    where
+        Where the counts were read from (e.g. ``"X"``), for the message.
+    var_names
+        The feature names of the columns of ``matrix`` (optional, for the message).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, scipy.sparse as sp
+    >>> cells = pd.Index(["a", "b"])
+    >>> check_counts(sp.csr_matrix(np.array([[0.0, 3.0], [1.0, 0.0]])), "rna", "nb", cells, "X")
+    >>> check_counts(sp.csr_matrix(np.array([[0.0, 0.5], [1.0, 0.0]])), "rna", "nb", cells, "X")
+    Traceback (most recent call last):
+    ...
+    ValueError: Modality 'rna' (X) has 1 non-integer values, e.g. in cells ['a']; the 'nb' likelihood needs non-negative integer counts: pass raw counts (layer='counts' if they are in a layer), or choose a likelihood that accepts them.
+    """
     values = matrix.data
     if values.size == 0:
         return
@@ -149,8 +205,33 @@ def _check_counts(matrix: sp.csr_matrix, name: str, likelihood: str, obs_names: 
         )
 
 
-def _training_features(adata: ad.AnnData, ref: list[str], name: str) -> ad.AnnData:
-    """``adata`` with the training features in training order; an error if the set differs."""
+def training_features(adata: ad.AnnData, ref: list[str], name: str) -> ad.AnnData:
+    """``adata`` with the training features in training order; an error if the set differs.
+
+    Parameters
+    ----------
+    adata
+        The modality ``name`` of new cells.
+    ref
+        The feature names the model was trained on, in training order.
+    name
+        The modality's name, for the error message.
+
+    Returns
+    -------
+    A view of ``adata`` with its features reordered as ``ref`` (when the sets match).
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> adata = ad.AnnData(np.eye(2), var=pd.DataFrame(index=["g2", "g1"]))
+    >>> list(training_features(adata, ["g1", "g2"], "rna").var_names)
+    ['g1', 'g2']
+    >>> training_features(adata, ["g1", "g3"], "rna")
+    Traceback (most recent call last):
+    ...
+    ValueError: Modality 'rna' has 2 features but the model was trained on 2: 1 missing ...
+    """
     have = set(adata.var_names)
     if have == set(ref):
         return adata[:, ref]  # the same features in another order: reorder them

@@ -79,7 +79,8 @@ def setup_new_cells(mdata: md.MuData, setup: SetupInfo, backed: BackedOptions | 
     ``setup`` (features, batches), with the training rules: which cells have which modality
     comes from MuData membership, so cells may lack any of the model's modalities (a
     modality with only some of the cells, or none at all: e.g. RNA-only cells of a CITE-seq
-    model); batches are coded as in training (one batch when the model has no ``batch_key``,
+    model); batches are coded as in training, whatever modalities the cells have (one batch
+    when the model has no ``batch_key``, for a query model of such a reference its query's;
     else labels it knows; an unknown label is an error pointing to reference mapping).
 
     Read from disk when ``mdata`` is backed (with the model's ``backed`` options; it must then

@@ -17,10 +17,15 @@ import pandas as pd
 import scipy.sparse as sp
 
 from omnivae.cell_data import CellData
-from omnivae.data import UNSEEN_BATCH_FIX, SetupInfo, batch_codes, obs_column
-from omnivae.data_checks import _check_counts, _counts_matrix
-
-QUERY_BATCH = "query"  # batch name of a query whose reference had no batch column
+from omnivae.data import (
+    QUERY_BATCH,
+    REFERENCE_BATCH,
+    UNSEEN_BATCH_FIX,
+    SetupInfo,
+    batch_codes,
+    obs_column,
+)
+from omnivae.data_checks import check_counts, counts_matrix
 
 
 def setup_query(
@@ -86,8 +91,8 @@ def setup_query(
             warnings.warn(f"Query modality {name!r}: {int((~keep).sum())} features unknown to "
                           "the reference are ignored.", stacklevel=3)
         likelihood = reference.likelihoods[name]
-        matrix = _counts_matrix(adata, reference.layers.get(name), name)[:, np.flatnonzero(keep)]
-        _check_counts(matrix, name, likelihood, adata.obs_names, "query")
+        matrix = counts_matrix(adata, reference.layers.get(name), name)[:, np.flatnonzero(keep)]
+        check_counts(matrix, name, likelihood, adata.obs_names, "query")
         rows = obs_names.get_indexer(adata.obs_names)
         if (rows < 0).any():
             raise ValueError(f"Query modality {name!r} has cells not in mdata.obs_names; "
@@ -115,9 +120,11 @@ def setup_query(
 def setup_known_cells(mdata: md.MuData, reference: SetupInfo) -> CellData:
     """Cells other than a model's training data lacking some of its modalities (e.g. RNA
     only; which cells have which modality comes from MuData membership), with every feature of
-    the modalities they have, coded in the model's batches like its training cells: one batch
-    when it was trained without ``batch_key``, else their labels, which must be known ones
-    (new batches and smaller panels need reference mapping, :func:`omnivae.query.load_query`).
+    the modalities they have, coded in the model's batches like its training cells (and like
+    such cells with every modality, :func:`omnivae.data.batch_codes`): one batch when it was
+    trained without ``batch_key`` (for a query model of such a reference, the query's batch),
+    else their labels, which must be known ones (new batches and smaller panels need reference
+    mapping, :func:`omnivae.query.load_query`).
 
     Examples
     --------
@@ -135,8 +142,6 @@ def setup_known_cells(mdata: md.MuData, reference: SetupInfo) -> CellData:
     if partial:
         raise ValueError(f"These cells have only some features of {partial}: map them with "
                          "omnivae.Model.load_query(model, mdata) (reference mapping).")
-    if reference.batch_key is None and reference.batch_categories:
-        return data  # a query model of a reference without batches: its cells are the query's
     # the training rule (setup_mudata): no batch_key, one batch; else known labels only
     batch_index, _ = batch_codes(mdata, reference.batch_key, reference.batch_categories,
                                   unseen_fix=UNSEEN_BATCH_FIX)
@@ -148,7 +153,7 @@ def _query_batches(mdata: md.MuData, reference: SetupInfo) -> tuple[np.ndarray, 
     known = list(reference.batch_categories)
     if reference.batch_key is None:
         values = pd.Series(QUERY_BATCH, index=mdata.obs_names)
-        known = known or ["reference"]  # the reference's single implicit batch keeps code 0
+        known = known or [REFERENCE_BATCH]  # the reference's implicit batch keeps code 0
     else:
         column = obs_column(mdata, reference.batch_key)
         if column.isna().any():
