@@ -147,3 +147,24 @@ def test_cli_and_integrate_take_a_model_name(tmp_path, capsys):
     omnivae.tl.integrate(sim, model="early", n_latent=3, max_epochs=1, progress_bar=False)
     assert sim.uns["X_omnivae"]["params"]["model"] == "early"
     assert sim.obsm["X_omnivae"].shape == (60, 3)
+
+
+@pytest.mark.realdata
+def test_nexus_latent_survives_the_default_batch_penalty():
+    """On RNA + ATAC with batches, the MMD penalty on the embedding (the default) outweighs the
+    top-level term at MultiVae's ``gamma=1``: the nexus latent collapses onto the prior (no
+    active unit). The default ``gamma`` keeps it organised."""
+    try:
+        mdata = omnivae.datasets.load("neurips2021_bmmc_multiome_starter", download=False)
+    except FileNotFoundError:
+        pytest.skip("shared dataset neurips2021_bmmc_multiome_starter not available")
+    active = {}
+    for options in ({"gamma": 1.0}, None):
+        model = omnivae.Model(mdata, model="nexus", batch_key="batch", seed=0,
+                              model_options=options)
+        assert model.config.batch_penalty == "mmd"
+        model.train(30, progress_bar=False, early_stopping=False)
+        latent = model.get_latent_representation()
+        active[options is None] = int((latent.var(axis=0) > 0.01).sum())
+    assert active[False] == 0
+    assert active[True] >= 10

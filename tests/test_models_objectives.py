@@ -265,7 +265,7 @@ def ref_jnf(vae, batch, beta):
     return (rec + beta * kl_std(q.loc, q.logvar) + fit).mean()
 
 
-def ref_nexus(vae, batch, beta):
+def ref_nexus(vae, batch, beta, adapt=False):
     n, obj = batch.n_cells, vae.objective
     bottom, total = {}, torch.zeros(n)
     for m, name in enumerate(NAMES):
@@ -280,10 +280,16 @@ def ref_nexus(vae, batch, beta):
         / len(observed(batch, c)) for c in range(n)])[:, 0]
     q = obj.nexus_encoder(messages)
     z_top = q.loc + q.scale * fixed_noise(tuple(q.loc.shape), q.loc)
-    for c in range(n):
-        for m in observed(batch, c):
-            mean = obj.top_decoders[NAMES[m]](z_top[c:c + 1])
-            total[c] = total[c] - log_normal(bottom[m][c][None], mean, torch.zeros_like(mean))[0]
+    means = {(c, m): obj.top_decoders[NAMES[m]](z_top[c:c + 1])
+             for c in range(n) for m in observed(batch, c)}
+    log_variance = {m: torch.zeros(()) for m in range(len(NAMES))}
+    if adapt:  # each modality's mean squared residual over its cells and units
+        for m in range(len(NAMES)):
+            residuals = [bottom[m][c][None] - means[c, m] for c in bottom[m]]
+            log_variance[m] = torch.cat(residuals).pow(2).mean().log()
+    for (c, m), mean in means.items():
+        total[c] = total[c] - obj.options.gamma * log_normal(
+            bottom[m][c][None], mean, log_variance[m].expand_as(mean))[0]
     return (total + beta * kl_std(q.loc, q.logvar)).mean()
 
 
@@ -355,6 +361,18 @@ def test_objective_matches_hand_computed_value(model):
         expected_at_one = REFERENCES[model](vae, batch, 1.0)
     torch.testing.assert_close(record.loss, expected.reshape(()), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(record.elbo, expected_at_one.reshape(()), rtol=1e-5, atol=1e-4)
+
+
+def test_nexus_adapted_top_variance_matches_hand_computed_value():
+    vae = make_vae("nexus", {"adapt_top_variance": True})
+    vae.objective.noise = fixed_noise  # type: ignore[method-assign]
+    batch = make_batch([*MOSAIC, [True, True]], seed=5)
+    with torch.no_grad():
+        record = vae.loss(batch, kl_weight=0.4)
+        torch.testing.assert_close(record.loss, ref_nexus(vae, batch, 0.4, adapt=True),
+                                   rtol=1e-5, atol=1e-4)
+        unit = ref_nexus(vae, batch, 0.4)
+    assert abs(float(record.loss - unit)) > 1e-2  # the option changes the objective
 
 
 def test_poe_elbo_reference_too():

@@ -57,14 +57,26 @@ class NexusOptions:
     dropout_rate
         Probability of the forced perceptual dropout of a cell's messages during training.
     bottom_beta, top_beta, gamma
-        Weights of the bottom KLs, the nexus KL and the top-level reconstruction.
+        Weights of the bottom KLs, the nexus KL and the top-level reconstruction. ``gamma``
+        is 10, not MultiVae's 1: with count data and a batch penalty on the embedding, the
+        top-level term at weight 1 (a few nats per cell) loses to the penalty and the nexus
+        latent collapses onto the prior (Multiome starter, 100 epochs, MMD at weight 100: no
+        active unit, cell-type kNN accuracy 0.33; at ``gamma=10``: 20 active units, 0.60,
+        against 0.65 for the RNA latent alone).
+    adapt_top_variance
+        Give each top decoder ``p(z_m | z_σ)`` the scale ``s_m`` of its residuals in the
+        mini-batch (the root mean square of ``sg(z_m) - g_m(z_σ)`` over cells and units)
+        instead of 1, as MultiVae's ``adapt_top_decoder_variance`` does. Off by default: on
+        the Multiome starter the residual scale stays near 1, and the option does not prevent
+        the collapse that ``gamma=10`` prevents (kNN accuracy 0.40, no active unit).
     """
 
     n_message: int = 64
     dropout_rate: float = 0.2
     bottom_beta: float = 1.0
     top_beta: float = 1.0
-    gamma: float = 1.0
+    gamma: float = 10.0
+    adapt_top_variance: bool = False
 
 
 class GaussianHead(nn.Module):
@@ -83,6 +95,26 @@ class GaussianHead(nn.Module):
 
 def _mlp(n_in: int, n_out: int, n_hidden: int) -> nn.Sequential:
     return nn.Sequential(MLP(n_in, n_hidden, 1, dropout=0.0), nn.Linear(n_hidden, n_out))
+
+
+def _log_normal(target: Tensor, mean: Tensor, adapt_scale: bool) -> Tensor:
+    """``log N(target; mean, s² I)`` per row, with ``s = 1`` or, if ``adapt_scale``, the root
+    mean square of the residuals over all rows and units (gradients flow through ``s``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> _log_normal(torch.zeros(1, 2), torch.zeros(1, 2), False)      # -log(2π)
+    tensor([-1.8379])
+    >>> r = torch.tensor([[1.0, -1.0], [2.0, -2.0]])                  # s² = 2.5
+    >>> _log_normal(r, torch.zeros(2, 2), True).sum()   # -(4/2) log(2π·2.5) - (10/2.5)/2
+    tensor(-7.5083)
+    """
+    residual = target - mean
+    if not adapt_scale:
+        return -0.5 * (residual ** 2 + math.log(2 * math.pi)).sum(dim=-1)
+    variance = (residual ** 2).mean().clamp(min=1e-6)
+    return -0.5 * (residual ** 2 / variance + torch.log(2 * math.pi * variance)).sum(dim=-1)
 
 
 class Nexus(Objective):
@@ -138,7 +170,7 @@ class Nexus(Objective):
             if rows.numel():
                 mean = self.top_decoders[name](z_top[rows])
                 target = bottom[m, rows].detach()
-                log_p = -0.5 * ((target - mean) ** 2 + math.log(2 * math.pi)).sum(dim=-1)
+                log_p = _log_normal(target, mean, o.adapt_top_variance)
                 top_nll = top_nll.index_add(0, rows, -o.gamma * log_p)
         kl_top = vae.prior.kl(q_top, z_top)
         kl = o.bottom_beta * kl_bottom + o.top_beta * kl_top
