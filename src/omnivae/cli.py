@@ -241,11 +241,11 @@ def _map(args: argparse.Namespace) -> None:
 
     import omnivae
     from omnivae.data import obs_column
-    from omnivae.query import _load_reference
+    from omnivae.query import load_reference
 
     if not args.input.is_file():
         raise SystemExit(f"omnivae map: query file {args.input} does not exist.")
-    reference = _load_reference(args.model_dir)
+    reference = load_reference(args.model_dir)
     mdata = md.read_h5mu(args.input)
     reference_key = reference.setup.batch_key
     if args.batch_key is not None:

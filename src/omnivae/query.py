@@ -159,7 +159,7 @@ def load_query(
     ((20, 4), True)
     """
     if not isinstance(reference, Model):
-        reference = _load_reference(Path(reference))
+        reference = load_reference(reference)
     data, setup, measured = setup_query(query_mdata, reference.setup)
     n_ref = reference.config.n_batches
     old = reference.config
@@ -249,9 +249,24 @@ def map_query(
     return model
 
 
-def _load_reference(path: Path) -> Model:
-    """A saved reference model's setup, config, weights and shrinkage (no data needed)."""
-    saved = read_model(path)
+def load_reference(path: str | Path) -> Model:
+    """A saved reference model's setup, config, weights and shrinkage, without its training
+    data: what :func:`load_query` and ``omnivae map`` need from a model directory. The model
+    has no cells (``_data`` unset), so it can be mapped onto a query but not trained or
+    embedded on its own.
+
+    Examples
+    --------
+    >>> import tempfile, omnivae
+    >>> model = omnivae.Model(omnivae.datasets.simulate(60, modalities=("rna",), seed=0),
+    ...                       n_latent=3)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     model.save(f"{tmp}/ref")
+    ...     reference = load_reference(f"{tmp}/ref")
+    >>> reference.config.n_latent, reference.setup.modalities == model.setup.modalities
+    (3, True)
+    """
+    saved = read_model(Path(path))
     model = Model.__new__(Model)
     model.setup, model.config = saved.setup, saved.config
     model.module = MultimodalVAE(saved.config)
