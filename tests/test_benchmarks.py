@@ -170,6 +170,21 @@ def test_merged_runs_join_the_seeds_of_equal_settings():
                       "Mode: full; seeds [0]; at most 100 epochs per neural network.")
 
 
+def test_merged_settings_say_which_datasets_ran_which_seeds():
+    """The family report: seed 0 everywhere, seeds 1-2 on the mosaic set only. One line
+    claiming seeds [0, 1, 2] for every dataset would overstate the others."""
+    _run_module()
+    from suite.report import combine_settings
+
+    capped = "Mode: full; seeds [{}]; at most 100 epochs per neural network."
+    merged = combine_settings([capped.format(0), capped.format(0), capped.format("1, 2")],
+                              [["cite", "mosaic"], ["sln"], ["mosaic"]])
+    assert merged == ("Mode: full; seeds [0]; at most 100 epochs per neural network (cite, sln). "
+                      "Mode: full; seeds [0, 1, 2]; at most 100 epochs per neural network "
+                      "(mosaic).")
+    assert combine_settings([merged], [[]]) == merged  # combining again changes nothing
+
+
 def test_merging_family_rows_writes_named_reports_with_their_own_titles(tmp_path):
     run = _run_module()
     from suite.outputs import _raw

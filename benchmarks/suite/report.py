@@ -111,25 +111,28 @@ def combine_settings(settings: Sequence[str],
                      datasets: Sequence[Sequence[str]] | None = None) -> str:
     """The settings lines of merged runs, with the seeds of otherwise equal settings joined;
     with ``datasets`` (the datasets of each run, parallel to ``settings``), each line also
-    names the datasets it was measured on, so a reader sees which datasets ran at which budget.
+    names the datasets it was measured on, so a reader sees which datasets ran at which budget
+    and with which seeds (datasets of one budget run with different seeds get a line each).
 
     >>> combine_settings(["Mode: full; seeds [2]; default epochs.",
     ...                   "Mode: full; seeds [0, 1]; default epochs.", "Shaped like x."])
     'Mode: full; seeds [0, 1, 2]; default epochs. Shaped like x.'
     >>> combine_settings(["Mode: full; seeds [0]; default epochs.",
     ...                   "Mode: full; seeds [1]; default epochs.",
+    ...                   "Mode: full; seeds [0]; default epochs.",
     ...                   "Mode: full; seeds [0]; at most 20 epochs per neural network."],
-    ...                  [["cite"], ["cite", "sln"], ["mop"]])
-    'Mode: full; seeds [0, 1]; default epochs (cite, sln). Mode: full; seeds [0]; at most 20 epochs per neural network (mop).'
+    ...                  [["cite"], ["cite"], ["sln"], ["mop"]])
+    'Mode: full; seeds [0, 1]; default epochs (cite). Mode: full; seeds [0]; default epochs (sln). Mode: full; seeds [0]; at most 20 epochs per neural network (mop).'
 
     Lines that already name their datasets (a merge of merged runs) are combined the same way:
 
     >>> combine_settings(["Mode: full; seeds [0]; default epochs (cite).",
-    ...                   "Mode: full; seeds [1]; default epochs."], [["cite"], ["sln"]])
-    'Mode: full; seeds [0, 1]; default epochs (cite, sln).'
+    ...                   "Mode: full; seeds [0]; default epochs."], [["cite"], ["sln"]])
+    'Mode: full; seeds [0]; default epochs (cite, sln).'
     """
     parts = datasets if datasets is not None else [[] for _ in settings]
-    groups: dict[tuple[str, str], tuple[set[int], dict[str, None]]] = {}
+    # (mode, budget) -> dataset (None: not named) -> its seeds
+    budgets: dict[tuple[str, str], dict[str | None, set[int]]] = {}
     others: list[str] = []
     for line, names in zip(settings, parts, strict=True):
         found = _SETTINGS.fullmatch(line) if line else None
@@ -142,14 +145,18 @@ def combine_settings(settings: Sequence[str],
         if listed is not None:
             rest = f"{listed['rest']}."
             named = listed["names"].split(", ") + named
-        seeds, where = groups.setdefault((found["mode"], rest), (set(), {}))
-        seeds.update(int(x) for x in found["seeds"].split(",") if x.strip())
-        where.update(dict.fromkeys(named))
+        seeds = {int(x) for x in found["seeds"].split(",") if x.strip()}
+        by_dataset = budgets.setdefault((found["mode"], rest), {})
+        for name in named or [None]:
+            by_dataset.setdefault(name, set()).update(seeds)
     lines = []
-    for (mode, rest), (seeds, where) in groups.items():
-        if where:
-            rest = f"{rest.removesuffix('.')} ({', '.join(where)})."
-        lines.append(f"Mode: {mode}; seeds {sorted(seeds)}; {rest}")
+    for (mode, rest), by_dataset in budgets.items():
+        same_seeds: dict[tuple[int, ...], list[str]] = {}
+        for name, seeds in by_dataset.items():
+            same_seeds.setdefault(tuple(sorted(seeds)), []).extend([name] if name else [])
+        for seeds_run, where in same_seeds.items():
+            text = f"{rest.removesuffix('.')} ({', '.join(where)})." if where else rest
+            lines.append(f"Mode: {mode}; seeds {list(seeds_run)}; {text}")
     return " ".join(lines + others)
 
 
