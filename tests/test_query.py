@@ -8,7 +8,7 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 import omnivae
-from omnivae.data import obs_column, refresh
+from omnivae.data import SetupInfo, obs_column, refresh
 from omnivae.model_setup import setup_new_cells
 from omnivae.query_fill import fill_unmeasured
 from tests.conftest import shared_file
@@ -143,6 +143,7 @@ def test_query_of_a_batchless_reference_codes_paired_and_rna_only_cells_alike():
     refresh(query)
     mapped = model.map_query(query, max_epochs=3, progress_bar=False)
     assert mapped.setup.batch_categories == ("reference", "query")
+    assert mapped.setup.implicit_batch == "query"
     assert mapped.n_trainable > 0
     paired = query[:100].copy()
     rna_only = query[100:].copy()
@@ -210,6 +211,32 @@ def test_query_model_saves_and_loads(tmp_path):
     loaded = omnivae.Model.load(tmp_path / "query_model", query)
     np.testing.assert_allclose(loaded.get_latent_representation(),
                                mapped.get_latent_representation(), rtol=1e-5, atol=1e-6)
+
+
+def test_query_model_of_a_batchless_reference_keeps_the_query_batch_through_save_and_load(
+        tmp_path):
+    """The query model's cells are the query's batch (its setup says so in ``implicit_batch``,
+    not by a batch name), after a save and load, and when its setup was saved before the field
+    existed."""
+    sim = omnivae.datasets.simulate(120, modalities=("rna", "adt"), missing_fraction=0, seed=0)
+    model = omnivae.Model(sim[:80].copy(), n_latent=3, seed=0)
+    model.train(max_epochs=1, progress_bar=False)
+    query = sim[80:].copy()
+    mapped = model.map_query(query, max_epochs=2, progress_bar=False)
+    assert model.setup.implicit_batch is None
+    assert mapped.setup.implicit_batch == "query"
+    mapped.save(tmp_path / "query_model")
+    loaded = omnivae.Model.load(tmp_path / "query_model", query)
+    assert loaded.setup == mapped.setup
+    assert set(setup_new_cells(query, loaded.setup, None).batch_index.tolist()) == {1}
+    np.testing.assert_allclose(loaded.get_latent_representation(query),
+                               mapped.get_latent_representation(), rtol=1e-5, atol=1e-6)
+    old_format = mapped.setup.to_dict()
+    del old_format["implicit_batch"]
+    assert SetupInfo.from_dict(old_format) == mapped.setup
+    reference_only = model.setup.to_dict()
+    del reference_only["implicit_batch"]
+    assert SetupInfo.from_dict(reference_only).implicit_batch is None
 
 
 def test_query_model_with_a_smaller_panel_saves_and_loads(tmp_path):

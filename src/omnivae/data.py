@@ -82,6 +82,9 @@ class SetupInfo:
     penalty_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
     label_key: str | None = None
     label_categories: tuple[str, ...] = ()
+    # without batch_key: the batch of every cell (a query model of a batchless reference: the
+    # query's batch, omnivae.query_data); None: one batch, code 0
+    implicit_batch: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,6 +99,10 @@ class SetupInfo:
             k: tuple(v) for k, v in data.get("penalty_categories", {}).items()
         }
         data["label_categories"] = tuple(data.get("label_categories", ()))
+        if "implicit_batch" not in data:  # saved before the field: a batchless reference's
+            # query model was recognised by its batch names
+            implicit = (data["batch_key"] is None and QUERY_BATCH in data["batch_categories"])
+            data["implicit_batch"] = QUERY_BATCH if implicit else None
         return cls(**data)
 
 
@@ -293,7 +300,7 @@ def cell_columns(
     """
     batch_index, categories = batch_codes(
         mdata, batch_key, reference.batch_categories if reference else None,
-        unseen_fix=UNSEEN_BATCH_FIX)
+        unseen_fix=UNSEEN_BATCH_FIX, implicit=reference.implicit_batch if reference else None)
     penalty_columns, penalty_categories = [], {}
     for key in penalty_keys:
         column_codes, cats = batch_codes(
@@ -322,15 +329,16 @@ UNSEEN_BATCH_FIX = (
 def batch_codes(
     mdata: md.MuData, key: str | None, known: tuple[str, ...] | None,
     unseen_fix: str = "Map these cells onto a known batch, or retrain including them.",
+    implicit: str | None = None,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Integer codes of a categorical cell column; ``known`` categories are enforced (labels
     outside them are an error ending in ``unseen_fix``, formatted with ``key``).
 
-    Without a column (``key=None``) every cell is in one batch, code 0, except on the setup of
-    a query model of a reference trained without ``batch_key`` (``known`` holds
-    :data:`QUERY_BATCH` after the reference's implicit batch, see
-    :func:`omnivae.query_data.setup_query`): there every cell is in the query's batch, whatever
-    modalities it has, as the query model's own cells are.
+    Without a column (``key=None``) every cell is in one batch: code 0, or the code of
+    ``implicit`` among ``known`` (:attr:`SetupInfo.implicit_batch`: a query model of a
+    reference trained without ``batch_key`` puts every cell in the query's batch, whatever
+    modalities it has, as its own training cells are; see
+    :func:`omnivae.query_data.setup_query`).
 
     Examples
     --------
@@ -341,13 +349,21 @@ def batch_codes(
     (('batch-0', 'batch-1'), [0, 1])
     >>> batch_codes(sim, None, None)[0].tolist()  # no batch column: one batch
     [0, 0, 0, 0, 0, 0]
-    >>> batch_codes(sim, None, (REFERENCE_BATCH, QUERY_BATCH))[0].tolist()  # a query model's
+    >>> batch_codes(sim, None, (REFERENCE_BATCH, QUERY_BATCH), implicit=QUERY_BATCH)[0].tolist()
     [1, 1, 1, 1, 1, 1]
+    >>> batch_codes(sim, None, ("reference",), implicit="query")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: The implicit batch 'query' is not among the known batches ['reference']; ...
     """
     n = mdata.n_obs
     if key is None:
         categories = tuple(known or ())
-        code = categories.index(QUERY_BATCH) if QUERY_BATCH in categories else 0
+        if implicit is not None and implicit not in categories:
+            raise ValueError(f"The implicit batch {implicit!r} is not among the known batches "
+                             f"{list(categories)}; the saved model's setup is inconsistent: "
+                             "refit it.")
+        code = 0 if implicit is None else categories.index(implicit)
         return np.full(n, code, dtype=np.int64), categories
     try:
         column = obs_column(mdata, key)

@@ -144,7 +144,7 @@ def setup_known_cells(mdata: md.MuData, reference: SetupInfo) -> CellData:
                          "omnivae.Model.load_query(model, mdata) (reference mapping).")
     # the training rule (setup_mudata): no batch_key, one batch; else known labels only
     batch_index, _ = batch_codes(mdata, reference.batch_key, reference.batch_categories,
-                                  unseen_fix=UNSEEN_BATCH_FIX)
+                                  unseen_fix=UNSEEN_BATCH_FIX, implicit=reference.implicit_batch)
     return replace(data, batch_index=batch_index)
 
 
@@ -164,4 +164,5 @@ def _query_batches(mdata: md.MuData, reference: SetupInfo) -> tuple[np.ndarray, 
     categories = (*known, *new)
     lookup = {c: i for i, c in enumerate(categories)}
     codes = values.map(lookup).to_numpy(dtype=np.int64)
-    return codes, replace(reference, batch_categories=categories)
+    implicit = QUERY_BATCH if reference.batch_key is None else None
+    return codes, replace(reference, batch_categories=categories, implicit_batch=implicit)
