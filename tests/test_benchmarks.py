@@ -61,6 +61,14 @@ def test_quick_benchmark_end_to_end(tmp_path):
         for system in common[:-1]:
             assert by[(dataset, system)]["bio conservation"] > floor + 0.05, (dataset, system)
 
+    # every neural network's rows say how many epochs it trained (quick mode caps them at 5);
+    # the baselines train none, and the tables show the column
+    for row in emb + raw["prediction"]:
+        neural = row["system"].startswith(("omnivae", "TOTALVI", "MULTIVI"))
+        assert (1 <= row["epochs"] <= 5) if neural else "epochs" not in row, row
+    assert "| fit seconds | epochs | seeds |" in (tmp_path / "embedding.md").read_text()
+    assert "| omnivae (mopoe, default) | " in (tmp_path / "prediction.md").read_text()
+
     pred = {(r["dataset"], r["task"], r["system"]): r for r in raw["prediction"]}
     assert (cite, "rna->adt", "TOTALVI (scvi-tools)") in pred
     assert (multiome, "rna->atac", "MULTIVI (scvi-tools)") in pred
@@ -194,14 +202,15 @@ def test_merging_family_rows_writes_named_reports_with_their_own_titles(tmp_path
                  "cells scored": 600, "bio conservation": total - 0.05,
                  "batch correction": total + 0.05, "total": total, "fit seconds": 1.0}]
 
-    def predictions(system: str, score: float) -> list[dict]:
+    def predictions(system: str, score: float, **epochs: float) -> list[dict]:
         return [{"dataset": "neurips2021_bmmc_cite_starter", "seed": 0, "task": "rna->adt",
                  "metric": "pearson", "system": system, "score": score, "withheld cells": 150,
-                 "fit seconds": 1.0}]
+                 "fit seconds": 1.0, **epochs}]
 
     for i, (system, total) in enumerate([("omnivae (mvae)", 0.664), ("random (control)", 0.526)]):
         _raw(tmp_path / f"part{i}", "embedding", rows(system, total), "a note", "Mode: full.")
-    _raw(tmp_path / "part0", "prediction", predictions("omnivae (mvae)", 0.61), "a note",
+    _raw(tmp_path / "part0", "prediction", predictions("omnivae (mvae)", 0.61, epochs=143.0),
+         "a note",
          "Mode: full.")
     _raw(tmp_path / "part2", "prediction", predictions("kNN regression", 0.64), "a note",
          "Mode: full.")
@@ -220,6 +229,11 @@ def test_merging_family_rows_writes_named_reports_with_their_own_titles(tmp_path
     prediction = (tmp_path / "out" / "family_prediction.md").read_text()
     assert prediction.startswith("# Cross-modal prediction\n\nPredicted by every model.")
     assert prediction.index("| omnivae (mvae) | 0.610 |") < prediction.index("| kNN regression | 0.640 |")
+    # the epochs a network trained, as a whole number; a baseline trains none; the embedding
+    # rows (from a run before the suite recorded epochs) get no such column
+    assert "| omnivae (mvae) | 0.610 | 1.000 | 143 | 1 |" in prediction
+    assert "| kNN regression | 0.640 | 1.000 | n/a | 1 |" in prediction
+    assert "| total | fit seconds | seeds |" in report
     assert "(family_prediction.png)" in prediction and (tmp_path / "out" / "family_prediction.png").is_file()
     assert not (tmp_path / "out" / "embedding.md").exists()
     assert not (tmp_path / "out" / "prediction.md").exists()

@@ -43,6 +43,13 @@ def _title(default: str, preamble: str) -> str:
     return default + (f"\n\n{preamble.strip()}" if preamble else "")
 
 
+def _cost_columns(frame: pd.DataFrame) -> list[str]:
+    """``fit seconds``, and ``epochs`` (trained, per neural network) where the rows have them:
+    rows from runs before the suite recorded epochs have none."""
+    has_epochs = "epochs" in frame and bool(frame["epochs"].notna().any())
+    return ["fit seconds", "epochs"] if has_epochs else ["fit seconds"]
+
+
 def write_embedding(out: Path, rows: list[dict], order: list[str], note: str, settings: str,
                     name: str = "embedding", preamble: str = "") -> None:
     """``out/<name>.md`` (tables), ``<name>.png``, ``<name>_bio_batch.png`` and
@@ -54,7 +61,7 @@ def write_embedding(out: Path, rows: list[dict], order: list[str], note: str, se
     for dataset, group in frame.groupby("dataset", sort=False):
         body += [f"## {dataset}", "",
                  table(group, ["system"], ["bio conservation", "batch correction", "total",
-                                           "fit seconds"], order),
+                                           *_cost_columns(frame)], order),
                  "", f"Cells scored: {int(group['cells scored'].iloc[0])}.", ""]
     body += [f"![scib total per dataset]({name}.png)", "",
              f"![batch correction vs bio conservation]({name}_bio_batch.png)"]
@@ -81,7 +88,7 @@ def write_prediction(out: Path, rows: list[dict], order: list[str], note: str, s
             "cell, so it has no Pearson r over cells and is scored by AUROC only.", ""]
     for (dataset, task, metric), group in frame.groupby(["dataset", "task", "metric"], sort=False):
         body += [f"## {dataset}: {task} ({metric})", "",
-                 table(group, ["system"], ["score", "fit seconds"], order), "",
+                 table(group, ["system"], ["score", *_cost_columns(frame)], order), "",
                  f"Withheld cells: {int(group['withheld cells'].iloc[0])}.", ""]
     body += [f"![prediction scores]({name}.png)"]
     atomic_write(out / f"{name}.md",

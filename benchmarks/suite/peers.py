@@ -57,6 +57,12 @@ def _trainer_kwargs(accelerator: str) -> dict:
             "enable_model_summary": False}
 
 
+def _scvi_epochs(model) -> int | None:
+    """Epochs an scvi-tools model trained (its history has one ``elbo_train`` row per epoch)."""
+    history = getattr(model, "history", None) or {}
+    return len(history["elbo_train"]) if "elbo_train" in history else None
+
+
 class TotalVI(System):
     name = "TOTALVI (scvi-tools)"
     needs_epochs = True
@@ -94,6 +100,9 @@ class TotalVI(System):
         scvi.model.TOTALVI.setup_anndata(adata, batch_key="batch",
                                          protein_expression_obsm_key="protein_expression")
         self.model = scvi.model.TOTALVI(adata, **model_kwargs)
+
+    def epochs_trained(self):
+        return _scvi_epochs(self.model)
 
     def embed(self):
         out = np.full((self.mdata.n_obs, self.model.module.n_latent), np.nan)
@@ -144,6 +153,9 @@ class MultiVI(System):
             modalities={"rna_layer": "rna", "atac_layer": "atac", "batch_key": "rna"})
         self.model = scvi.model.MULTIVI(self.adata, n_genes=mdata["rna"].n_vars,
                                         n_regions=mdata["atac"].n_vars, **model_kwargs)
+
+    def epochs_trained(self):
+        return _scvi_epochs(self.model)
 
     def embed(self):
         return self.model.get_latent_representation()

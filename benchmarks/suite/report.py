@@ -160,14 +160,18 @@ def combine_settings(settings: Sequence[str],
     return " ".join(lines + others)
 
 
-def mean_spread(values: pd.Series) -> str:
-    """``mean ± sd (n)`` of the finite values (sd over seeds; blank sd for one seed)."""
+def mean_spread(values: pd.Series, digits: int = 3) -> str:
+    """``mean ± sd`` of the finite values (sd over seeds; blank sd for one seed)."""
     v = values.dropna().to_numpy(dtype=float)
     if len(v) == 0:
         return "n/a"
     if len(v) == 1:
-        return f"{v[0]:.3f}"
-    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+# columns shown as whole numbers (mean ± sd over seeds)
+WHOLE_NUMBER_COLUMNS = frozenset({"epochs"})
 
 
 def table(frame: pd.DataFrame, index: Sequence[str], columns: Sequence[str],
@@ -177,7 +181,8 @@ def table(frame: pd.DataFrame, index: Sequence[str], columns: Sequence[str],
     for key, group in frame.groupby(list(index), sort=False):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(index, key, strict=True))
-        row.update({c: mean_spread(group[c]) if c in group else "n/a" for c in columns})
+        row.update({c: mean_spread(group[c], 0 if c in WHOLE_NUMBER_COLUMNS else 3)
+                    if c in group else "n/a" for c in columns})
         row["seeds"] = str(group["seed"].nunique())
         rows.append(row)
     if order:

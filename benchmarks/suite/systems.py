@@ -45,6 +45,11 @@ class System:
             max_epochs: int | None = None, accelerator: str = "cpu") -> None:
         self.mdata, self.spec, self.seed = mdata, spec, seed
 
+    def epochs_trained(self) -> int | None:
+        """Epochs the last ``fit`` trained (early stopping can end it before the cap); None
+        for a system without a neural network."""
+        return None
+
     def embed(self) -> np.ndarray:
         raise NotImplementedError(f"{self.name} does not embed")
 
@@ -98,6 +103,9 @@ class Omnivae(System):
                         "max_epochs": max_epochs or self.train_kwargs.get("max_epochs")}
         self.model.train(accelerator=accelerator, progress_bar=False, batch_probe_every=0,
                          **train_kwargs)
+
+    def epochs_trained(self):
+        return len(self.model.history)
 
     @property
     def _every_cell(self) -> md.MuData | None:

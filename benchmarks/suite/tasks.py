@@ -17,11 +17,15 @@ from .systems import PCAConcat, System
 
 
 def _fit(system: System, mdata: md.MuData, spec: DatasetSpec, seed: int,
-         max_epochs: int | None, accelerator: str) -> float:
+         max_epochs: int | None, accelerator: str) -> dict[str, float]:
+    """Fit ``system``; its row's ``fit seconds`` and, for a neural network, ``epochs`` (those
+    it trained: early stopping can end a default-budget run before its cap)."""
     start = time.perf_counter()
     system.fit(mdata, spec, seed=seed, max_epochs=max_epochs if system.needs_epochs else None,
                accelerator=accelerator)
-    return time.perf_counter() - start
+    cost = {"fit seconds": time.perf_counter() - start}
+    epochs = system.epochs_trained()
+    return cost if epochs is None else {**cost, "epochs": float(epochs)}
 
 
 def exact_neighbors(x: np.ndarray, n_neighbors: int):
@@ -74,13 +78,13 @@ def embedding_rows(mdata: md.MuData, spec: DatasetSpec, systems: list[System], *
     if spec.label_key is None:
         return []
     modalities = set(mdata.mod)
-    embeddings, seconds = {}, {}
+    embeddings, costs = {}, {}
     for system in systems:
         if system.embeds and system.supports(modalities) and system.accepts(mdata, spec):
-            seconds[system.name] = _fit(system, mdata, spec, seed, max_epochs, accelerator)
+            costs[system.name] = _fit(system, mdata, spec, seed, max_epochs, accelerator)
             embeddings[system.name] = system.embed()
-            print(f"  embedding {spec.name} seed {seed}: {system.name} {seconds[system.name]:.0f} s",
-                  flush=True)
+            print(f"  embedding {spec.name} seed {seed}: {system.name} "
+                  f"{costs[system.name]['fit seconds']:.0f} s", flush=True)
     if not embeddings:
         return []
     keep = np.all([~np.isnan(e).any(axis=1) for e in embeddings.values()], axis=0)
@@ -89,7 +93,7 @@ def embedding_rows(mdata: md.MuData, spec: DatasetSpec, systems: list[System], *
     scores = scib_scores({n: e[keep] for n, e in embeddings.items()}, mdata.obs[keep],
                          spec.label_key, spec.batch_key, reference.embed()[keep])
     return [{"dataset": spec.name, "seed": seed, "system": name, "cells scored": int(keep.sum()),
-             **scores[name], "fit seconds": seconds[name]} for name in embeddings]
+             **scores[name], **costs[name]} for name in embeddings]
 
 
 def score_prediction(task: PredictionTask, predicted: np.ndarray, truth: ad.AnnData) -> float:
@@ -116,11 +120,11 @@ def prediction_rows(mdata: md.MuData, spec: DatasetSpec, systems: list[System], 
             if task.metric not in system.metrics or (
                     system.name.startswith("TOTALVI") and task.target != "adt"):
                 continue
-            seconds = _fit(system, masked, spec, seed, max_epochs, accelerator)
+            cost = _fit(system, masked, spec, seed, max_epochs, accelerator)
             score = score_prediction(task, system.predict(task, truth.obs_names), truth)
             print(f"  prediction {spec.name} {task.name} seed {seed}: {system.name} "
-                  f"{task.metric}={score:.3f} ({seconds:.0f} s)", flush=True)
+                  f"{task.metric}={score:.3f} ({cost['fit seconds']:.0f} s)", flush=True)
             rows.append({"dataset": spec.name, "seed": seed, "task": task.name,
                          "metric": task.metric, "system": system.name, "score": score,
-                         "withheld cells": truth.n_obs, "fit seconds": seconds})
+                         "withheld cells": truth.n_obs, **cost})
     return rows
