@@ -109,7 +109,8 @@ def write_speed(out: Path, rows: list[dict], pairs: dict[str, str], note: str, s
     frame = pd.DataFrame(rows)
     body = ["Each training runs in its own Python process (peak RSS is that process's own: data "
             "loading, model and training), the systems alternated and the order rotated each "
-            "repeat. Throughput = cells x epochs / training seconds. Model FLOPs are counted from "
+            "repeat. Throughput = cells x epochs / training seconds (the epochs only: omnivae's "
+            "one-off cross-modal shrinkage fit after them is not timed). Model FLOPs are counted from "
             "the Linear layer sizes (forward 2·in·out per cell, backward twice that, each layer "
             "once: a lower bound where a layer runs more than once per cell); `fraction of "
             "matmul` = model FLOP/s / the float32 2048x2048 matmul FLOP/s measured in the same "

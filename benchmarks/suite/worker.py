@@ -79,6 +79,10 @@ def train(job: dict) -> dict:
         model = omnivae.Model(mdata, batch_key=job.get("batch_key"), n_hidden=job["n_hidden"],
                               n_latent=job["n_latent"], seed=job["seed"],
                               **job.get("omnivae_kwargs", {}))
+        # the training epochs only, as for the peers: not the one-off cross-modal shrinkage
+        # fit that train() runs after them (a few seconds of predictions on the validation
+        # cells; the embedding and prediction tables' fit seconds include it)
+        model.fits_shrinkage = False
         start = time.perf_counter()
         model.train(max_epochs=epochs, batch_size=batch_size, validation_fraction=0.1,
                     early_stopping=False, accelerator=accelerator, progress_bar=False,
