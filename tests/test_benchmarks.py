@@ -274,3 +274,19 @@ def test_a_merge_names_each_budget_s_datasets_and_counts_a_repeated_baseline_onc
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "Training budgets: Mode: full; seeds [0]; each system's default" in summary
     assert f"at most 20 epochs per neural network ({large})." in summary
+
+
+def test_a_table_says_over_how_many_seeds_a_partly_recorded_column_is_averaged():
+    """Rows from runs before the suite recorded epochs have none: the mean of the others must
+    not read as the mean over every seed."""
+    import pandas as pd
+
+    _run_module()  # puts benchmarks/ on the path
+    from suite.report import table
+
+    rows = pd.DataFrame({"system": ["a", "a", "a", "b", "b"], "seed": [0, 1, 2, 0, 1],
+                         "score": [0.5, 0.6, 0.7, 0.1, 0.2],
+                         "epochs": [None, 120.0, 180.0, 400.0, 400.0]})
+    text = table(rows, ["system"], ["score", "epochs"])
+    assert "| a | 0.600 ± 0.100 | 150 ± 42 (2 of 3 seeds) | 3 |" in text
+    assert "| b | 0.150 ± 0.071 | 400 ± 0 | 2 |" in text

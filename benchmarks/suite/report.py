@@ -174,6 +174,16 @@ def mean_spread(values: pd.Series, digits: int = 3) -> str:
 WHOLE_NUMBER_COLUMNS = frozenset({"epochs"})
 
 
+def _cell(group: pd.DataFrame, column: str) -> str:
+    """``mean ± sd`` of one column over a group's rows (seeds), saying over how many when only
+    some rows have it (e.g. epochs, recorded only by runs since 2026-11-30)."""
+    if column not in group:
+        return "n/a"
+    text = mean_spread(group[column], 0 if column in WHOLE_NUMBER_COLUMNS else 3)
+    known = int(group[column].notna().sum())
+    return text if known in (0, len(group)) else f"{text} ({known} of {len(group)} seeds)"
+
+
 def table(frame: pd.DataFrame, index: Sequence[str], columns: Sequence[str],
           order: Sequence[str] | None = None) -> str:
     """Markdown table of ``mean ± sd`` of ``columns`` grouped by ``index``."""
@@ -181,8 +191,7 @@ def table(frame: pd.DataFrame, index: Sequence[str], columns: Sequence[str],
     for key, group in frame.groupby(list(index), sort=False):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(index, key, strict=True))
-        row.update({c: mean_spread(group[c], 0 if c in WHOLE_NUMBER_COLUMNS else 3)
-                    if c in group else "n/a" for c in columns})
+        row.update({c: _cell(group, c) for c in columns})
         row["seeds"] = str(group["seed"].nunique())
         rows.append(row)
     if order:
