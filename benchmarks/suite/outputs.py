@@ -58,10 +58,10 @@ def write_embedding(out: Path, rows: list[dict], order: list[str], note: str, se
     body = ["Unscaled scib-metrics (`Benchmarker`, `get_results(min_max_scale=False)`): bio "
             "conservation, batch correction and total = 0.6 bio + 0.4 batch; mean ± sd over "
             "seeds. Scored on the cells every system embeds (`cells scored`).", ""]
+    columns = ["bio conservation", "batch correction", "total", *_cost_columns(frame)]
     for dataset, group in frame.groupby("dataset", sort=False):
         body += [f"## {dataset}", "",
-                 table(group, ["system"], ["bio conservation", "batch correction", "total",
-                                           *_cost_columns(frame)], order),
+                 table(group, ["system"], columns, order),
                  "", f"Cells scored: {int(group['cells scored'].iloc[0])}.", ""]
     body += [f"![scib total per dataset]({name}.png)", "",
              f"![batch correction vs bio conservation]({name}_bio_batch.png)"]
@@ -86,9 +86,10 @@ def write_prediction(out: Path, rows: list[dict], order: list[str], note: str, s
             "observed counts, averaged over features. `auroc`: over all withheld (cell, feature) "
             "pairs against observed > 0. The per-feature mean predicts the same profile for every "
             "cell, so it has no Pearson r over cells and is scored by AUROC only.", ""]
+    columns = ["score", *_cost_columns(frame)]
     for (dataset, task, metric), group in frame.groupby(["dataset", "task", "metric"], sort=False):
         body += [f"## {dataset}: {task} ({metric})", "",
-                 table(group, ["system"], ["score", *_cost_columns(frame)], order), "",
+                 table(group, ["system"], columns, order), "",
                  f"Withheld cells: {int(group['withheld cells'].iloc[0])}.", ""]
     body += [f"![prediction scores]({name}.png)"]
     atomic_write(out / f"{name}.md",
