@@ -39,7 +39,6 @@ docs: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks tutorials docs
-	$(VENV)/bin/ruff format --check src tests
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

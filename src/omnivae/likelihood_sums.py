@@ -19,6 +19,7 @@ from torch import Tensor
 
 from omnivae import likelihoods as lk
 from omnivae._types import NonZero
+from omnivae.count_math import log_gamma_ratio
 
 CountDistribution = (
     lk.NegativeBinomial | lk.ZeroInflatedNegativeBinomial | lk.Poisson | lk.Bernoulli
@@ -137,7 +138,7 @@ def _nb_sparse(v: Tensor, mu: Tensor, theta: Tensor, nz: NonZero, shape: torch.S
     th = _at(theta, nz, shape)
     per_feature = theta.dim() == 1 or (theta.dim() == 2 and theta.shape[0] == 1)
     lgamma_theta = _at(torch.lgamma(theta), nz, shape) if per_feature else None
-    log_ratio = lk._log_gamma_ratio(v, th, lgamma_theta)
+    log_ratio = log_gamma_ratio(v, th, lgamma_theta)
     mu_nz = _at(mu, nz, shape)
     return log_ratio + v * (torch.log(mu_nz + eps) - torch.log(th + mu_nz + eps))
 

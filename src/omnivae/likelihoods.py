@@ -15,11 +15,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from omnivae._types import check_choice
+from omnivae.count_math import (
+    CountDistribution,
+    as_float,
+    gamma_poisson,
+    log_gamma_ratio,
+    nb_mu_terms,
+)
 
 LIKELIHOOD_NAMES: tuple[str, ...] = ("nb", "zinb", "poisson", "bernoulli", "nb_mixture")
 # bernoulli binarizes any non-negative values; the others model integer counts
 REQUIRES_INTEGER_COUNTS: dict[str, bool] = {n: n != "bernoulli" for n in LIKELIHOOD_NAMES}
-_STIRLING_MIN_THETA = 100.0  # above this, lgamma(x + theta) - lgamma(theta) via Stirling
 
 
 def check_likelihood_name(name: str) -> str:
@@ -33,66 +39,7 @@ def check_likelihood_name(name: str) -> str:
     return check_choice(name, LIKELIHOOD_NAMES, "likelihood")
 
 
-def _log_gamma_ratio(x: Tensor, theta: Tensor, lgamma_theta: Tensor | None = None) -> Tensor:
-    """``lgamma(x + theta) - lgamma(theta)`` without the cancellation of two huge lgammas.
-
-    For ``theta > 100`` Stirling's series ``lgamma(z) ~ (z - 1/2) log z - z + log(2 pi)/2 +
-    1/(12 z)`` (error < 3e-9) is differenced analytically:
-    ``(theta - 1/2) log1p(x/theta) + x (log(theta + x) - 1) - x / (12 theta (theta + x))``.
-    In float32 the plain difference loses ~``6e-8 theta log(theta)``: 1 nat at ``theta = 1e6``.
-    ``lgamma_theta``, when given, is ``lgamma(theta)`` (computed per feature by the caller).
-    """
-    plain = torch.lgamma(x + theta) - (torch.lgamma(theta) if lgamma_theta is None
-                                        else lgamma_theta)
-    if not bool((theta > _STIRLING_MIN_THETA).any()):  # theta is per feature: a cheap check
-        return plain
-    th = theta.clamp_min(_STIRLING_MIN_THETA)  # finite, and zero gradient off-branch
-    z = th + x
-    stirling = (th - 0.5) * torch.log1p(x / th) + x * (torch.log(z) - 1.0 - 1.0 / (12.0 * th * z))
-    return torch.where(theta > _STIRLING_MIN_THETA, stirling, plain)
-
-
-def _nb_mu_terms(x: Tensor, mu: Tensor, theta: Tensor, eps: float) -> Tensor:
-    """``theta log(theta/(theta+mu)) + x log(mu/(theta+mu))``, the first term as
-    ``-theta log1p(mu/theta)``, which stays exact when ``mu << theta``."""
-    log_theta_mu = torch.log(theta + mu + eps)
-    return -theta * torch.log1p(mu / (theta + eps)) + x * (torch.log(mu + eps) - log_theta_mu)
-
-
-def _as_float(x: Tensor, like: Tensor) -> Tensor:
-    return x if x.is_floating_point() else x.to(like.dtype)
-
-
-def _gamma_poisson(
-    mu: Tensor, theta: Tensor, shape: torch.Size, generator: torch.Generator | None
-) -> Tensor:
-    """NB draws: ``w ~ Gamma(theta, rate=theta/mu)``, ``x ~ Poisson(w)``."""
-    gamma = torch._standard_gamma(theta.expand(shape), generator=generator)
-    return torch.poisson(gamma * (mu / theta), generator=generator)
-
-
-class _CountDistribution:
-    """Shared sampling plumbing; subclasses list their parameter attributes in ``_params``."""
-
-    _params: tuple[str, ...] = ()
-
-    @property
-    def batch_shape(self) -> torch.Size:
-        """Broadcast shape of the parameters."""
-        return torch.broadcast_shapes(*(getattr(self, name).shape for name in self._params))
-
-    def sample(
-        self, generator: torch.Generator | None = None, sample_shape: tuple[int, ...] = ()
-    ) -> Tensor:
-        """Float counts of shape ``sample_shape + batch_shape`` (no gradient)."""
-        with torch.no_grad():
-            return self._draw(torch.Size(sample_shape) + self.batch_shape, generator)
-
-    def _draw(self, shape: torch.Size, generator: torch.Generator | None) -> Tensor:
-        raise NotImplementedError
-
-
-class NegativeBinomial(_CountDistribution):
+class NegativeBinomial(CountDistribution):
     """Negative binomial with mean ``mu`` and inverse dispersion ``theta``.
 
     ``Var = mu + mu^2 / theta``. Equals ``scipy.stats.nbinom(n=theta, p=theta/(theta+mu))``.
@@ -121,9 +68,9 @@ class NegativeBinomial(_CountDistribution):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Elementwise log-pmf of counts ``x``."""
-        x = _as_float(x, self.mu)
-        log_comb = _log_gamma_ratio(x, self.theta) - torch.lgamma(x + 1.0)
-        return log_comb + _nb_mu_terms(x, self.mu, self.theta, self.eps)
+        x = as_float(x, self.mu)
+        log_comb = log_gamma_ratio(x, self.theta) - torch.lgamma(x + 1.0)
+        return log_comb + nb_mu_terms(x, self.mu, self.theta, self.eps)
 
     @property
     def mean(self) -> Tensor:
@@ -134,10 +81,10 @@ class NegativeBinomial(_CountDistribution):
         return self.mu + self.mu**2 / self.theta
 
     def _draw(self, shape: torch.Size, generator: torch.Generator | None) -> Tensor:
-        return _gamma_poisson(self.mu, self.theta, shape, generator)
+        return gamma_poisson(self.mu, self.theta, shape, generator)
 
 
-class ZeroInflatedNegativeBinomial(_CountDistribution):
+class ZeroInflatedNegativeBinomial(CountDistribution):
     """NB mixed with a point mass at zero of probability ``pi = sigmoid(zi_logits)``.
 
     ``p(0) = pi + (1 - pi) NB(0)`` and ``p(x) = (1 - pi) NB(x)`` for ``x > 0``. Logs of ``pi``
@@ -175,10 +122,10 @@ class ZeroInflatedNegativeBinomial(_CountDistribution):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Elementwise log-pmf of counts ``x``."""
-        x = _as_float(x, self.mu)
+        x = as_float(x, self.mu)
         log_pi, log_not_pi = F.logsigmoid(self.zi_logits), F.logsigmoid(-self.zi_logits)
-        mu_terms = _nb_mu_terms(x, self.mu, self.theta, self.eps)
-        log_comb = _log_gamma_ratio(x, self.theta) - torch.lgamma(x + 1.0)
+        mu_terms = nb_mu_terms(x, self.mu, self.theta, self.eps)
+        log_comb = log_gamma_ratio(x, self.theta) - torch.lgamma(x + 1.0)
         nonzero = log_not_pi + log_comb + mu_terms
         # at x = 0, log_comb = 0 and mu_terms = log NB(0) = -theta log1p(mu / theta)
         zero = torch.logaddexp(log_pi, log_not_pi + mu_terms)
@@ -194,12 +141,12 @@ class ZeroInflatedNegativeBinomial(_CountDistribution):
         return (1.0 - pi) * self.mu * (1.0 + self.mu / self.theta + pi * self.mu)
 
     def _draw(self, shape: torch.Size, generator: torch.Generator | None) -> Tensor:
-        counts = _gamma_poisson(self.mu, self.theta, shape, generator)
+        counts = gamma_poisson(self.mu, self.theta, shape, generator)
         u = torch.rand(shape, generator=generator, dtype=counts.dtype, device=counts.device)
         return torch.where(u < self.zi_probs, torch.zeros_like(counts), counts)
 
 
-class Poisson(_CountDistribution):
+class Poisson(CountDistribution):
     """Poisson with mean ``rate``.
 
     Parameters
@@ -224,7 +171,7 @@ class Poisson(_CountDistribution):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Elementwise log-pmf of counts ``x``."""
-        x = _as_float(x, self.rate)
+        x = as_float(x, self.rate)
         return x * torch.log(self.rate + self.eps) - self.rate - torch.lgamma(x + 1.0)
 
     @property
@@ -239,7 +186,7 @@ class Poisson(_CountDistribution):
         return torch.poisson(self.rate.expand(shape), generator=generator)
 
 
-class Bernoulli(_CountDistribution):
+class Bernoulli(CountDistribution):
     """Bernoulli with ``P(1) = sigmoid(logits)`` for binarized data.
 
     :meth:`log_prob` reads any ``x > 0`` as a one, so raw counts can be passed.
@@ -335,7 +282,7 @@ class Bernoulli(_CountDistribution):
         return torch.bernoulli(self.mean.expand(shape), generator=generator)
 
 
-class NegativeBinomialMixture(_CountDistribution):
+class NegativeBinomialMixture(CountDistribution):
     """totalVI protein likelihood: two NBs sharing ``theta``, mixed by a background probability.
 
     ``p(x) = pi NB(x; mu_background, theta) + (1 - pi) NB(x; mu_foreground, theta)`` with
@@ -380,11 +327,11 @@ class NegativeBinomialMixture(_CountDistribution):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Elementwise log-pmf of counts ``x`` (``logaddexp`` of the weighted components)."""
-        x = _as_float(x, self.mu_background)
-        log_comb = _log_gamma_ratio(x, self.theta) - torch.lgamma(x + 1.0)
-        bg = F.logsigmoid(self.mixture_logits) + _nb_mu_terms(
+        x = as_float(x, self.mu_background)
+        log_comb = log_gamma_ratio(x, self.theta) - torch.lgamma(x + 1.0)
+        bg = F.logsigmoid(self.mixture_logits) + nb_mu_terms(
             x, self.mu_background, self.theta, self.eps)
-        fg = F.logsigmoid(-self.mixture_logits) + _nb_mu_terms(
+        fg = F.logsigmoid(-self.mixture_logits) + nb_mu_terms(
             x, self.mu_foreground, self.theta, self.eps)
         return log_comb + torch.logaddexp(bg, fg)
 
@@ -405,7 +352,7 @@ class NegativeBinomialMixture(_CountDistribution):
         pi = self.background_probability
         u = torch.rand(shape, generator=generator, dtype=pi.dtype, device=pi.device)
         mu = torch.where(u < pi, self.mu_background, self.mu_foreground)
-        return _gamma_poisson(mu, self.theta, shape, generator)
+        return gamma_poisson(mu, self.theta, shape, generator)
 
 
 __all__ = [
