@@ -244,6 +244,8 @@ VARIANT_ROWS: dict[str, dict[str, Any]] = {
     # proteins as totalVI's background/foreground mixture, the default before the plain NB
     # (tuning.md, mosaic_gap.md)
     "omnivae (mopoe, adt nb_mixture)": {"fusion": "mopoe", "likelihoods": {"adt": "nb_mixture"}},
+    # one mixture component per cell instead of every one (1.4-2x the throughput, speed.md)
+    "omnivae (mopoe, one component)": {"fusion": "mopoe", "mixture_sampling": "one"},
 }
 
 

@@ -72,8 +72,9 @@ class Model(TrainingMixin):
         ``"one"`` draws one component per cell from its mixture weights (an unbiased
         estimate of the same objective at one decoding per cell, with more variance).
         Validation losses always use the stratified estimator. ``None`` (default):
-        ``"one"`` where the model allows it, else ``"stratified"``; models saved before the
-        option existed load with ``"stratified"``, what they were trained with.
+        :data:`omnivae.module.DEFAULT_MIXTURE_SAMPLING` (``"stratified"``) where the model
+        allows a choice, else ``"stratified"``; models saved before the option existed load
+        with ``"stratified"``, what they were trained with.
     n_latent, n_hidden, n_layers, dropout
         Architecture of every encoder and decoder.
     batch_penalty
