@@ -50,3 +50,33 @@ def test_docs_build_strict(tmp_path):
                  "benchmarks/index.html"):
         assert (tmp_path / page).is_file(), page
     assert "differential_expression" in (tmp_path / "api/tl/index.html").read_text()
+
+
+def _table_cells(line: str) -> int:
+    """Cells of a markdown table row (a ``|`` inside backticks is text, not a separator)."""
+    separators, in_code = 0, False
+    for char in line.strip():
+        if char == "`":
+            in_code = not in_code
+        separators += char == "|" and not in_code
+    return separators - 1
+
+
+def test_every_markdown_table_row_has_the_header_columns():
+    """A row with more or fewer cells than its header renders shifted or truncated (a scripted
+    edit once appended a column to the rows of docs/models.md but not to its header)."""
+    pages = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"),
+             *(ROOT / "benchmarks").rglob("*.md")]
+    wrong = []
+    for page in pages:
+        header = None
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            if not line.startswith("|"):
+                header = None
+            elif header is None:
+                header = _table_cells(line)
+            elif _table_cells(line) != header:
+                wrong.append(f"{page.relative_to(ROOT)}:{number}: {_table_cells(line)} cells, "
+                             f"header {header}")
+    assert len(pages) > 20 and not wrong, wrong
+    assert _table_cells("| `a|b` | c |") == 2
