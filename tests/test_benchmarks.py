@@ -166,6 +166,36 @@ def test_merged_runs_get_one_summarised_machine_note():
     assert combine_notes(["hand-written note", first]) == "hand-written note " + first
 
 
+def test_a_merged_report_merges_again_with_new_runs():
+    """Raw parts of old runs are not kept: new runs are merged into benchmarks/results itself,
+    so merging a merged note or settings line with new ones must equal merging all at once."""
+    _run_module()
+    from suite.report import combine_notes, combine_settings
+
+    def note(when: str, commit: str, load: str) -> str:
+        return (f"Measured {when} UTC on vm (x86_64, 2 cores); omnivae commit {commit}, "
+                f"scvi-tools 1.4.2. The machine is shared with other jobs (load average at "
+                f"start: {load}), so absolute seconds are noisy; ratios come from alternated "
+                "runs.")
+
+    a, b = note("2026-11-29 12:21", "b53bea7", "3.0, 3.6, 4.1"), note("2026-11-29 13:19", "8405874", "1.4, 2.2, 2.9")
+    c = note("2026-11-30 06:05", "e31bab9", "0.7, 0.3, 0.1")
+    assert combine_notes([combine_notes([a, b]), c]) == combine_notes([a, b, c])
+    assert combine_notes([combine_notes([a, b, c])]) == combine_notes([a, b, c])
+    assert combine_notes([a, b, c]).startswith("Measured in 3 runs between 2026-11-29 12:21 and "
+                                                "2026-11-30 06:05 UTC")
+
+    capped = "Mode: full; seeds [{}]; at most 20 epochs per neural network."
+    default = "Mode: full; seeds [{}]; each system's default epochs and early stopping."
+    runs = [default.format("0, 1, 2"), capped.format(0), capped.format("1, 2"), default.format("1, 2")]
+    datasets = [["cite", "mosaic"], ["mop"], ["mop"], ["mosaic"]]
+    old = combine_settings(runs[:2], datasets[:2])
+    again = combine_settings([old, *runs[2:]], [["cite", "mosaic", "mop"], *datasets[2:]])
+    assert again == combine_settings(runs, datasets) == (
+        "Mode: full; seeds [0, 1, 2]; each system's default epochs and early stopping (cite, "
+        "mosaic). Mode: full; seeds [0, 1, 2]; at most 20 epochs per neural network (mop).")
+
+
 def test_merged_runs_join_the_seeds_of_equal_settings():
     _run_module()
     from suite.report import combine_settings

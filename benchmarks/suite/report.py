@@ -65,41 +65,74 @@ _NOTE = re.compile(
     r"(?P<commit>\S+), (?P<versions>.+?)\. The machine is shared with other jobs \(load average "
     r"at start: (?P<load>[\d., ]+)\), so absolute seconds are noisy; ratios come from "
     r"alternated runs\.")
+# what combine_notes writes, so that a merged report merges again with new runs
+_COMBINED_NOTE = re.compile(
+    r"Measured in (?P<runs>\d+) runs between (?P<first>\d{4}-\d\d-\d\d \d\d:\d\d) and "
+    r"(?P<last>(?:\d{4}-\d\d-\d\d )?\d\d:\d\d) UTC on (?P<machine>.+?); omnivae commits "
+    r"(?P<commits>(?:[0-9a-f?]+, )*[0-9a-f?]+), (?P<versions>.+?)\. The machine is shared with "
+    r"other jobs \(load averages at the starts: (?P<low>[\d.]+) to (?P<high>[\d.]+)\), so "
+    r"absolute seconds are noisy; ratios come from alternated runs\.")
+
+
+def _note_facts(note: str) -> dict | None:
+    """Runs, times, machine, commits, versions and loads of one note in either form."""
+    single = _NOTE.fullmatch(note)
+    if single is not None:
+        return {"runs": 1, "times": [single["when"]], "machine": single["machine"],
+                "commits": [single["commit"]], "versions": single["versions"],
+                "loads": [float(x) for x in single["load"].split(",")]}
+    combined = _COMBINED_NOTE.fullmatch(note)
+    if combined is None:
+        return None
+    last = combined["last"]
+    if len(last) == 5:  # the same day as the first
+        last = f"{combined['first'][:10]} {last}"
+    return {"runs": int(combined["runs"]), "times": [combined["first"], last],
+            "machine": combined["machine"], "commits": combined["commits"].split(", "),
+            "versions": combined["versions"],
+            "loads": [float(combined["low"]), float(combined["high"])]}
 
 
 def combine_notes(notes: Sequence[str]) -> str:
     """One machine note for rows merged from several runs (``run.py --from-raw``).
 
     Notes in :func:`machine_note`'s form (also several run together, as older merges wrote
-    them) are summarised (time span, machines, commits, load range); other notes are kept as
-    they are.
+    them) and notes this function wrote (a merged report merged again with new runs) are
+    summarised (runs, time span, machines, commits, load range); other notes are kept as they
+    are.
 
     >>> a = ("Measured 2026-11-29 12:21 UTC on vm (x86_64, 2 cores); omnivae commit b53bea7, "
     ...      "scvi-tools 1.4.2. The machine is shared with other jobs (load average at start: "
     ...      "3.0, 3.6, 4.1), so absolute seconds are noisy; ratios come from alternated runs.")
-    >>> combine_notes([a, a.replace("12:21", "13:19").replace("b53bea7", "8405874")
-    ...                .replace("3.0, 3.6, 4.1", "1.4, 2.2, 2.9")])[:117]
+    >>> two = combine_notes([a, a.replace("12:21", "13:19").replace("b53bea7", "8405874")
+    ...                      .replace("3.0, 3.6, 4.1", "1.4, 2.2, 2.9")])
+    >>> two[:117]
     'Measured in 2 runs between 2026-11-29 12:21 and 13:19 UTC on vm (x86_64, 2 cores); omnivae commits b53bea7, 8405874, '
+    >>> three = combine_notes([two, a.replace("2026-11-29 12:21", "2026-11-30 06:05")])
+    >>> three.startswith("Measured in 3 runs between 2026-11-29 12:21 and 2026-11-30 06:05 UTC")
+    True
+    >>> "commits b53bea7, 8405874, scvi" in three, "at the starts: 1.4 to 4.1)" in three
+    (True, True)
     """
-    pieces = [p.strip() for n in notes for p in re.split(r"(?=Measured \d{4}-)", n)]
+    pieces = [p.strip() for n in notes for p in re.split(r"(?=Measured (?:in \d+ runs|\d{4}-))", n)]
     notes = list(dict.fromkeys(p for p in pieces if p))
-    parsed = [_NOTE.fullmatch(n) for n in notes]
+    parsed = [_note_facts(n) for n in notes]
     if len(notes) < 2 or not all(parsed):
         return " ".join(notes)
-    found = [m.groupdict() for m in parsed if m is not None]
-    times = sorted(f["when"] for f in found)
+    found = [f for f in parsed if f is not None]
+    times = sorted(t for f in found for t in f["times"])
     last = times[-1][11:] if times[-1][:10] == times[0][:10] else times[-1]
-    loads = [float(x) for f in found for x in f["load"].split(",")]
+    loads = [x for f in found for x in f["loads"]]
 
     def distinct(key: str) -> str:
         return "; ".join(dict.fromkeys(f[key] for f in found))
 
-    commits = ", ".join(dict.fromkeys(f["commit"] for f in found))
-    return (f"Measured in {len(found)} runs between {times[0]} and {last} UTC on "
-            f"{distinct('machine')}; omnivae commits {commits}, {distinct('versions')}. The "
-            f"machine is shared with other jobs (load averages at the starts: {min(loads):.1f} "
-            f"to {max(loads):.1f}), so absolute seconds are noisy; ratios come from "
-            "alternated runs.")
+    commits = ", ".join(dict.fromkeys(c for f in found for c in f["commits"]))
+    return (f"Measured in {sum(f['runs'] for f in found)} runs between {times[0]} and {last} "
+            f"UTC on {distinct('machine')}; omnivae commits {commits}, {distinct('versions')}. "
+            f"The machine is shared with other jobs (load averages at the starts: "
+            f"{min(loads):.1f} to {max(loads):.1f}), so absolute seconds are noisy; ratios come "
+            "from alternated runs.")
 
 
 _SETTINGS = re.compile(r"Mode: (?P<mode>[^;]+); seeds \[(?P<seeds>[\d, ]*)\]; (?P<rest>.+)")
@@ -124,27 +157,36 @@ def combine_settings(settings: Sequence[str],
     ...                  [["cite"], ["cite"], ["sln"], ["mop"]])
     'Mode: full; seeds [0, 1]; default epochs (cite). Mode: full; seeds [0]; default epochs (sln). Mode: full; seeds [0]; at most 20 epochs per neural network (mop).'
 
-    Lines that already name their datasets (a merge of merged runs) are combined the same way:
+    Lines that already name their datasets (a merge of merged runs) are combined the same way;
+    a merged line of several budgets counts each budget for the datasets it names only:
 
     >>> combine_settings(["Mode: full; seeds [0]; default epochs (cite).",
     ...                   "Mode: full; seeds [0]; default epochs."], [["cite"], ["sln"]])
     'Mode: full; seeds [0]; default epochs (cite, sln).'
+    >>> combine_settings(["Mode: full; seeds [0, 1]; default epochs (cite). "
+    ...                   "Mode: full; seeds [0]; at most 20 epochs per neural network (mop).",
+    ...                   "Mode: full; seeds [2]; at most 20 epochs per neural network."],
+    ...                  [["cite", "mop"], ["mop"]])
+    'Mode: full; seeds [0, 1]; default epochs (cite). Mode: full; seeds [0, 2]; at most 20 epochs per neural network (mop).'
     """
     parts = datasets if datasets is not None else [[] for _ in settings]
+    # one sentence per budget: a merged report's line holds several
+    sentences = [(sentence.strip(), names) for line, names in zip(settings, parts, strict=True)
+                 for sentence in re.split(r"(?=Mode: )", line or "") if sentence.strip()]
     # (mode, budget) -> dataset (None: not named) -> its seeds
     budgets: dict[tuple[str, str], dict[str | None, set[int]]] = {}
     others: list[str] = []
-    for line, names in zip(settings, parts, strict=True):
-        found = _SETTINGS.fullmatch(line) if line else None
+    for line, names in sentences:
+        found = _SETTINGS.fullmatch(line)
         if found is None:
-            if line and line not in others:
+            if line not in others:
                 others.append(line)
             continue
         rest, named = found["rest"], list(names)
         listed = _DATASETS.fullmatch(rest)
-        if listed is not None:
+        if listed is not None:  # it names its own datasets: the run's others ran other budgets
             rest = f"{listed['rest']}."
-            named = listed["names"].split(", ") + named
+            named = listed["names"].split(", ")
         seeds = {int(x) for x in found["seeds"].split(",") if x.strip()}
         by_dataset = budgets.setdefault((found["mode"], rest), {})
         for name in named or [None]:
