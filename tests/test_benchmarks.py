@@ -92,6 +92,27 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert "Ratios omnivae / multivi" in (tmp_path / "speed.md").read_text()
 
 
+@pytest.mark.gpu
+@pytest.mark.realdata
+def test_quick_speed_and_scaling_run_on_the_gpu(tmp_path):
+    """``--accelerator gpu``: every timed training runs on the CUDA device and reports its peak
+    GPU memory (CI has no GPU: this runs where one is lent)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    shared_file("pbmc10k_protein_v3_rna4000_adt14")
+    run = _run_module()
+    run.main(["--quick", "--tasks", "speed", "scaling", "--accelerator", "gpu",
+              "--out", str(tmp_path)])
+    for task in ("speed", "scaling"):
+        assert "accelerator gpu" in (tmp_path / f"{task}.md").read_text()
+        rows = json.loads((tmp_path / "raw" / f"{task}.json").read_text())["rows"]
+        assert rows
+        for row in rows:
+            assert "error" not in row, row
+            assert row["peak GPU MB"] > 0 and row["cells x epochs / s"] > 0, row
+
+
 def test_complete_cell_models_train_on_paired_cells_and_predict_the_withheld_ones():
     _run_module()  # puts benchmarks/ on the path
     import omnivae
