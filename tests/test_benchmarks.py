@@ -168,17 +168,20 @@ def test_speed_variants_join_the_rotation_and_get_their_own_ratio(tmp_path, monk
     assert "Ratios omnivae (mixture_sampling=stratified) / multivi: throughput 1.50" in text
 
 
+def _machine_note(when: str, commit: str, load: str) -> str:
+    """A note in the form suite.report.machine_note writes."""
+    return (f"Measured {when} UTC on vm (x86_64, 2 cores); omnivae commit {commit}, "
+            f"scvi-tools 1.4.2. The machine is shared with other jobs (load average at "
+            f"start: {load}), so absolute seconds are noisy; ratios come from alternated "
+            "runs.")
+
+
 def test_merged_runs_get_one_summarised_machine_note():
     _run_module()  # puts benchmarks/ on the path
     from suite.report import combine_notes
 
-    def note(when: str, commit: str, load: str) -> str:
-        return (f"Measured 2026-11-29 {when} UTC on vm (x86_64, 2 cores); omnivae commit "
-                f"{commit}, scvi-tools 1.4.2. The machine is shared with other jobs (load "
-                f"average at start: {load}), so absolute seconds are noisy; ratios come from "
-                "alternated runs.")
-
-    first, second = note("12:21", "b53bea7", "3.0, 3.6, 4.1"), note("13:19", "8405874", "1.4, 2.2, 9.5")
+    first = _machine_note("2026-11-29 12:21", "b53bea7", "3.0, 3.6, 4.1")
+    second = _machine_note("2026-11-29 13:19", "8405874", "1.4, 2.2, 9.5")
     merged = combine_notes([second, first + " " + second, first])  # older merges ran notes together
     assert merged.startswith("Measured in 2 runs between 2026-11-29 12:21 and 13:19 UTC on vm")
     assert "commits 8405874, b53bea7, scvi-tools 1.4.2." in merged
@@ -193,14 +196,9 @@ def test_a_merged_report_merges_again_with_new_runs():
     _run_module()
     from suite.report import combine_notes, combine_settings
 
-    def note(when: str, commit: str, load: str) -> str:
-        return (f"Measured {when} UTC on vm (x86_64, 2 cores); omnivae commit {commit}, "
-                f"scvi-tools 1.4.2. The machine is shared with other jobs (load average at "
-                f"start: {load}), so absolute seconds are noisy; ratios come from alternated "
-                "runs.")
-
-    a, b = note("2026-11-29 12:21", "b53bea7", "3.0, 3.6, 4.1"), note("2026-11-29 13:19", "8405874", "1.4, 2.2, 2.9")
-    c = note("2026-11-30 06:05", "e31bab9", "0.7, 0.3, 0.1")
+    a = _machine_note("2026-11-29 12:21", "b53bea7", "3.0, 3.6, 4.1")
+    b = _machine_note("2026-11-29 13:19", "8405874", "1.4, 2.2, 2.9")
+    c = _machine_note("2026-11-30 06:05", "e31bab9", "0.7, 0.3, 0.1")
     assert combine_notes([combine_notes([a, b]), c]) == combine_notes([a, b, c])
     assert combine_notes([combine_notes([a, b, c])]) == combine_notes([a, b, c])
     assert combine_notes([a, b, c]).startswith("Measured in 3 runs between 2026-11-29 12:21 and "
