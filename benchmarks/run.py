@@ -65,7 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds before a speed/scaling run is given up (and reported so)")
     parser.add_argument("--from-raw", nargs="+", type=Path, metavar="DIR",
-                        help="run nothing: merge DIR/raw/<task>.json of earlier runs into --out")
+                        help="run nothing: merge DIR/raw/<task>.json of earlier runs into --out. "
+                        "A DIR may be a merged results folder itself (new runs merge into it); "
+                        "a run merged into it already is counted again in the machine note's "
+                        "number of runs (its rows are not: one per dataset, task, seed and "
+                        "system)")
     parser.add_argument("--report-name", metavar="NAME",
                         help="with --from-raw: write the merged embedding and prediction rows as "
                              "NAME_embedding.md and NAME_prediction.md (with their plots and "

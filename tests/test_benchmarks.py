@@ -100,7 +100,8 @@ def test_quick_speed_and_scaling_run_on_the_gpu(tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    shared_file("pbmc10k_protein_v3_rna4000_adt14")
+    shared_file("neurips2021_bmmc_multiome_starter")  # quick speed: omnivae vs MULTIVI on it
+    shared_file("pbmc10k_protein_v3_rna4000_adt14")  # quick scaling: synthetic cells like it
     run = _run_module()
     run.main(["--quick", "--tasks", "speed", "scaling", "--accelerator", "gpu",
               "--out", str(tmp_path)])

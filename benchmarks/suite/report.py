@@ -36,6 +36,10 @@ def save_figure(fig, path: Path) -> None:
     atomic_write(path, buffer.getvalue())
 
 
+# how every machine note ends (machine_note, combine_notes and their patterns)
+_NOISY = "so absolute seconds are noisy; ratios come from alternated runs."
+
+
 def machine_note(accelerator: str) -> str:
     """Where and when the numbers were measured (the machine is shared: load average shown)."""
     import scvi
@@ -56,22 +60,20 @@ def machine_note(accelerator: str) -> str:
             f"({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
             f"{torch.get_num_threads()} threads, accelerator {accelerator}); omnivae commit "
             f"{commit or '?'}, scvi-tools {scvi.__version__}, scib-metrics {scib_version}. "
-            f"The machine is shared with other jobs (load average at start: {load}), so "
-            "absolute seconds are noisy; ratios come from alternated runs.")
+            f"The machine is shared with other jobs (load average at start: {load}), {_NOISY}")
 
 
 _NOTE = re.compile(
     r"Measured (?P<when>\d{4}-\d\d-\d\d \d\d:\d\d) UTC on (?P<machine>.+?); omnivae commit "
     r"(?P<commit>\S+), (?P<versions>.+?)\. The machine is shared with other jobs \(load average "
-    r"at start: (?P<load>[\d., ]+)\), so absolute seconds are noisy; ratios come from "
-    r"alternated runs\.")
+    r"at start: (?P<load>[\d., ]+)\), " + re.escape(_NOISY))
 # what combine_notes writes, so that a merged report merges again with new runs
 _COMBINED_NOTE = re.compile(
     r"Measured in (?P<runs>\d+) runs between (?P<first>\d{4}-\d\d-\d\d \d\d:\d\d) and "
     r"(?P<last>(?:\d{4}-\d\d-\d\d )?\d\d:\d\d) UTC on (?P<machine>.+?); omnivae commits "
     r"(?P<commits>(?:[0-9a-f?]+, )*[0-9a-f?]+), (?P<versions>.+?)\. The machine is shared with "
-    r"other jobs \(load averages at the starts: (?P<low>[\d.]+) to (?P<high>[\d.]+)\), so "
-    r"absolute seconds are noisy; ratios come from alternated runs\.")
+    r"other jobs \(load averages at the starts: (?P<low>[\d.]+) to (?P<high>[\d.]+)\), "
+    + re.escape(_NOISY))
 
 
 def _note_facts(note: str) -> dict | None:
@@ -131,8 +133,7 @@ def combine_notes(notes: Sequence[str]) -> str:
     return (f"Measured in {sum(f['runs'] for f in found)} runs between {times[0]} and {last} "
             f"UTC on {distinct('machine')}; omnivae commits {commits}, {distinct('versions')}. "
             f"The machine is shared with other jobs (load averages at the starts: "
-            f"{min(loads):.1f} to {max(loads):.1f}), so absolute seconds are noisy; ratios come "
-            "from alternated runs.")
+            f"{min(loads):.1f} to {max(loads):.1f}), {_NOISY}")
 
 
 _SETTINGS = re.compile(r"Mode: (?P<mode>[^;]+); seeds \[(?P<seeds>[\d, ]*)\]; (?P<rest>.+)")

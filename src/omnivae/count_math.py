@@ -61,7 +61,7 @@ def gamma_poisson(
     return torch.poisson(gamma * (mu / theta), generator=generator)
 
 
-class CountDistribution:
+class CountDistributionBase:
     """Shared sampling plumbing; subclasses list their parameter attributes in ``_params``."""
 
     _params: tuple[str, ...] = ()
@@ -83,6 +83,6 @@ class CountDistribution:
 
 
 __all__ = [
-    "STIRLING_MIN_THETA", "CountDistribution", "as_float", "gamma_poisson", "log_gamma_ratio",
+    "STIRLING_MIN_THETA", "CountDistributionBase", "as_float", "gamma_poisson", "log_gamma_ratio",
     "nb_mu_terms",
 ]

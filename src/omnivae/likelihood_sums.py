@@ -20,11 +20,7 @@ from torch import Tensor
 from omnivae import likelihoods as lk
 from omnivae._types import NonZero
 from omnivae.count_math import log_gamma_ratio
-
-CountDistribution = (
-    lk.NegativeBinomial | lk.ZeroInflatedNegativeBinomial | lk.Poisson | lk.Bernoulli
-    | lk.NegativeBinomialMixture
-)
+from omnivae.likelihoods import CountDistribution
 
 
 class _Gather(torch.autograd.Function):
@@ -164,11 +160,6 @@ def summed_log_prob(dist: CountDistribution, x: Tensor | Callable[[], Tensor],
     --------
     >>> import torch
     >>> from omnivae._types import NonZero
-
-CountDistribution = (
-    lk.NegativeBinomial | lk.ZeroInflatedNegativeBinomial | lk.Poisson | lk.Bernoulli
-    | lk.NegativeBinomialMixture
-)
     >>> x = torch.tensor([[0.0, 3.0, 0.0], [1.0, 0.0, 0.0]])
     >>> d = lk.NegativeBinomial(torch.rand(2, 3) + 0.1, torch.tensor([0.5, 2.0, 300.0]))
     >>> fast = summed_log_prob(d, x, NonZero.from_dense(x))

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from omnivae._types import check_choice
 from omnivae.count_math import (
-    CountDistribution,
+    CountDistributionBase,
     as_float,
     gamma_poisson,
     log_gamma_ratio,
@@ -39,7 +39,7 @@ def check_likelihood_name(name: str) -> str:
     return check_choice(name, LIKELIHOOD_NAMES, "likelihood")
 
 
-class NegativeBinomial(CountDistribution):
+class NegativeBinomial(CountDistributionBase):
     """Negative binomial with mean ``mu`` and inverse dispersion ``theta``.
 
     ``Var = mu + mu^2 / theta``. Equals ``scipy.stats.nbinom(n=theta, p=theta/(theta+mu))``.
@@ -84,7 +84,7 @@ class NegativeBinomial(CountDistribution):
         return gamma_poisson(self.mu, self.theta, shape, generator)
 
 
-class ZeroInflatedNegativeBinomial(CountDistribution):
+class ZeroInflatedNegativeBinomial(CountDistributionBase):
     """NB mixed with a point mass at zero of probability ``pi = sigmoid(zi_logits)``.
 
     ``p(0) = pi + (1 - pi) NB(0)`` and ``p(x) = (1 - pi) NB(x)`` for ``x > 0``. Logs of ``pi``
@@ -146,7 +146,7 @@ class ZeroInflatedNegativeBinomial(CountDistribution):
         return torch.where(u < self.zi_probs, torch.zeros_like(counts), counts)
 
 
-class Poisson(CountDistribution):
+class Poisson(CountDistributionBase):
     """Poisson with mean ``rate``.
 
     Parameters
@@ -186,7 +186,7 @@ class Poisson(CountDistribution):
         return torch.poisson(self.rate.expand(shape), generator=generator)
 
 
-class Bernoulli(CountDistribution):
+class Bernoulli(CountDistributionBase):
     """Bernoulli with ``P(1) = sigmoid(logits)`` for binarized data.
 
     :meth:`log_prob` reads any ``x > 0`` as a one, so raw counts can be passed.
@@ -282,7 +282,7 @@ class Bernoulli(CountDistribution):
         return torch.bernoulli(self.mean.expand(shape), generator=generator)
 
 
-class NegativeBinomialMixture(CountDistribution):
+class NegativeBinomialMixture(CountDistributionBase):
     """totalVI protein likelihood: two NBs sharing ``theta``, mixed by a background probability.
 
     ``p(x) = pi NB(x; mu_background, theta) + (1 - pi) NB(x; mu_foreground, theta)`` with
@@ -355,8 +355,14 @@ class NegativeBinomialMixture(CountDistribution):
         return gamma_poisson(mu, self.theta, shape, generator)
 
 
+# what a decoder returns: any of the distributions above
+CountDistribution = (
+    NegativeBinomial | ZeroInflatedNegativeBinomial | Poisson | Bernoulli | NegativeBinomialMixture
+)
+
 __all__ = [
-    "LIKELIHOOD_NAMES", "REQUIRES_INTEGER_COUNTS", "Bernoulli", "NegativeBinomial",
+    "LIKELIHOOD_NAMES", "REQUIRES_INTEGER_COUNTS", "Bernoulli", "CountDistribution",
+    "NegativeBinomial",
     "NegativeBinomialMixture", "Poisson", "ZeroInflatedNegativeBinomial",
     "check_likelihood_name",
 ]

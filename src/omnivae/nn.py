@@ -15,14 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omnivae import likelihoods as lk
-
-CountDistribution = (
-    lk.NegativeBinomial
-    | lk.ZeroInflatedNegativeBinomial
-    | lk.Poisson
-    | lk.Bernoulli
-    | lk.NegativeBinomialMixture
-)
+from omnivae.likelihoods import CountDistribution
 
 
 def take(values: Tensor, index: Tensor, dim: int = 0) -> Tensor:
