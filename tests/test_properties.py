@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import special, stats
 
@@ -119,10 +119,15 @@ def test_poisson_log_prob_matches_scipy(x, rate):
 
 @settings(max_examples=100, deadline=None)
 @given(x=st.integers(0, 50), logit=LOGIT)
+@example(x=0, logit=20.0)  # 1 - expit(20) = 2e-9 loses ~1e-8 to rounding: the oracle must not
 def test_bernoulli_log_prob_matches_scipy(x, logit):
     got = lk.Bernoulli(_t(logit)).log_prob(_t(x)).item()
-    ref = stats.bernoulli.logpmf(int(x > 0), special.expit(logit))
-    assert np.isclose(got, ref, rtol=1e-9, atol=1e-9)
+    # log_expit, not bernoulli.logpmf(., expit(logit)): the latter forms 1 - p, whose relative
+    # rounding error at logit 20 (~5e-8) exceeds the tolerance.
+    ref = special.log_expit(logit if x > 0 else -logit)
+    assert np.isclose(got, ref, rtol=1e-9, atol=1e-9), (got, ref)
+    assert np.isclose(np.exp(got), stats.bernoulli.pmf(int(x > 0), special.expit(logit)),
+                      rtol=1e-6, atol=1e-12)
 
 
 @settings(max_examples=150, deadline=None)
