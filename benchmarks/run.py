@@ -125,6 +125,23 @@ def _unique_rows(rows: list[dict]) -> list[dict]:
     return list(unique.values())
 
 
+def check_raw_folders(folders: list[Path]) -> None:
+    """Stop with the folders that hold no ``raw/*.json`` (a mistyped or relative path would
+    otherwise merge as an empty run and its rows would be silently missing).
+
+    >>> check_raw_folders([Path("no/such/run")])
+    Traceback (most recent call last):
+    ...
+    SystemExit: --from-raw: no raw/<task>.json in no/such/run (does not exist). Give the folder a run wrote with --out (it holds raw/embedding.json, ...), as a path from the current directory.
+    """
+    missing = [f"{folder} ({'does not exist' if not folder.exists() else 'no raw/*.json'})"
+               for folder in folders if not any((folder / "raw").glob("*.json"))]
+    if missing:
+        raise SystemExit(f"--from-raw: no raw/<task>.json in {', '.join(missing)}. Give the "
+                         "folder a run wrote with --out (it holds raw/embedding.json, ...), as a "
+                         "path from the current directory.")
+
+
 def merge(folders: list[Path], out: Path, order: list[str], report_name: str | None = None,
           preambles: dict[str, str] | None = None) -> None:
     """Rebuild every table and plot in ``out`` from the raw rows of earlier runs; with
@@ -132,6 +149,7 @@ def merge(folders: list[Path], out: Path, order: list[str], report_name: str | N
     (``preambles[task]`` under each title) and no summary."""
     writers = {"embedding": write_embedding, "prediction": write_prediction}
     tasks = list(writers) if report_name else TASKS
+    check_raw_folders(folders)
     raw = {task: [read_raw(folder, task) for folder in folders] for task in tasks}
     merged = {task: _merged(raw[task], task) for task in tasks}
     merged = {task: parts for task, parts in merged.items() if parts[0]}

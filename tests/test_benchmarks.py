@@ -297,6 +297,21 @@ def test_a_preamble_must_say_which_report_it_heads(tmp_path):
                   "--preamble", str(tmp_path / "notes.md"), "--out", str(tmp_path / "out")])
 
 
+def test_a_merge_stops_on_a_folder_with_no_raw_rows_and_writes_nothing(tmp_path):
+    """A mistyped (or wrongly relative) --from-raw folder once merged as an empty run."""
+    run = _run_module()
+    from suite.outputs import _raw
+
+    _raw(tmp_path / "a", "embedding", [{"dataset": "d", "seed": 0, "system": "PCA (RNA)",
+                                        "total": 0.5}], "a note", "Mode: full; seeds [0].")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"no raw/<task>\.json in .*typo \(does not exist\), "
+                                         r".*empty \(no raw/\*\.json\)"):
+        run.main(["--from-raw", str(tmp_path / "a"), str(tmp_path / "typo"),
+                  str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_merge_names_each_budget_s_datasets_and_counts_a_repeated_baseline_once(tmp_path):
     run = _run_module()
     from suite.outputs import _raw
