@@ -119,11 +119,11 @@ def test_poisson_log_prob_matches_scipy(x, rate):
 
 @settings(max_examples=100, deadline=None)
 @given(x=st.integers(0, 50), logit=LOGIT)
-@example(x=0, logit=20.0)  # 1 - expit(20) = 2e-9 loses ~1e-8 to rounding: the oracle must not
+@example(x=0, logit=20.0)  # where bernoulli.logpmf(0, expit(logit)) was off by ~5e-8
 def test_bernoulli_log_prob_matches_scipy(x, logit):
     got = lk.Bernoulli(_t(logit)).log_prob(_t(x)).item()
-    # log_expit, not bernoulli.logpmf(., expit(logit)): the latter forms 1 - p, whose relative
-    # rounding error at logit 20 (~5e-8) exceeds the tolerance.
+    # log_expit, not bernoulli.logpmf(., expit(logit)): that forms 1 - p, whose rounding at
+    # logit 20 (1 - p = 2e-9) exceeds the 1e-9 tolerance.
     ref = special.log_expit(logit if x > 0 else -logit)
     assert np.isclose(got, ref, rtol=1e-9, atol=1e-9), (got, ref)
     assert np.isclose(np.exp(got), stats.bernoulli.pmf(int(x > 0), special.expit(logit)),
