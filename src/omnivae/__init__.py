@@ -4,7 +4,7 @@ Public API
 ----------
 - :class:`omnivae.Model` — train, embed, predict missing modalities, save/load.
 - :mod:`omnivae.tl` — scanpy-style ``integrate``, ``predict``/``impute``,
-  ``differential_expression`` writing into MuData.
+  ``differential_expression``, ``cluster`` (CMVAE) writing into MuData.
 - :mod:`omnivae.pl` — plots: training history, latent UMAP, predicted vs observed.
 - :mod:`omnivae.query` — reference mapping (``Model.load_query``, ``model.map_query``).
 - :mod:`omnivae.datasets` — ``simulate`` multi-omics counts; ``load`` real public datasets.

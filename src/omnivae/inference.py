@@ -1,6 +1,7 @@
-"""The minibatch loops behind :meth:`omnivae.Model.get_latent_representation` and
-:meth:`omnivae.Model.predict`: the joint latent's posterior mean, and a modality's normalised
-prediction as AnnData."""
+"""The minibatch loops behind :meth:`omnivae.Model.get_latent_representation`,
+:meth:`omnivae.Model.predict` and :func:`omnivae.tl.cluster`: the joint latent's posterior
+mean, a modality's normalised prediction as AnnData, and each modality encoder's posterior
+mean."""
 
 from __future__ import annotations
 
@@ -38,6 +39,35 @@ def latent_mean(module: MultimodalVAE, data: Any, *, batch_size: int,
             batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
             out.append(module.posterior(batch.to(_device(module))).mean.cpu())
     return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def modality_latent_means(module: MultimodalVAE, data: Any, *, batch_size: int,
+                          num_threads: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each modality encoder's posterior mean for every cell of ``data``, ``(M, n, d)``, and
+    which cells have each modality, ``(M, n)`` boolean (rows of missing modalities are zero).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> model = omnivae.Model(omnivae.datasets.simulate(60, modalities=("rna", "adt")),
+    ...                       n_latent=4)
+    >>> loc, observed = modality_latent_means(model.module, model._data, batch_size=16,
+    ...                                       num_threads=1)
+    >>> tuple(loc.shape), tuple(observed.shape)
+    ((2, 60, 4), (2, 60))
+    >>> bool((loc[~observed] == 0).all())   # the simulation's cells lacking a modality
+    True
+    """
+    module.eval()
+    locs, masks = [], []
+    with pinned_threads(num_threads):
+        for start in range(0, data.n_cells, batch_size):
+            batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
+            loc, _ = module.experts(batch.to(_device(module)))
+            locs.append(loc.cpu())
+            masks.append(batch.mask.T.cpu())
+    return torch.cat(locs, dim=1), torch.cat(masks, dim=1)
 
 
 @torch.no_grad()

@@ -11,11 +11,12 @@ from typing import Any
 
 import mudata as md
 
+from omnivae.clustering import cluster
 from omnivae.de import differential_expression
 from omnivae.imputation import predict
 from omnivae.model import Model
 
-__all__ = ["differential_expression", "impute", "integrate", "map_query", "predict"]
+__all__ = ["cluster", "differential_expression", "impute", "integrate", "map_query", "predict"]
 
 
 def integrate(
