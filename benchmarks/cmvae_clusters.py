@@ -113,6 +113,10 @@ def report(rows: list[dict], note: str) -> str:
     """Markdown: one table per dataset, means over seeds."""
     table = pd.DataFrame(rows)
     lines = ["# CMVAE's clusters against the cell types", "", note, ""]
+    if "commit" in table:
+        commits = ", ".join(dict.fromkeys(table["commit"].astype(str)))
+        lines += [f"The note above is of the run that wrote this report; the rows were measured "
+                  f"at omnivae commit(s) {commits}.", ""]
     for dataset, part in table.groupby("dataset", sort=False):
         first = part.iloc[0]
         lines += [f"## {dataset}", "",
