@@ -27,6 +27,19 @@ def _close_figures():
         pyplot.close("all")
 
 
+def benchmark_script(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (with ``benchmarks/`` on the path, as when
+    the script runs)."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared_file(name: str) -> Path:
     path = SHARED_DATA / f"{name}.h5mu"
     if not path.is_file():

@@ -3,26 +3,15 @@ the scib scoring it calls is exercised end to end by the benchmark quick mode)."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 import omnivae
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import benchmark_script
 
 
 def _curve_module():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(
-        "batch_penalty_curve", ROOT / "benchmarks" / "batch_penalty_curve.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("batch_penalty_curve")
 
 
 def _rows(points: dict[tuple[str, str, float], tuple[float, float]]) -> pd.DataFrame:

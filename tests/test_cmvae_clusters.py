@@ -3,10 +3,7 @@ pruning to the occupied components, missing modalities ignored) and ``omnivae.tl
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +12,7 @@ from scipy import stats
 
 import omnivae
 from omnivae.models.cmvae_selection import select_clusters
-from tests.conftest import shared_file
+from tests.conftest import benchmark_script, shared_file
 
 
 def _two_modalities(occupied, n_components, n_per=30, d=3, seed=0):
@@ -127,19 +124,9 @@ def test_tl_cluster_writes_labels_probabilities_and_the_selection():
                                rtol=1e-5, atol=1e-6)
 
 
-def _clusters_script():
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("cmvae_clusters",
-                                                  root / "benchmarks" / "cmvae_clusters.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_the_benchmark_scores_labelled_cells_only_and_reports_means_over_seeds():
-    script = _clusters_script()
+    script = benchmark_script("cmvae_clusters")
     labels = np.array(["a", "a", "b", "b", "nan", "nan"])
     assert script.agreement(labels, np.array([0, 0, 1, 1, 0, 1]))["ari"] == 1.0
     assert script.agreement(labels, np.array([0, 1, 0, 1, 0, 1]))["ari"] < 0
