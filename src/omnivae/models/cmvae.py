@@ -13,8 +13,9 @@ expectation over ``q(c | z) = p(c | z)`` explicitly::
 
 and since ``q(c | z)`` is the exact cluster posterior the bracket equals
 ``log Σ_c p(c) p(z | c)``: MMVAE+'s bound under the mixture prior, which is what is computed.
-Cells are clustered by ``q(c | z)`` (:meth:`CMVAE.cluster_probabilities`). The paper's
-post-hoc selection of the number of clusters and its diffusion decoder are not implemented.
+Cells are clustered by ``q(c | z)`` (:meth:`CMVAE.cluster_probabilities`); the paper's
+post-hoc selection of the number of clusters is :mod:`omnivae.models.cmvae_selection`, which
+``omnivae.tl.cluster`` applies to a trained model. Its diffusion decoder is not implemented.
 """
 
 from __future__ import annotations
