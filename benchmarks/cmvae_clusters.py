@@ -126,8 +126,7 @@ def report(rows: list[dict], note: str) -> str:
         part = part.assign(components=part["components"].fillna(-1).astype(int))
         grouped = part.groupby(["method", "components"], sort=False)[["clusters", "ari", "nmi"]]
         for (method, k), values in grouped:
-            mean = values.mean()
-            sd = values.std(ddof=1) if len(values) > 1 else values.mean() * np.nan
+            mean, sd = values.mean(), values.std(ddof=1)  # sd: NaN with one seed
             cells = " | ".join(f"{mean[c]:.3f}" + ("" if np.isnan(sd[c]) else f" ± {sd[c]:.3f}")
                                for c in ("ari", "nmi"))
             lines.append(f"| {method} | {'-' if k < 0 else k} | {mean['clusters']:.1f} | "

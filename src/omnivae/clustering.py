@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import mudata as md
-import numpy as np
 import pandas as pd
 
 from omnivae.inference import modality_latent_means
@@ -31,8 +30,9 @@ def cluster(
     modalities (each encoded on its own, so a cell lacking a modality is clustered from the
     ones it has). With ``select_n_clusters`` the components are first pruned by the paper's
     post-hoc selection over these cells (:mod:`omnivae.models.cmvae_selection`), so train
-    with more components than the cell types you expect, e.g.
-    ``model_options={"n_clusters": 30}``.
+    with more components than the cell types you expect, as the paper does (e.g.
+    ``model_options={"n_clusters": 50}``; on omnivae's benchmark 50 instead of the default 10
+    helped on fine labels and hurt on coarse ones, see ``benchmarks/results/cmvae_clusters.md``).
 
     Parameters
     ----------
@@ -71,7 +71,8 @@ def cluster(
     >>> set(sim.obs["omnivae_cluster"].astype(int)) <= set(info["clusters"])
     True
     """
-    if model.config.model != "cmvae":
+    objective = model.module.objective
+    if not isinstance(objective, CMVAE):
         raise ValueError(
             f"omnivae.tl.cluster needs a model trained with model='cmvae' (its mixture prior "
             f"defines the clusters); this model is {model.config.model!r}. For any other "
@@ -84,15 +85,12 @@ def cluster(
         raise ValueError(f"beta must be non-negative, got {beta}.")
     z, observed = modality_latent_means(model.module, model._cell_data(mdata),
                                         batch_size=batch_size, num_threads=model._num_threads)
-    objective = model.module.objective
-    assert isinstance(objective, CMVAE)
     result = select_clusters(objective.cluster_logits.detach().cpu(),
                              objective.cluster_means.detach().cpu(), z, observed, beta=beta,
                              prune=select_n_clusters)
     target = mdata.copy() if copy else mdata
-    kept = [str(c) for c in result.kept]
-    labels = np.array([str(c) for c in result.labels.tolist()], dtype=object)
-    target.obs[key_added] = pd.Categorical(labels, categories=kept)
+    target.obs[key_added] = pd.Categorical.from_codes(  # codes index the kept components
+        result.probabilities.argmax(dim=-1).numpy(), categories=[str(c) for c in result.kept])
     target.obsm[f"{key_added}_probabilities"] = result.probabilities.numpy()
     target.uns[key_added] = {
         "params": {"select_n_clusters": select_n_clusters, "beta": beta,

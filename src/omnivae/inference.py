@@ -5,6 +5,7 @@ mean."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import anndata as ad
@@ -12,10 +13,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from omnivae._types import BatchData
 from omnivae.data import SetupInfo
 from omnivae.module import MultimodalVAE
 from omnivae.shrinkage import Shrinkage
 from omnivae.threads import pinned_threads
+
+
+def device_batches(module: MultimodalVAE, data: Any, batch_size: int) -> Iterator[BatchData]:
+    """``data``'s cells in order, ``batch_size`` at a time, on ``module``'s device."""
+    device = _device(module)
+    for start in range(0, data.n_cells, batch_size):
+        yield data.batch(np.arange(start, min(start + batch_size, data.n_cells))).to(device)
 
 
 @torch.no_grad()
@@ -35,9 +44,8 @@ def latent_mean(module: MultimodalVAE, data: Any, *, batch_size: int,
     module.eval()
     out = []
     with pinned_threads(num_threads):
-        for start in range(0, data.n_cells, batch_size):
-            batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
-            out.append(module.posterior(batch.to(_device(module))).mean.cpu())
+        for batch in device_batches(module, data, batch_size):
+            out.append(module.posterior(batch).mean.cpu())
     return torch.cat(out).numpy()
 
 
@@ -62,9 +70,8 @@ def modality_latent_means(module: MultimodalVAE, data: Any, *, batch_size: int,
     module.eval()
     locs, masks = [], []
     with pinned_threads(num_threads):
-        for start in range(0, data.n_cells, batch_size):
-            batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
-            loc, _ = module.experts(batch.to(_device(module)))
+        for batch in device_batches(module, data, batch_size):
+            loc, _ = module.experts(batch)
             locs.append(loc.cpu())
             masks.append(batch.mask.T.cpu())
     return torch.cat(locs, dim=1), torch.cat(masks, dim=1)
@@ -96,10 +103,8 @@ def predicted_modality(module: MultimodalVAE, data: Any, setup: SetupInfo, targe
     module.eval()
     generator = torch.Generator(device=_device(module)).manual_seed(seed)
     means, stds = [], []
-    for start in range(0, data.n_cells, batch_size):
-        batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
-        mean, std = module.predict_normalized(
-            batch.to(_device(module)), target, n_samples, generator)
+    for batch in device_batches(module, data, batch_size):
+        mean, std = module.predict_normalized(batch, target, n_samples, generator)
         means.append(mean.cpu())
         if std is not None:
             stds.append(std.cpu())

@@ -70,22 +70,23 @@ class _Step:
     mass: Tensor  # (K,)
 
 
-def _evaluate(log_weights: Tensor, means: Tensor, z: Tensor, observed: Tensor,
-              active: Tensor, beta: float) -> _Step:
-    """The criterion, cell probabilities and component masses with only ``active`` kept."""
-    n_components, n_latent = means.shape
+def _evaluate(log_weights: Tensor, log_likelihood: Tensor, observed: Tensor, active: Tensor,
+              n_latent: int, beta: float) -> _Step:
+    """The criterion, cell probabilities and component masses with only ``active`` kept;
+    ``log_likelihood`` ``(M, n, K)`` is ``log N(z_m; μ_c, I)``, which pruning leaves as is."""
+    n_components = log_likelihood.shape[-1]
     log_prior = torch.log_softmax(log_weights.masked_fill(~active, -math.inf), dim=0)  # (K,)
-    log_joint = log_prior + gaussian_log_prob(z.unsqueeze(-2), means, torch.zeros_like(means))
+    log_joint = log_prior + log_likelihood
     log_density = torch.logsumexp(log_joint, dim=-1)  # (M, n)
     posterior = torch.exp(log_joint - log_density.unsqueeze(-1))  # (M, n, K)
     plogp = torch.where(posterior > 0, posterior * torch.log(posterior), posterior.new_zeros(()))
     entropy = -plogp.sum(-1) / math.log(max(n_components, 2))  # (M, n)
-    weight = observed.to(z.dtype) / observed.sum(0).clamp(min=1)  # (M, n): mean over modalities
+    weight = observed.to(log_joint.dtype) / observed.sum(0).clamp(min=1)  # (M, n): mean over modalities
     cell_entropy = (weight * entropy).sum(0)
     cell_log_density = (weight * log_density / n_latent).sum(0)
     probabilities = (weight.unsqueeze(-1) * posterior).sum(0)  # (n, K)
     confidence, label = probabilities.max(dim=-1)
-    mass = torch.zeros(n_components, dtype=z.dtype).index_add(0, label, confidence)
+    mass = torch.zeros(n_components, dtype=log_joint.dtype).index_add(0, label, confidence)
     criterion = beta * cell_entropy.mean() - cell_log_density.mean()
     return _Step(float(criterion), probabilities, mass)
 
@@ -133,8 +134,9 @@ def select_clusters(log_weights: Tensor, means: Tensor, z: Tensor, observed: Ten
             f"(M, n); got z {tuple(z.shape)} and observed {tuple(observed.shape)}.")
     if not bool(observed.any(0).all()):
         raise ValueError("Every cell needs at least one observed modality to be clustered.")
+    log_likelihood = gaussian_log_prob(z.unsqueeze(-2), means, torch.zeros_like(means))
     active = torch.ones(n_components, dtype=torch.bool)
-    step = _evaluate(log_weights, means, z, observed, active, beta)
+    step = _evaluate(log_weights, log_likelihood, observed, active, means.shape[1], beta)
     criteria, pruned = [step.criterion], []
     best_active, best = active.clone(), step
     for _ in range(n_components - 1 if prune else 0):
@@ -142,7 +144,7 @@ def select_clusters(log_weights: Tensor, means: Tensor, z: Tensor, observed: Ten
         drop = int(torch.argmin(mass))
         active[drop] = False
         pruned.append(drop)
-        step = _evaluate(log_weights, means, z, observed, active, beta)
+        step = _evaluate(log_weights, log_likelihood, observed, active, means.shape[1], beta)
         criteria.append(step.criterion)
         if int(active.sum()) > 1 and step.criterion < best.criterion:
             best_active, best = active.clone(), step
