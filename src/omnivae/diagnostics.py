@@ -35,6 +35,7 @@ from omnivae.collapse import (
     precision_shares,
     unimodal_posteriors,
 )
+from omnivae.inference import device_batches
 
 if TYPE_CHECKING:
     from omnivae.model import Model
@@ -88,9 +89,7 @@ def diagnostics(model: Model, mdata: md.MuData | None = None, *, warn: bool = Tr
     locs, logvars, masks, joint_locs = [], [], [], []
     nll = {m: [0.0, 0.0] for m in names}  # [own z, shuffled z]
     kl_sum = dict.fromkeys([*names, "joint"], 0.0)
-    for start in range(0, data.n_cells, batch_size):
-        rows = np.arange(start, min(start + batch_size, data.n_cells))
-        batch = data.batch(rows).to(model._device())
+    for batch in device_batches(module, data, batch_size):
         loc, logvar = module.experts(batch)
         joint = module.posterior(batch)
         z = joint.mean
@@ -109,7 +108,7 @@ def diagnostics(model: Model, mdata: md.MuData | None = None, *, warn: bool = Tr
             q_m = type(q)(unimodal.loc[m, has], unimodal.logvar[m, has])
             kl_sum[name] += float(module.prior.kl(q_m, q_m.rsample()).sum())
             nll[name][0] += _nll(module, batch, name, has, z)
-            other = z[torch.as_tensor(generator.permutation(len(rows)))]
+            other = z[torch.as_tensor(generator.permutation(len(z)))]
             nll[name][1] += _nll(module, batch, name, has, other)
     loc, logvar, mask = torch.cat(locs, 1), torch.cat(logvars, 1), torch.cat(masks)
     unimodal = unimodal_posteriors(loc, logvar)
@@ -213,9 +212,7 @@ def modality_shares(model: Model, mdata: md.MuData | None = None, *,
     data = model._cell_data(mdata)
     model.module.eval()
     parts = []
-    for start in range(0, data.n_cells, batch_size):
-        batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
-        batch = batch.to(model._device())
+    for batch in device_batches(model.module, data, batch_size):
         _, logvar = model.module.experts(batch)  # (M, n, d)
         parts.append(cell_precision_shares(logvar, batch.mask).T.cpu().numpy())  # (n, M)
     shares = np.concatenate(parts)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from omnivae.data import refresh
+from omnivae.inference import device_batches
 from omnivae.sampling import sample_normalized
 
 if TYPE_CHECKING:
@@ -97,12 +98,12 @@ def predict(
         # count draws (predictive=True) are not shrunk; expression draws are, like Model.predict
         shrinkage = None if predictive else model.shrinkage.get(target)
         t = model.setup.modalities.index(target)
-        for start in range(0, data.n_cells, batch_size):
-            batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
-            draws = sample_normalized(module, batch.to(device), target, n_samples,
+        for batch in device_batches(module, data, batch_size):
+            draws = sample_normalized(module, batch, target, n_samples,
                                       predictive=predictive, generator=generator)
             if shrinkage is not None:  # draw by draw
-                shrunk, _ = shrinkage.apply_cross_modal(draws.cpu().numpy(), batch.mask.numpy(), t)
+                shrunk, _ = shrinkage.apply_cross_modal(draws.cpu().numpy(),
+                                                       batch.mask.cpu().numpy(), t)
                 draws = torch.from_numpy(shrunk).to(device)
             stats["mean"].append(draws.mean(0).cpu().numpy())
             stats["std"].append(draws.std(0).cpu().numpy())
