@@ -21,7 +21,15 @@ from omnivae.threads import pinned_threads
 
 
 def device_batches(module: MultimodalVAE, data: Any, batch_size: int) -> Iterator[BatchData]:
-    """``data``'s cells in order, ``batch_size`` at a time, on ``module``'s device."""
+    """``data``'s cells in order, ``batch_size`` at a time, on ``module``'s device.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> model = omnivae.Model(omnivae.datasets.simulate(60, modalities=("rna",)), n_latent=4)
+    >>> [len(b.mask) for b in device_batches(model.module, model._data, 25)]
+    [25, 25, 10]
+    """
     device = _device(module)
     for start in range(0, data.n_cells, batch_size):
         yield data.batch(np.arange(start, min(start + batch_size, data.n_cells))).to(device)
