@@ -55,7 +55,7 @@ print(json.dumps({"setup_s": ready - start, "epoch_s": trained - ready, "peak_mb
 def build_store(path: Path, n_cells: int) -> None:
     """Write ``n_cells`` synthetic cells to ``path``, ``CHUNK`` cells at a time."""
     import omnivae
-    from omnivae.streaming import write_counts_store
+    from omnivae.model.streaming import write_counts_store
 
     real = omnivae.datasets.load(REAL)
 
@@ -135,7 +135,7 @@ def write_report(table: pd.DataFrame, out: Path, load: tuple[float, float, float
         f"start: {', '.join(f'{v:.1f}' for v in load)}), so seconds are noisy.",
         "",
         f"Stores shaped like {REAL} (RNA 4000 + ADT 14 features, no batches), written "
-        f"{CHUNK} cells at a time with `omnivae.streaming.write_counts_store`. One process "
+        f"{CHUNK} cells at a time with `omnivae.model.streaming.write_counts_store`. One process "
         "per row: `memory` reads the file with `mudata.read_h5mu` and trains; `backed` trains "
         "with `omnivae.Model(path)` (default `BackedOptions`: 128-cell blocks, 32 per buffer). "
         "One epoch, batch size 256, 10 % validation, n_hidden 128, n_latent 20. Peak RSS is "

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 import omnivae
-from omnivae.penalties import PENALTIES
-from omnivae.report import markdown_table
+from omnivae.module.penalties import PENALTIES
+from suite.report import markdown_table
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -5,11 +5,11 @@ Usage::
     python benchmarks/calibration.py [--draws 200] [--epochs N]
 
 For each dataset the target modality (CITE: protein, Multiome: ATAC) is withheld from half of
-the paired cells (:func:`omnivae.splits.withhold_modality`, seed 0); those cells are split at
+the paired cells (:func:`omnivae.data.splits.withhold_modality`, seed 0); those cells are split at
 random into a calibration half and a test half. The default model is trained on the rest of
 the data (the withheld cells keep their RNA), calibrated on the calibration cells
 (:meth:`omnivae.Model.calibrate`, split conformal per feature, procedure in
-:mod:`omnivae.calibration`) and its 80/90/95 % intervals are scored on the test cells.
+:mod:`omnivae.model.prediction.calibration`) and its 80/90/95 % intervals are scored on the test cells.
 
 On CITE it also compares the model with and without the evidence-aware penalty
 (``confidence_penalty=1``): how often the RNA-only posterior's central 90 % region contains
@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 
 import omnivae
+from omnivae.data.splits import withhold_modality
+from omnivae.model.prediction.intervals import coverage_table, latent_posterior
 from omnivae.pl import plot_calibration
-from omnivae.predictive import coverage_table, latent_posterior
-from omnivae.report import markdown_table
-from omnivae.splits import withhold_modality
+from suite.report import markdown_table
 
 RESULTS = Path(__file__).parent / "results"
 DATASETS = {"neurips2021_bmmc_cite_starter": ("adt", "rna"),

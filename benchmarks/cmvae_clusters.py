@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import omnivae
 from mixture_sampling import omnivae_commit
-from omnivae.data import obs_column
+from omnivae.data.setup import obs_column
 from suite.config import DATASETS
 from suite.report import atomic_write, machine_note, save_figure
 

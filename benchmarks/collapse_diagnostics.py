@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 
 import omnivae
 from omnivae.pl import plot_diagnostics
-from omnivae.report import markdown_table
+from suite.report import markdown_table
 
 RESULTS = Path(__file__).parent / "results"
 DATASETS = ("neurips2021_bmmc_cite_starter", "neurips2021_bmmc_multiome_starter")

@@ -34,9 +34,9 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import omnivae
 from omnivae import metrics
-from omnivae._types import Gaussian
-from omnivae.data import obs_column
-from omnivae.report import markdown_table
+from omnivae.data.setup import obs_column
+from omnivae.module.records import Gaussian
+from suite.report import markdown_table
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -41,9 +41,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import omnivae
-from omnivae.data import obs_column
-from omnivae.report import markdown_table
-from omnivae.synthetic import LatentDensity, fit_latent_density, sample_cells
+from omnivae.data.setup import obs_column
+from omnivae.model.synthetic import LatentDensity, fit_latent_density, sample_cells
+from suite.report import markdown_table
 
 RESULTS = Path(__file__).parent / "results"
 DATASETS = ("neurips2021_bmmc_cite_starter", "neurips2021_bmmc_multiome_starter")
@@ -163,7 +163,7 @@ def plot(figures, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from omnivae.report import _save
+    from suite.report import save_figure
 
     fig, axes = plt.subplots(1, len(figures), figsize=(5 * len(figures), 4.2), squeeze=False)
     for ax, (short, real, post, prior) in zip(axes[0], figures, strict=True):
@@ -175,7 +175,7 @@ def plot(figures, path: Path) -> None:
             ax.scatter(p[:, 0], p[:, 1], s=4, alpha=0.5, color=color, label=label)
         ax.set_title(f"{short}: first two PCs of the real cells' features", fontsize=9)
         ax.legend(fontsize=7, markerscale=3, frameon=False)
-    _save(fig, path, dpi=110)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import omnivae
-from omnivae.training import default_max_epochs
+from omnivae.train.plan import default_max_epochs
 from suite.config import DATASETS
 from suite.report import atomic_write
 from suite.systems import Omnivae

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from omnivae._types import BatchData
-from omnivae.models import resolve_model
-from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
+from omnivae.module.models import resolve_model
+from omnivae.module.records import BatchData
+from omnivae.module.vae import ModalitySpec, ModuleConfig, MultimodalVAE
 
 NAMES = ("a", "b")
 SPECS = (ModalitySpec("a", 5, "nb", 10.0), ModalitySpec("b", 4, "poisson", 6.0))

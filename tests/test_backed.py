@@ -17,12 +17,12 @@ import scipy.sparse as sp
 import torch
 
 import omnivae
-from omnivae.backed import BackedOptions, open_backed, setup_backed
-from omnivae.block_loader import plan_epoch
 from omnivae.cli import main
-from omnivae.data import setup_mudata
-from omnivae.streaming import write_counts_store, write_results
-from omnivae.training_data import split_cells
+from omnivae.data.backed import BackedOptions, open_backed, setup_backed
+from omnivae.data.setup import setup_mudata
+from omnivae.model.streaming import write_counts_store, write_results
+from omnivae.train.blocks import plan_epoch
+from omnivae.train.loaders import split_cells
 
 SMALL = BackedOptions(chunk_size=64, block_size=16, buffer_blocks=4)
 
@@ -214,7 +214,7 @@ def _random_store(path, n_cells, n_features=2000, per_cell=500, chunk=2000):
 _TRAIN_ONE_EPOCH = textwrap.dedent("""
     import sys
     import omnivae
-    from omnivae.backed import BackedOptions
+    from omnivae.data.backed import BackedOptions
     options = BackedOptions(chunk_size=1024, block_size=64, buffer_blocks=8)
     model = omnivae.Model(sys.argv[1], n_latent=4, n_hidden=32, batch_penalty=None,
                           backed=options)

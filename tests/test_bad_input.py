@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 import omnivae
-from omnivae.data import refresh, setup_mudata
+from omnivae.data.setup import refresh, setup_mudata
 
 TINY = {"n_latent": 3, "n_hidden": 8}
 

@@ -8,8 +8,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
 import omnivae
-from omnivae.data import obs_column
-from omnivae.defaults import DEFAULT_BATCH_PENALTY, DEFAULT_PENALTY_WEIGHTS
+from omnivae.data.setup import obs_column
+from omnivae.model.defaults import DEFAULT_BATCH_PENALTY, DEFAULT_PENALTY_WEIGHTS
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_penalty_removes_batch_from_latent_and_keeps_cell_types(strong_batch, un
 
 
 def test_history_plot_shows_the_probe(strong_batch, unpenalised, tmp_path):
-    from omnivae.report import plot_history
+    from omnivae.pl import plot_history
 
     model = _fit(strong_batch, batch_penalty="mmd", penalty_weight=1000.0)
     path = plot_history(model.history, tmp_path / "history.png")

@@ -7,9 +7,13 @@ import pytest
 import torch
 
 import omnivae
-from omnivae.calibration import conformal_level, interval_from_draws, randomized_pit
-from omnivae.predictive import coverage_table, prediction_intervals
-from omnivae.splits import withhold_modality
+from omnivae.data.splits import withhold_modality
+from omnivae.model.prediction.calibration import (
+    conformal_level,
+    interval_from_draws,
+    randomized_pit,
+)
+from omnivae.model.prediction.intervals import coverage_table, prediction_intervals
 
 
 def test_randomized_pit_is_uniform_for_a_correct_discrete_predictive():

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import omnivae
-from omnivae.collapse import active_units, precision_shares
-from omnivae.diagnostics import PosteriorCollapseWarning
+from omnivae.model.diagnostics import PosteriorCollapseWarning
+from omnivae.module.collapse import active_units, precision_shares
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Evidence-aware over-confidence penalty (omnivae.confidence)."""
+"""Evidence-aware over-confidence penalty (omnivae.module.confidence)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import omnivae
-from omnivae._types import BatchData
-from omnivae.confidence import evidence_penalty, overconfidence
-from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
+from omnivae.module.confidence import evidence_penalty, overconfidence
+from omnivae.module.records import BatchData
+from omnivae.module.vae import ModalitySpec, ModuleConfig, MultimodalVAE
 
 
 def test_overconfidence_is_one_sided_and_only_widens_the_partial_posterior():

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from omnivae.data import default_likelihood, obs_column, setup_mudata
+from omnivae.data.setup import default_likelihood, obs_column, setup_mudata
 
 
 def _mdata(rna_cells=("a", "b", "c"), adt_cells=("b", "c", "d"), rna=None, adt=None):

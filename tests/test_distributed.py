@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnivae.distributed import ShardSampler, check_launch, steps_per_epoch
+from omnivae.train.distributed import ShardSampler, check_launch, steps_per_epoch
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 N_CELLS, STOP_EPOCH = 410, 9  # 369 training (odd: one padded cell), 41 validation (odd) cells
@@ -29,10 +29,10 @@ SCRIPT = textwrap.dedent('''
     import numpy as np, torch
     import lightning.pytorch as pl
     import omnivae
-    import omnivae.checkpoints as C
-    import omnivae.epoch_sums as E
-    import omnivae.training_callbacks as TC
-    import omnivae.training_data as TD
+    import omnivae.train.checkpoints as C
+    import omnivae.train.epoch_sums as E
+    import omnivae.train.callbacks as TC
+    import omnivae.train.loaders as TD
 
     devices, batch_size, max_epochs, stop_epoch, out = (int(sys.argv[1]), int(sys.argv[2]),
                                                         int(sys.argv[3]), int(sys.argv[4]),
@@ -141,7 +141,7 @@ def test_every_process_ends_with_the_same_weights_and_history(runs):
 
 
 def test_each_process_sees_a_disjoint_shard_reshuffled_every_epoch(runs):
-    from omnivae.training_data import split_cells
+    from omnivae.train.loaders import split_cells
 
     train_idx, val_idx = split_cells(N_CELLS, 0.1, seed=0)
     r0, r1 = runs["ddp"]
@@ -350,7 +350,7 @@ def test_resumed_ddp_run_equals_an_uninterrupted_one_and_one_process_runs_after(
 
 @pytest.mark.parametrize(("n", "block", "size"), [(10, 3, 2), (101, 8, 3), (640, 16, 4), (5, 4, 3)])
 def test_block_shards_are_disjoint_blocks_covering_every_cell(n, block, size):
-    from omnivae.block_loader import shard_blocks
+    from omnivae.train.blocks import shard_blocks
 
     cells = np.arange(1000, 1000 + 2 * n, 2)  # any sorted cell positions
     train = [shard_blocks(cells, block, r, size, order_seed=7, pad=True) for r in range(size)]
@@ -373,7 +373,7 @@ def test_backed_epochs_shard_the_same_block_order_on_every_process(monkeypatch):
     cells in whole blocks, the halves cover the training set, and the order changes per epoch
     while both processes agree on it (one seed drawn per epoch from identically seeded
     generators)."""
-    from omnivae import block_loader
+    from omnivae.train import blocks as block_loader
 
     class Rows:
         n_cells = 200

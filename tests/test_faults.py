@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import omnivae
-from omnivae import checkpoints
-from omnivae.training_callbacks import BestAfterWarmup, HistoryCallback
+from omnivae.train import checkpoints
+from omnivae.train.callbacks import BestAfterWarmup, HistoryCallback
 
 SETTINGS = {"max_epochs": 6, "kl_warmup_epochs": 2, "batch_size": 64, "progress_bar": False}
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import omnivae
-from omnivae import _io
+from omnivae.data import files as _io
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The training layer's run (omnivae.fitting) behind Model.train: layering and agreement."""
+"""The training layer's run (omnivae.train.fitting) behind Model.train: layering and agreement."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import sys
 import pytest
 
 import omnivae
-from omnivae import defaults, fitting, model
+from omnivae.model import defaults, model
+from omnivae.train import fitting
 
-TRAINING_LAYER = ["omnivae.fitting", "omnivae.training", "omnivae.training_data",
-                  "omnivae.training_callbacks", "omnivae.threads"]
+TRAINING_LAYER = ["omnivae.train.fitting", "omnivae.train.plan", "omnivae.train.loaders",
+                  "omnivae.train.callbacks", "omnivae.train.threads"]
 
 
 @pytest.mark.parametrize("name", TRAINING_LAYER)

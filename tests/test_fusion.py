@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omnivae.fusion import fuse, fusion_subsets, product_of_experts
+from omnivae.module.fusion import fuse, fusion_subsets, product_of_experts
 
 
 def test_poe_matches_closed_form_with_one_prior_expert():

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import omnivae
-from omnivae.likelihoods import LIKELIHOOD_NAMES
+from omnivae.module.likelihoods import LIKELIHOOD_NAMES
 
 STORAGE = {"dense": np.asarray, "csr": sp.csr_matrix, "csc": sp.csc_matrix}
 DTYPES = ("int32", "int64", "float32", "float64")

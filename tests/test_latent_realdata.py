@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 
 import omnivae
-from omnivae.diagnostics import PosteriorCollapseWarning
-from omnivae.predictive import coverage_table, latent_posterior, prediction_intervals
-from omnivae.splits import withhold_modality
+from omnivae.data.splits import withhold_modality
+from omnivae.model.diagnostics import PosteriorCollapseWarning
+from omnivae.model.prediction.intervals import (
+    coverage_table,
+    latent_posterior,
+    prediction_intervals,
+)
 
 pytestmark = pytest.mark.realdata
 CITE = "neurips2021_bmmc_cite_starter"
@@ -97,7 +101,7 @@ def test_synthetic_cells_pass_closer_to_real_than_prior_draws():
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
-    from omnivae.synthetic import LatentDensity, sample_cells
+    from omnivae.model.synthetic import LatentDensity, sample_cells
 
     class PriorDraws:
         random_state = 0

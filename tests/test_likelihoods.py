@@ -1,4 +1,4 @@
-"""Tests for omnivae.likelihoods: exactness against scipy / mpmath / scvi-tools, normalisation,
+"""Tests for omnivae.module.likelihoods: exactness against scipy / mpmath / scvi-tools, normalisation,
 moments of samples, gradient stability and binarisation."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import special, stats
 
-from omnivae import likelihoods as lk
+from omnivae.module import likelihoods as lk
 
 F64 = torch.float64
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import omnivae
-from omnivae._types import BatchData
-from omnivae.models.elbo import sample_components
-from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
+from omnivae.module.models.elbo import sample_components
+from omnivae.module.records import BatchData
+from omnivae.module.vae import ModalitySpec, ModuleConfig, MultimodalVAE
 from tests.family_helpers import MOSAIC, SPECS, make_batch
 
 SPECS3 = (*SPECS, ModalitySpec("c", 3, "poisson", 4.0))

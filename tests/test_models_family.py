@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnivae.models import MODELS, OBJECTIVES
-from omnivae.module import ModalitySpec, MultimodalVAE
+from omnivae.module.models import MODELS, OBJECTIVES
+from omnivae.module.vae import ModalitySpec, MultimodalVAE
 from tests.family_helpers import (
     COMPLETE,
     FAST,
@@ -111,8 +111,8 @@ def test_telbo_unimodal_terms_leave_the_decoders_alone():
 
 
 def test_jnf_flow_density_is_the_change_of_variables_of_its_base():
-    from omnivae._types import Gaussian
-    from omnivae.models.jnf import Flow
+    from omnivae.module.models.jnf import Flow
+    from omnivae.module.records import Gaussian
 
     torch.manual_seed(0)
     flow = Flow(3, 8, n_flows=3)

@@ -11,7 +11,7 @@ import torch
 
 import omnivae
 from omnivae.cli import main
-from omnivae.models import MODELS, OBJECTIVES, resolve_model
+from omnivae.module.models import MODELS, OBJECTIVES, resolve_model
 
 OPTIONS = {"mmvae": {"n_samples": 2}, "mmvae+": {"n_samples": 2, "n_private": 3},
            "cmvae": {"n_samples": 2, "n_private": 3, "n_clusters": 8}}

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from omnivae.models import MODELS, OBJECTIVES
+from omnivae.module.models import MODELS, OBJECTIVES
 from tests.family_helpers import (
     COMPLETE,
     MOSAIC,

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from omnivae._types import BatchData
-from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
+from omnivae.module.records import BatchData
+from omnivae.module.vae import ModalitySpec, ModuleConfig, MultimodalVAE
 
 LIKELIHOODS = ["nb", "zinb", "poisson", "bernoulli", "nb_mixture"]
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import omnivae
-from omnivae.data import refresh
+from omnivae.data.setup import refresh
 from tests.conftest import shared_file
 
 SMALL = {"n_latent": 4, "n_hidden": 16}

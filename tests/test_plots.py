@@ -72,7 +72,7 @@ def test_predicted_vs_observed_shows_pearson_per_feature():
 
 
 def test_modality_share_per_group(tmp_path):
-    from omnivae.diagnostics import modality_shares
+    from omnivae.model.diagnostics import modality_shares
 
     sim = omnivae.datasets.simulate(150, modalities=("rna", "adt"), seed=0)
     model = omnivae.Model(sim, n_latent=3)

@@ -1,4 +1,4 @@
-"""Learned priors: mixture of Gaussians and VampPrior (omnivae.priors)."""
+"""Learned priors: mixture of Gaussians and VampPrior (omnivae.module.priors)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import omnivae
-from omnivae._types import Gaussian
-from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
-from omnivae.priors import MixtureOfGaussians, StandardNormal, VampPrior, make_prior
+from omnivae.module.priors import MixtureOfGaussians, StandardNormal, VampPrior, make_prior
+from omnivae.module.records import Gaussian
+from omnivae.module.vae import ModalitySpec, ModuleConfig, MultimodalVAE
 
 
 def test_mixture_log_prob_matches_a_direct_computation():

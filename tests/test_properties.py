@@ -8,8 +8,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import special, stats
 
-from omnivae import likelihoods as lk
-from omnivae.fusion import fuse, fusion_subsets, product_of_experts
+from omnivae.module import likelihoods as lk
+from omnivae.module.fusion import fuse, fusion_subsets, product_of_experts
 
 F64 = torch.float64
 FUSIONS = st.sampled_from(["poe", "moe", "mopoe"])

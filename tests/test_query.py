@@ -8,9 +8,9 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 import omnivae
-from omnivae.data import SetupInfo, obs_column, refresh
-from omnivae.model_setup import setup_new_cells
-from omnivae.query_fill import fill_unmeasured
+from omnivae.data.setup import SetupInfo, obs_column, refresh
+from omnivae.model.mapping.fill import fill_unmeasured
+from omnivae.model.setup import setup_new_cells
 from tests.conftest import shared_file
 
 QUERY_BATCH = "p4_0"  # one of the two paired CITE-seq donors of the mosaic PBMC data

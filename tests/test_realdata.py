@@ -12,8 +12,8 @@ import pytest
 
 import omnivae
 from omnivae import metrics
-from omnivae.data import obs_column
-from omnivae.splits import withhold_modality
+from omnivae.data.setup import obs_column
+from omnivae.data.splits import withhold_modality
 from tests.conftest import shared_file
 
 pytestmark = pytest.mark.realdata

@@ -4,7 +4,7 @@ The cause of earlier run-to-run differences inside the full test run: numba (use
 ``sc.pp.neighbors``) sets the process-wide OpenMP thread count to the number of CPUs, which
 changes torch's count too (1 -> 2 under ``OMP_NUM_THREADS=1`` on a 2-core machine), and float
 sums taken over another number of threads differ in the last bits, which training amplifies.
-Training and embedding now run at a pinned thread count (:func:`omnivae.threads.pinned_threads`).
+Training and embedding now run at a pinned thread count (:func:`omnivae.train.threads.pinned_threads`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import omnivae
-from omnivae._types import BatchData
-from omnivae.models import MODELS, resolve_model
-from omnivae.module import ModalitySpec, ModuleConfig, MultimodalVAE
-from omnivae.nn import CountDecoder, take
-from omnivae.splits import withhold_modality
-from omnivae.threads import DEFAULT_NUM_THREADS, pinned_threads
+from omnivae.data.splits import withhold_modality
+from omnivae.module.models import MODELS, resolve_model
+from omnivae.module.nn import CountDecoder, take
+from omnivae.module.records import BatchData
+from omnivae.module.vae import ModalitySpec, ModuleConfig, MultimodalVAE
+from omnivae.train.threads import DEFAULT_NUM_THREADS, pinned_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = """
@@ -98,7 +98,7 @@ def test_a_different_seed_gives_a_different_embedding():
 # in a varying order. The protein decoder's per-batch background (``log_background[batch]``)
 # was read that way: two runs of the default model on the NeurIPS CITE starter with 2 threads
 # and 25 % of the ADT withheld differed after 3 epochs (max |dz| 6e-7, 1e-4 in the validation
-# loss after 30). The module now reads repeated rows with ``omnivae.nn.take``.
+# loss after 30). The module now reads repeated rows with ``omnivae.module.nn.take``.
 
 
 def _two_thread_grads(fn, params, repeats=5):

@@ -1,12 +1,12 @@
-"""Cross-modal predictions shrunk toward the population profile (omnivae.shrinkage)."""
+"""Cross-modal predictions shrunk toward the population profile (omnivae.model.prediction.shrinkage)."""
 
 import numpy as np
 import pytest
 
 import omnivae
-import omnivae.shrinkage
-from omnivae.shrinkage import WEIGHTS, Shrinkage, fit_shrinkage, heldout_loglik
-from omnivae.splits import withhold_modality
+import omnivae.model.prediction.shrinkage
+from omnivae.data.splits import withhold_modality
+from omnivae.model.prediction.shrinkage import WEIGHTS, Shrinkage, fit_shrinkage, heldout_loglik
 
 
 def _binarized_poisson_loglik(q: np.ndarray, counts: np.ndarray) -> float:
@@ -84,13 +84,13 @@ def test_heldout_loglik_picks_the_population_profile_for_noise():
 def test_a_weight_is_fitted_on_at_most_max_validation_cells(unrelated, monkeypatch):
     model = unrelated[0]
     rows = np.arange(model._data.n_cells)
-    monkeypatch.setattr(omnivae.shrinkage, "MAX_VALIDATION_CELLS", 7)
+    monkeypatch.setattr(omnivae.model.prediction.shrinkage, "MAX_VALIDATION_CELLS", 7)
     capped = fit_shrinkage(model.module, model._data, "atac", rows, rows, seed=0)
     assert capped.n_cells == 7 and len(capped.loglik) == len(WEIGHTS)
 
 
 def test_the_weight_is_fitted_on_the_cells_training_held_out(unrelated):
-    from omnivae.training_data import split_cells
+    from omnivae.train.loaders import split_cells
 
     model = unrelated[0]
     _, held_out = split_cells(model._data.n_cells, 0.1, seed=0)  # train()'s defaults

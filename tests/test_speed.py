@@ -9,12 +9,12 @@ import scipy.sparse as sp
 import torch
 
 import omnivae
-from omnivae import likelihoods as lk
-from omnivae._types import NonZero
-from omnivae.cell_data import CellData, gather_rows
-from omnivae.likelihood_sums import summed_log_prob
-from omnivae.training import training_precision
-from omnivae.training_data import make_loader
+from omnivae.data.cells import CellData, gather_rows
+from omnivae.module import likelihoods as lk
+from omnivae.module.likelihood_sums import summed_log_prob
+from omnivae.module.records import NonZero
+from omnivae.train.loaders import make_loader
+from omnivae.train.plan import training_precision
 
 
 def _counts(n: int = 40, g: int = 30, density: float = 0.2, seed: int = 0) -> torch.Tensor:
@@ -127,7 +127,7 @@ def test_diagnostics_and_terms_are_logged_every_epoch(small_sim):
 
 
 def test_epoch_means_average_each_term_over_the_steps_that_had_it(small_sim, monkeypatch):
-    from omnivae.training import TrainingPlan
+    from omnivae.train.plan import TrainingPlan
 
     model = omnivae.Model(small_sim, n_latent=4, n_hidden=16)
     plan = TrainingPlan(model.module)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import omnivae
-from omnivae.synthetic import fit_latent_density
+from omnivae.model.synthetic import fit_latent_density
 
 
 @pytest.fixture(scope="module")

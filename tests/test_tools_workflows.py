@@ -106,7 +106,7 @@ def test_csv_logger_writes_every_loss_term(tmp_path):
         model.train(max_epochs=1, logger="wandb-typo")
     from lightning.pytorch.loggers import CSVLogger
 
-    from omnivae.loggers import make_logger
+    from omnivae.train.loggers import make_logger
 
     mine = CSVLogger(str(tmp_path / "mine"))
     assert make_logger(mine) is mine  # any Lightning Logger passes through

@@ -20,8 +20,8 @@ import scanpy as sc
 
 import omnivae
 from omnivae import metrics
-from omnivae.data import obs_column
-from omnivae.splits import withhold_modality
+from omnivae.data.setup import obs_column
+from omnivae.data.splits import withhold_modality
 
 QUICK = "--quick" in sys.argv[1:] or os.environ.get("OMNIVAE_TUTORIAL_QUICK") == "1"
 FIGURES = Path(os.environ.get("OMNIVAE_TUTORIAL_FIGURES", Path(__file__).parent / "figures"))

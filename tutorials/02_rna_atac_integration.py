@@ -15,7 +15,7 @@ from pathlib import Path
 
 import omnivae
 from omnivae import metrics
-from omnivae.data import obs_column, refresh
+from omnivae.data.setup import obs_column, refresh
 
 QUICK = "--quick" in sys.argv[1:] or os.environ.get("OMNIVAE_TUTORIAL_QUICK") == "1"
 FIGURES = Path(os.environ.get("OMNIVAE_TUTORIAL_FIGURES", Path(__file__).parent / "figures"))

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.neighbors import KNeighborsClassifier
 
 import omnivae
-from omnivae.data import obs_column, refresh
+from omnivae.data.setup import obs_column, refresh
 
 QUICK = "--quick" in sys.argv[1:] or os.environ.get("OMNIVAE_TUTORIAL_QUICK") == "1"
 FIGURES = Path(os.environ.get("OMNIVAE_TUTORIAL_FIGURES", Path(__file__).parent / "figures"))
@@ -87,7 +87,7 @@ print(rna_only)
 # %% [markdown]
 # So does a protein-only query that measured just a quarter of the antibody panel. The
 # antibodies it lacks are filled with the model's expectation, decoded from the latent that
-# best explains the ones it measured (`omnivae.query_fill`), so the encoder never reads them as
+# best explains the ones it measured (`omnivae.model.mapping.fill`), so the encoder never reads them as
 # "not expressed":
 
 # %%

@@ -7,7 +7,7 @@ import platform
 import re
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -225,6 +225,24 @@ def _cell(group: pd.DataFrame, column: str) -> str:
     text = mean_spread(group[column], 0 if column in WHOLE_NUMBER_COLUMNS else 3)
     known = int(group[column].notna().sum())
     return text if known in (0, len(group)) else f"{text} ({known} of {len(group)} seeds)"
+
+
+def markdown_table(rows: Sequence[Mapping[str, object]], digits: int = 3) -> str:
+    """A list of dicts as a GitHub markdown table.
+
+    Examples
+    --------
+    >>> print(markdown_table([{"method": "a", "ari": 0.51234}]))
+    | method | ari |
+    |---|---|
+    | a | 0.512 |
+    """
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(frame: pd.DataFrame, index: Sequence[str], columns: Sequence[str],

@@ -81,7 +81,7 @@ class Omnivae(System):
         """JMVAE and JNF: their joint encoder reads every modality, so they train on the cells
         that have all of them and embed / predict the others through their unimodal encoders."""
         model = self.model_kwargs.get("model")
-        return bool(model) and omnivae.models.OBJECTIVES[model].needs_complete_cells
+        return bool(model) and omnivae.module.models.OBJECTIVES[model].needs_complete_cells
 
     def accepts(self, mdata, spec):
         """A model that trains on the complete cells needs every batch among them (its
@@ -89,7 +89,7 @@ class Omnivae(System):
         are batches of their own, so JMVAE / JNF sit that dataset out."""
         if not self.trains_on_complete_cells or spec.batch_key is None:
             return True
-        from omnivae.data import obs_column
+        from omnivae.data.setup import obs_column
 
         batches = obs_column(mdata, spec.batch_key).astype(str).to_numpy()
         return set(batches) <= set(batches[complete_mask(mdata)])
@@ -223,7 +223,7 @@ OMNIVAE_ROWS: dict[str, dict[str, Any]] = {
     "omnivae (mopoe, default)": {"fusion": "mopoe"},
 }
 
-# The rest of the named model family (omnivae.models), selectable by name with --systems,
+# The rest of the named model family (omnivae.module.models), selectable by name with --systems,
 # e.g. ``--systems "omnivae (mvae)" "omnivae (early)"``; not in the default list, which keeps
 # the quick mode that CI runs short. JMVAE and JNF train on the cells with every modality
 # (their joint encoder refuses the others) and embed / predict the rest.

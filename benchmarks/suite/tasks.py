@@ -9,8 +9,8 @@ import anndata as ad
 import mudata as md
 import numpy as np
 
+from omnivae.data.splits import withhold_modality
 from omnivae.metrics import auroc, mean_feature_pearson
-from omnivae.splits import withhold_modality
 
 from .config import WITHHELD_FRACTION, DatasetSpec, PredictionTask
 from .systems import PCAConcat, System

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omnivae.fusion import FUSIONS
-from omnivae.likelihoods import LIKELIHOOD_NAMES
-from omnivae.models import MODELS
-from omnivae.module import MIXTURE_SAMPLINGS
-from omnivae.penalties import PENALTIES
+from omnivae.module.fusion import FUSIONS
+from omnivae.module.likelihoods import LIKELIHOOD_NAMES
+from omnivae.module.models import MODELS
+from omnivae.module.penalties import PENALTIES
+from omnivae.module.vae import MIXTURE_SAMPLINGS
 
 
 def _likelihood_pairs(values: Sequence[str]) -> dict[str, str]:
@@ -178,7 +178,7 @@ def _fit(args: argparse.Namespace) -> None:
                           penalty_label_key=args.penalty_label_key)
     if not _train(model, args):
         return
-    from omnivae.report import cluster_embedding
+    from omnivae.tl.embedding import cluster_embedding
 
     mdata.obsm["X_omnivae"] = model.get_latent_representation()
     mdata.obs["omnivae_leiden"] = cluster_embedding(mdata.obsm["X_omnivae"], seed=args.seed)
@@ -214,8 +214,8 @@ def _model_options(args: argparse.Namespace) -> dict[str, Any]:
 def _fit_backed(args: argparse.Namespace) -> None:
     """``omnivae fit --backed``: train from the file on disk, stream the outputs."""
     import omnivae
-    from omnivae.backed import BackedOptions
-    from omnivae.streaming import write_results
+    from omnivae.data.backed import BackedOptions
+    from omnivae.model.streaming import write_results
 
     if args.no_impute != (args.output.suffix == ".h5ad"):
         raise ValueError("With --backed, the output is an .h5mu file with the embedding and "
@@ -240,8 +240,8 @@ def _map(args: argparse.Namespace) -> None:
     import mudata as md
 
     import omnivae
-    from omnivae.data import obs_column
-    from omnivae.query import load_reference
+    from omnivae.data.setup import obs_column
+    from omnivae.model.mapping.query import load_reference
 
     if not args.input.is_file():
         raise SystemExit(f"omnivae map: query file {args.input} does not exist.")
@@ -275,7 +275,7 @@ def _finish(args: argparse.Namespace, mdata: Any, model: Any, written: str) -> N
     """Impute every modality (unless --no-impute), save the model if asked, write the .h5mu
     atomically and say what was written."""
     import omnivae
-    from omnivae._io import write_h5mu_atomic
+    from omnivae.data.files import write_h5mu_atomic
 
     if not args.no_impute:
         for name in model.setup.modalities:

@@ -6,13 +6,14 @@ import time
 from pathlib import Path
 
 from omnivae import metrics
-from omnivae._io import write_h5mu_atomic
-from omnivae.data import obs_column
+from omnivae.data.files import write_h5mu_atomic
+from omnivae.data.setup import obs_column
+from omnivae.data.splits import withhold_modality
 from omnivae.datasets import simulate
-from omnivae.model import Model
-from omnivae.report import cluster_embedding, markdown_table, plot_umap, umap_coordinates
-from omnivae.splits import withhold_modality
-from omnivae.tools import impute
+from omnivae.model.model import Model
+from omnivae.pl import plot_umap
+from omnivae.tl import impute
+from omnivae.tl.embedding import cluster_embedding, umap_coordinates
 
 
 def run_demo(
@@ -101,12 +102,12 @@ def _write_report(out: Path, mdata, model: Model, scores: dict[str, float]) -> N
         f"Model: {model!r}; trained {int(scores['epochs'])} epochs in "
         f"{scores['seconds']:.0f} s (whole demo).", "",
         "## Clustering agreement with the true cell types (Leiden, best resolution by NMI)", "",
-        markdown_table([
+        _table([
             {"embedding": "omnivae joint latent", "ARI": scores["ari_omnivae"], "NMI": scores["nmi_omnivae"]},
             {"embedding": "PCA of log-normalised RNA", "ARI": scores["ari_pca_rna"], "NMI": scores["nmi_pca_rna"]},
         ]), "",
         "## Protein prediction on the withheld cells (mean per-protein Pearson r)", "",
-        markdown_table([
+        _table([
             {"method": "omnivae (from RNA + ATAC)", "pearson": scores["adt_pearson_omnivae"]},
             {"method": "kNN regression on RNA PCA", "pearson": scores["adt_pearson_knn"]},
         ]), "",
@@ -114,3 +115,11 @@ def _write_report(out: Path, mdata, model: Model, scores: dict[str, float]) -> N
         "modalities '<name>_imputed' with layers['std']), `umap.png`.", "",
     ]
     (out / "report.md").write_text("\n".join(lines))
+
+
+def _table(rows: list[dict[str, object]]) -> str:
+    """Rows of one shape as a markdown table, numbers to three decimals."""
+    header = list(rows[0])
+    body = ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values())
+            + " |" for row in rows]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *body])

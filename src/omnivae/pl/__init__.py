@@ -11,11 +11,14 @@ Every function returns the matplotlib :class:`~matplotlib.figure.Figure` and, gi
   units and each modality's share of the joint posterior.
 - :func:`modality_share` — each modality's share of the joint posterior per group of cells
   (e.g. cell type).
+- :func:`plot_umap`, :func:`plot_history`, :func:`save_figure` — figures written straight to
+  files (reports, benchmarks).
 """
 
 from omnivae.pl._calibration import plot_calibration
 from omnivae.pl._diagnostics import plot_diagnostics
 from omnivae.pl._embedding import latent_umap
+from omnivae.pl._files import plot_history, plot_umap, save_figure
 from omnivae.pl._history import history
 from omnivae.pl._prediction import predicted_vs_observed
 from omnivae.pl._share import modality_share
@@ -31,5 +34,8 @@ __all__ = [
     "modality_share",
     "plot_calibration",
     "plot_diagnostics",
+    "plot_history",
+    "plot_umap",
     "predicted_vs_observed",
+    "save_figure",
 ]

@@ -21,7 +21,7 @@ def plot_calibration(table: pd.DataFrame, *, by: str | None = None,
     Parameters
     ----------
     table
-        :func:`omnivae.predictive.coverage_table` output (columns ``nominal``, ``raw``,
+        :func:`omnivae.model.prediction.intervals.coverage_table` output (columns ``nominal``, ``raw``,
         ``calibrated``, ``calibrated_inclusive``), optionally stacked with a ``by`` column.
     by
         Column splitting ``table`` into panels (e.g. ``"dataset"``).

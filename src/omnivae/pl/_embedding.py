@@ -11,7 +11,7 @@ import mudata as md
 import numpy as np
 import pandas as pd
 
-from omnivae.data import obs_column
+from omnivae.data.setup import obs_column
 
 
 def latent_umap(
@@ -50,7 +50,7 @@ def latent_umap(
     """
     import matplotlib.pyplot as plt
 
-    from omnivae.report import umap_coordinates
+    from omnivae.tl.embedding import umap_coordinates
 
     if use_rep not in mdata.obsm:
         raise KeyError(f"mdata.obsm has no {use_rep!r} (it has {list(mdata.obsm)}); run "

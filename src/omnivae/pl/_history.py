@@ -11,7 +11,7 @@ import pandas as pd
 from omnivae.pl._utils import finish
 
 if TYPE_CHECKING:
-    from omnivae.model import Model
+    from omnivae.model.model import Model
 
 
 def history(

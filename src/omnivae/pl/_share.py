@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import mudata as md
 
-from omnivae.data import obs_column
+from omnivae.data.setup import obs_column
 from omnivae.pl._utils import finish
 
 if TYPE_CHECKING:
-    from omnivae.model import Model
+    from omnivae.model.model import Model
 
 
 def modality_share(
@@ -19,7 +19,7 @@ def modality_share(
 ) -> Any:
     """Stacked bars: how much of each group's joint posterior comes from each modality.
 
-    The shares are :func:`omnivae.diagnostics.modality_shares` (each modality's share of the
+    The shares are :func:`omnivae.model.diagnostics.modality_shares` (each modality's share of the
     posterior precision, the prior holding the rest), averaged over the cells of each group.
     Over training, the same quantity per modality is in :func:`omnivae.pl.diagnostics`.
 
@@ -37,7 +37,7 @@ def modality_share(
     Returns
     -------
     The matplotlib :class:`~matplotlib.figure.Figure` (the per-cell table it averages:
-    :func:`omnivae.diagnostics.modality_shares`).
+    :func:`omnivae.model.diagnostics.modality_shares`).
 
     Examples
     --------
@@ -51,7 +51,7 @@ def modality_share(
     """
     import matplotlib.pyplot as plt
 
-    from omnivae.diagnostics import modality_shares
+    from omnivae.model.diagnostics import modality_shares
 
     shares = modality_shares(model, None if mdata is model.mdata else mdata)
     groups = obs_column(mdata, groupby).astype(str).to_numpy()

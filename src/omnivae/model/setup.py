@@ -1,0 +1,193 @@
+"""How :class:`omnivae.Model` turns its arguments into data and a network configuration: the
+batch-penalty columns, the data setup (in memory or backed; new cells on the training setup),
+the :class:`~omnivae.module.ModuleConfig`, and the columns of the batch probe.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import mudata as md
+
+from omnivae.data.backed import BackedCellData, BackedOptions, setup_backed
+from omnivae.data.cells import CellData
+from omnivae.data.checks import is_prediction_modality
+from omnivae.data.setup import SetupInfo, setup_mudata
+from omnivae.model.defaults import DEFAULT_PENALTY_WEIGHTS
+from omnivae.module.priors import check_prior_name
+from omnivae.module.vae import ModalitySpec, ModuleConfig, resolve_mixture_sampling
+
+
+def check_penalty_keys(batch_penalty: str | None, penalty_keys: Sequence[str] | None,
+                       penalty_label_key: str | None, batch_key: str | None,
+                       ) -> Sequence[str] | None:
+    """The batch columns a resolved ``batch_penalty`` penalises: ``penalty_keys``, else
+    ``[batch_key]``; errors when a penalty has no column or columns have no penalty.
+
+    Examples
+    --------
+    >>> check_penalty_keys("mmd", None, None, "batch"), check_penalty_keys(None, None, None, None)
+    (['batch'], None)
+    """
+    if batch_penalty is not None and penalty_keys is None:
+        if batch_key is None:
+            raise ValueError("batch_penalty needs penalty_keys=[...] or a batch_key.")
+        penalty_keys = [batch_key]
+    if batch_penalty is None and (penalty_keys or penalty_label_key):
+        raise ValueError("penalty_keys/penalty_label_key need batch_penalty='hsic', 'mmd', ...")
+    return penalty_keys
+
+
+def setup_model_data(
+    mdata: md.MuData, backed: BackedOptions | None, *,
+    modalities: Sequence[str] | None, likelihoods: Mapping[str, str] | None,
+    layer: str | Mapping[str, str | None] | None, batch_key: str | None,
+    penalty_keys: Sequence[str] | None, penalty_label_key: str | None,
+    reference: SetupInfo | None,
+) -> tuple[CellData | BackedCellData, SetupInfo]:
+    """The model's data and setup: :func:`~omnivae.data.backed.setup_backed` when ``backed``
+    options are given (counts stay on disk), else :func:`~omnivae.data.setup_mudata`.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(50, modalities=("rna", "adt"), seed=0)
+    >>> data, setup = setup_model_data(sim, None, modalities=None, likelihoods=None,
+    ...                                layer=None, batch_key=None, penalty_keys=None,
+    ...                                penalty_label_key=None, reference=None)
+    >>> data.n_cells, setup.modalities
+    (50, ('rna', 'adt'))
+    """
+    if backed is not None:  # counts stay on disk
+        return setup_backed(
+            mdata, backed, modalities=modalities, likelihoods=likelihoods,
+            layer=layer, batch_key=batch_key, penalty_keys=penalty_keys or (),
+            label_key=penalty_label_key, reference=reference,
+        )
+    return setup_mudata(
+        mdata, modalities=modalities, likelihoods=likelihoods, layer=layer,
+        batch_key=batch_key, penalty_keys=penalty_keys or (),
+        label_key=penalty_label_key, reference=reference,
+    )
+
+
+def setup_new_cells(mdata: md.MuData, setup: SetupInfo, backed: BackedOptions | None,
+                    ) -> CellData | BackedCellData:
+    """Cells other than a model's training data as its inputs, checked against the training
+    ``setup`` (features, batches), with the training rules: which cells have which modality
+    comes from MuData membership, so cells may lack any of the model's modalities (a
+    modality with only some of the cells, or none at all: e.g. RNA-only cells of a CITE-seq
+    model); batches are coded as in training, whatever modalities the cells have (one batch
+    when the model has no ``batch_key``, for a query model of such a reference its query's;
+    else labels it knows; an unknown label is an error pointing to reference mapping).
+
+    Read from disk when ``mdata`` is backed (with the model's ``backed`` options; it must then
+    hold every modality of the model), in memory otherwise (cells lacking whole modalities:
+    :func:`~omnivae.model.mapping.data.setup_known_cells`). Modalities the model was not trained on
+    are ignored with a warning (omnivae's own predictions, e.g. ``adt_imputed``, silently).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> from omnivae.data import setup_mudata
+    >>> sim = omnivae.datasets.simulate(50, modalities=("rna", "adt"), missing_fraction=0)
+    >>> _, setup = setup_mudata(sim, batch_key="batch")
+    >>> rna_only = sim[:20].copy()
+    >>> del rna_only.mod["adt"]
+    >>> [setup_new_cells(cells, setup, None).n_cells for cells in (sim[:10].copy(), rna_only)]
+    [10, 20]
+    """
+    unknown = [m for m in mdata.mod
+               if m not in setup.modalities and not is_prediction_modality(mdata, m)]
+    if unknown:
+        warnings.warn(
+            f"Modalities {unknown} are not among the model's {list(setup.modalities)} and are "
+            "ignored (the model has no encoder for them); cells are embedded and predicted from "
+            "the model's modalities they have. Drop them (del mdata.mod[name]) to silence this.",
+            UserWarning, stacklevel=4)
+    lacking = [m for m in setup.modalities if m not in mdata.mod or not mdata.mod[m].n_obs]
+    if mdata.isbacked:
+        if lacking:
+            raise ValueError(
+                f"These backed cells lack the model's modalities {lacking}: cells lacking a "
+                "whole modality are read in memory only; open the file with "
+                "mudata.read_h5mu(path) (not backed=True).")
+        return setup_backed(mdata, backed, reference=setup)[0]
+    if not lacking:
+        return setup_mudata(mdata, reference=setup)[0]
+    from omnivae.model.mapping.data import setup_known_cells  # cells lacking whole modalities
+
+    return setup_known_cells(mdata, setup)
+
+
+def build_module_config(
+    setup: SetupInfo, *, model_name: str, fusion: str, model_options: Mapping[str, Any] | None,
+    mixture_sampling: str | None, n_latent: int, n_hidden: int, n_layers: int, dropout: float,
+    batch_penalty: str | None, penalty_weight: float | None, prior: str, prior_components: int,
+    confidence_penalty: float, seed: int,
+) -> ModuleConfig:
+    """The network configuration of a new model on ``setup``'s data (one
+    :class:`~omnivae.module.ModalitySpec` per modality; the penalty weight defaults to
+    :data:`~omnivae.model.defaults.DEFAULT_PENALTY_WEIGHTS` of ``batch_penalty``).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> from omnivae.data import setup_mudata
+    >>> sim = omnivae.datasets.simulate(50, modalities=("rna",), n_batches=2, seed=0)
+    >>> _, setup = setup_mudata(sim, batch_key="batch", penalty_keys=["batch"])
+    >>> config = build_module_config(
+    ...     setup, model_name="mopoe", fusion="mopoe", model_options=None,
+    ...     mixture_sampling=None, n_latent=5, n_hidden=32, n_layers=1, dropout=0.1,
+    ...     batch_penalty="mmd", penalty_weight=None, prior="normal", prior_components=0,
+    ...     confidence_penalty=0.0, seed=0)
+    >>> config.n_latent, config.penalty_weight
+    (5, 100.0)
+    """
+    return ModuleConfig(
+        modalities=tuple(
+            ModalitySpec(m, len(setup.var_names[m]), setup.likelihoods[m],
+                         setup.library_scale[m])
+            for m in setup.modalities
+        ),
+        n_batches=max(1, len(setup.batch_categories)),
+        n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout,
+        fusion=fusion, model=model_name, model_options=dict(model_options or {}),
+        mixture_sampling=resolve_mixture_sampling(mixture_sampling, model_name),
+        extra={"seed": seed},
+        batch_penalty=batch_penalty,
+        penalty_weight=(DEFAULT_PENALTY_WEIGHTS.get(batch_penalty or "", 0.0)
+                        if penalty_weight is None else penalty_weight),
+        penalty_n_batches=tuple(len(setup.penalty_categories[k])
+                                for k in setup.penalty_keys),
+        penalty_n_labels=len(setup.label_categories),
+        prior=check_prior_name(prior), prior_components=prior_components,
+        confidence_penalty=_non_negative(confidence_penalty, "confidence_penalty"),
+    )
+
+
+def _non_negative(value: float, name: str) -> float:
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}.")
+    return float(value)
+
+
+def probe_columns(setup: SetupInfo) -> dict[str, int]:
+    """Batch columns of the batch probe: the penalised ones, else ``batch_key`` if it has two
+    or more batches (name: number of categories).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> from omnivae.data import setup_mudata
+    >>> sim = omnivae.datasets.simulate(50, modalities=("rna",), n_batches=2, seed=0)
+    >>> probe_columns(setup_mudata(sim, batch_key="batch")[1])
+    {'batch': 2}
+    """
+    if setup.penalty_keys:
+        return {k: len(setup.penalty_categories[k]) for k in setup.penalty_keys}
+    if setup.batch_key is not None and len(setup.batch_categories) > 1:
+        return {setup.batch_key: len(setup.batch_categories)}
+    return {}

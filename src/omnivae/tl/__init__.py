@@ -1,0 +1,177 @@
+"""Scanpy-style functions: data object first, keyword-only options, results written into it.
+
+Parameters of each call are recorded in ``mdata.uns[key_added]["params"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import mudata as md
+
+from omnivae.model.model import Model
+from omnivae.tl.clustering import cluster
+from omnivae.tl.de import differential_expression
+from omnivae.tl.imputation import predict
+
+__all__ = ["cluster", "differential_expression", "impute", "integrate", "map_query", "predict"]
+
+
+def integrate(
+    mdata: md.MuData,
+    *,
+    modalities: Sequence[str] | None = None,
+    batch_key: str | None = None,
+    layer: str | Mapping[str, str | None] | None = None,
+    likelihoods: Mapping[str, str] | None = None,
+    model: str | None = None,
+    fusion: str | None = None,
+    n_latent: int = 20,
+    max_epochs: int | None = None,
+    batch_size: int = 256,
+    accelerator: str = "auto",
+    seed: int = 0,
+    key_added: str = "X_omnivae",
+    progress_bar: bool = True,
+    copy: bool = False,
+    return_model: bool = False,
+    **train_kwargs: Any,
+) -> md.MuData | Model | tuple[md.MuData, Model] | None:
+    """Train an omnivae model and write the joint embedding to ``mdata.obsm[key_added]``.
+
+    Parameters
+    ----------
+    mdata
+        MuData with raw counts per modality (cells may lack modalities).
+    modalities, batch_key, layer, likelihoods, model, fusion, n_latent
+        As in :class:`omnivae.Model`.
+    max_epochs, batch_size, accelerator
+        As in :meth:`omnivae.Model.train`.
+    seed
+        Random seed.
+    key_added
+        ``obsm`` key of the embedding and ``uns`` key of the recorded parameters.
+    progress_bar
+        Show the training progress bar.
+    copy
+        Return a modified copy instead of writing into ``mdata``.
+    return_model
+        Also return the trained :class:`omnivae.Model`.
+    **train_kwargs
+        Passed to :meth:`omnivae.Model.train`.
+
+    Returns
+    -------
+    ``None`` (or the copy with ``copy=True``); the model too with ``return_model=True``.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(150, modalities=("rna", "atac"), seed=0)
+    >>> omnivae.tl.integrate(sim, batch_key="batch", n_latent=4, max_epochs=2, progress_bar=False)
+    >>> sim.obsm["X_omnivae"].shape, sim.uns["X_omnivae"]["params"]["fusion"]
+    ((150, 4), 'mopoe')
+    """
+    target = mdata.copy() if copy else mdata
+    fitted = Model(target, modalities=modalities, likelihoods=likelihoods, layer=layer,
+                   batch_key=batch_key, model=model, fusion=fusion, n_latent=n_latent,
+                   seed=seed)
+    fitted.train(max_epochs, batch_size=batch_size, accelerator=accelerator,
+                 progress_bar=progress_bar, **train_kwargs)
+    target.obsm[key_added] = fitted.get_latent_representation()
+    target.uns[key_added] = {"params": {
+        "modalities": list(fitted.setup.modalities), "likelihoods": dict(fitted.setup.likelihoods),
+        "batch_key": batch_key or "", "model": fitted.config.model,
+        "fusion": fitted.config.fusion, "n_latent": n_latent,
+        "epochs_trained": len(fitted.history), "batch_size": batch_size, "seed": seed,
+    }}
+    if copy:
+        return (target, fitted) if return_model else target
+    return fitted if return_model else None
+
+
+def impute(
+    mdata: md.MuData,
+    model: Model,
+    *,
+    target: str,
+    n_samples: int = 0,
+    key_added: str | None = None,
+    **kwargs: Any,
+) -> md.MuData | None:
+    """Predict modality ``target`` for every cell and add it as modality ``key_added``
+    (the same as :func:`predict`, which explains every option).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(150, modalities=("rna", "adt"), seed=0)
+    >>> model = omnivae.Model(sim, n_latent=4)
+    >>> model.train(max_epochs=2, progress_bar=False)
+    >>> omnivae.tl.impute(sim, model, target="adt", n_samples=5)
+    >>> sim["adt_imputed"].shape == (sim.n_obs, sim["adt"].n_vars)
+    True
+    """
+    return predict(mdata, model, target=target, n_samples=n_samples, key_added=key_added,
+                   **kwargs)
+
+
+def map_query(
+    query_mdata: md.MuData,
+    reference: Model | str | Path,
+    *,
+    max_epochs: int | None = None,
+    key_added: str = "X_omnivae",
+    progress_bar: bool = True,
+    copy: bool = False,
+    return_model: bool = False,
+    **train_kwargs: Any,
+) -> md.MuData | Model | tuple[md.MuData, Model] | None:
+    """Map query cells onto a trained reference model and write their embedding to
+    ``query_mdata.obsm[key_added]`` (scanpy style; see :mod:`omnivae.model.mapping.query` for the method).
+
+    Parameters
+    ----------
+    query_mdata
+        The new cells: any subset of the reference's modalities and features, the
+        reference's batch column (new batch labels get new parameters).
+    reference
+        A trained :class:`omnivae.Model` or the folder it was saved to.
+    max_epochs
+        Epochs fitting the new batches' parameters (default 100; none without new batches).
+    key_added
+        ``obsm`` key of the embedding and ``uns`` key of the parameters.
+    progress_bar, **train_kwargs
+        As in :meth:`omnivae.Model.train`.
+    copy, return_model
+        Return a modified copy; also return the query model (for ``predict``, ``tl.predict``).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(150, modalities=("rna", "adt"), n_batches=3, seed=0)
+    >>> model = omnivae.Model(sim[sim.obs["batch"] != "batch-2"].copy(), batch_key="batch",
+    ...                       n_latent=4)
+    >>> query = sim[sim.obs["batch"] == "batch-2"].copy()
+    >>> q = omnivae.tl.map_query(query, model, max_epochs=2, progress_bar=False,
+    ...                          return_model=True)
+    >>> query.obsm["X_omnivae"].shape[1], query.uns["X_omnivae"]["params"]["new_batches"]
+    (4, ['batch-2'])
+    """
+    from omnivae.model.mapping.query import map_query as map_onto
+
+    target = query_mdata.copy() if copy else query_mdata
+    model = map_onto(reference, target, max_epochs=max_epochs, progress_bar=progress_bar,
+                     **train_kwargs)
+    target.obsm[key_added] = model.get_latent_representation()
+    target.uns[key_added] = {"params": {
+        "reference_batches": list(model.setup.batch_categories[:model.n_reference_batches]),
+        "new_batches": list(model.setup.batch_categories[model.n_reference_batches:]),
+        "n_trainable": model.n_trainable, "epochs_trained": len(model.history),
+        "measured": {m: int(v.sum()) for m, v in model.measured.items()},
+    }}
+    if copy:
+        return (target, model) if return_model else target
+    return model if return_model else None
