@@ -1,13 +1,18 @@
 """MkDocs hooks: pages generated from the repository's own files at build time.
 
 - ``index.md`` from README.md, ``data.md`` from data/README.md,
-- ``benchmarks.md`` from benchmarks/results/*.md (and their figures),
+- ``benchmarks.md`` from docs/benchmarks_overview.md (hand-written: how the suite runs, the
+  headline tables, budgets and caveats; shown first, not as a page of its own) and
+  benchmarks/results/*.md (and their figures),
 - ``tutorials/<name>.md`` from tutorials/<name>.py (jupytext percent format: ``# %%`` code
   cells, ``# %% [markdown]`` text cells), with the figures each cell writes
   (tutorials/figures/, produced by running the tutorial) shown below it, and the printed
   output of a full run (tutorials/figures/<name>_output.txt) at the end,
-- optional pages written by others (``models.md``, ``reliability.md``) join the navigation
-  only when they exist.
+- optional pages written by others (``models.md``, ``reliability.md``, ``guide.md``) join the
+  navigation only when they exist.
+
+Hand-written pages link results as ``../benchmarks/results/X.md`` and the overview as
+``benchmarks_overview.md`` (right on GitHub); in the site both become the benchmark page.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from typing import Any
 from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONAL_PAGES = {"models.md": "Models", "reliability.md": "Reliability"}
+OPTIONAL_PAGES = {"models.md": "Models", "reliability.md": "Reliability",
+                  "guide.md": "User guide"}
+OVERVIEW = "benchmarks_overview.md"  # part of benchmarks.md, not a page of its own
 LINKS = {  # repository paths linked from README -> their page in the site
     r"benchmarks/results/[\w.-]+\.md": "benchmarks.md",
+    rf"docs/{OVERVIEW}": "benchmarks.md",
     r"data/README\.md": "data.md",
 }
 FIGURE = re.compile(r"""FIGURES\s*/\s*["']([\w.-]+\.(?:png|svg|jpg))["']""")
@@ -44,6 +52,9 @@ def on_files(files: Files, config: Any) -> Files:
 
     add("index.md", _relink((ROOT / "README.md").read_text(encoding="utf-8")))
     add("data.md", (ROOT / "data" / "README.md").read_text(encoding="utf-8"))
+    overview = files.get_file_from_path(OVERVIEW)
+    if overview is not None:
+        files.remove(overview)
     add("benchmarks.md", _benchmarks(add))
     for script in sorted((ROOT / "tutorials").glob("[0-9]*.py")):
         add(f"tutorials/{script.stem}.md", _tutorial(script, add))
@@ -61,10 +72,22 @@ def _relink(text: str) -> str:
     return re.sub(r"\[([^\]]+)\]\(docs/([\w./-]+\.md)\)", docs_link, text)
 
 
+def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
+    """A hand-written page's links to results tables or the overview: the benchmark page."""
+    up = "../" * page.file.src_uri.count("/")
+    return re.sub(rf"\]\((?:\.\./benchmarks/results/[\w.-]+|{OVERVIEW[:-3]})\.md\)",
+                  f"]({up}benchmarks.md)", markdown)
+
+
 def _benchmarks(add: Any) -> str:
     results = ROOT / "benchmarks" / "results"
     parts = ["# Benchmark results\n",
              "Written by the scripts in `benchmarks/` (each file says how to rerun it).\n"]
+    overview = ROOT / "docs" / OVERVIEW
+    if overview.is_file():  # its links to results tables become plain labels on this page
+        text = overview.read_text(encoding="utf-8")
+        text = re.sub(r"(?<!!)\[([^\]]+)\]\(\.\./benchmarks/results/[\w.-]+\.md\)", r"\1", text)
+        parts.append(re.sub(r"^(#+)", r"#\1", text, flags=re.MULTILINE))
     for table in sorted(results.glob("*.md")):
         text = table.read_text(encoding="utf-8")
         # results link each other and their figures relatively: on this one page, a link to

@@ -48,3 +48,10 @@ def test_readme_quick_start_runs_in_a_fresh_folder(tmp_path, monkeypatch):
     query = namespace["query_mdata"]
     assert namespace["z_query"].shape == (query.n_obs, 20)
     assert query["adt_imputed"].n_obs == query.n_obs
+
+
+def test_readme_is_at_most_16_kb():
+    """The README stays a front page (what it is, install, quick start, headline, where things
+    live); details belong in docs/ (guide, models, benchmarks_overview) and benchmarks/results/."""
+    size = len((ROOT / "README.md").read_bytes())
+    assert size <= 16 * 1024, f"README.md is {size} bytes; move details into docs/"
