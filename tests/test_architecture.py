@@ -146,7 +146,7 @@ def test_lazy_imports_count_and_type_checking_ones_do_not(tmp_path):
 
 
 @pytest.mark.parametrize("old, new", [("penalties", "module.penalties"),
-                                      ("query", "model.mapping.query"),
+                                      ("query", "model.model"),
                                       ("tools", "tl"), ("models.mmvae", "module.models.mmvae")])
 def test_old_import_paths_give_the_moved_module(old, new):
     import importlib

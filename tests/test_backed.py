@@ -168,7 +168,7 @@ def test_load_model_onto_backed_data(store, tmp_path):
     memory, _ = _models(store)
     memory.save(tmp_path / "model")
     loaded = omnivae.Model.load(tmp_path / "model", open_backed(store))
-    assert loaded._backed is not None
+    assert loaded.backed is not None
     np.testing.assert_allclose(loaded.get_latent_representation(),
                                memory.get_latent_representation(), atol=1e-5)
 
@@ -176,7 +176,7 @@ def test_load_model_onto_backed_data(store, tmp_path):
 def test_backed_needs_data_on_disk(store):
     with pytest.raises(ValueError, match="backed=True needs the data on disk"):
         omnivae.Model(md.read_h5mu(store), backed=True)
-    assert omnivae.Model(store, backed=False)._backed is None
+    assert omnivae.Model(store, backed=False).backed is None
     with pytest.raises(ValueError, match="block_size must be a positive integer"):
         BackedOptions(block_size=0)
 

@@ -87,7 +87,7 @@ def test_all_zero_cells_and_features_train_to_finite_results():
     rna[:, 4] = 0  # a feature never detected
     mdata = _mdata(rna=rna)
     model = _train(mdata)
-    assert model._data.mask[list(mdata.obs_names).index("c2"), 0]
+    assert model.cells.mask[list(mdata.obs_names).index("c2"), 0]
     z = model.get_latent_representation()
     pred = model.predict("rna")
     assert np.isfinite(z).all() and np.isfinite(pred.X).all()

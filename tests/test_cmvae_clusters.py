@@ -115,7 +115,7 @@ def test_tl_cluster_writes_labels_probabilities_and_the_selection():
     np.testing.assert_array_equal(labels, np.asarray(info["clusters"])[probs.argmax(1)])
     assert every.uns["all"]["n_clusters"] == 5 and every.uns["all"]["pruned"] == []
     # the unpruned probabilities are the objective's q(c|z), averaged over the modalities
-    z, observed = omnivae.model.inference.modality_latent_means(model.module, model._data,
+    z, observed = omnivae.model.inference.modality_latent_means(model.module, model.cells,
                                                            batch_size=64, num_threads=1)
     with torch.no_grad():
         q = model.module.objective.cluster_probabilities(z.reshape(-1, 3)).view(2, -1, 5)

@@ -87,7 +87,7 @@ SCRIPT = textwrap.dedent('''
     # the validation ELBO of the final (restored best) weights on all validation cells, averaged
     # over 20 draws of z
     _, val_idx = TD.split_cells(sim.n_obs, 0.1, seed=0)
-    batch = model._data.batch(val_idx)
+    batch = model.cells.batch(val_idx)
     torch.manual_seed(1)
     with torch.no_grad():
         rec["val_elbo_final"] = float(np.mean([float(model.module.loss(batch).elbo)

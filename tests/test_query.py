@@ -79,7 +79,7 @@ def test_rna_only_query_and_smaller_protein_panel(reference_and_query):
     mapped = model.map_query(rna_only, max_epochs=10, progress_bar=False)
     accuracy, chance = _label_transfer(knn, mapped, rna_only)
     assert accuracy > chance + 0.3, (accuracy, chance)
-    assert not mapped._data.mask[:, mapped.setup.modalities.index("adt")].any()
+    assert not mapped.cells.mask[:, mapped.setup.modalities.index("adt")].any()
     assert mapped.predict("adt").n_vars == len(model.var_names["adt"])
 
     half = query.copy()
@@ -87,7 +87,7 @@ def test_rna_only_query_and_smaller_protein_panel(reference_and_query):
     refresh(half)
     filled = omnivae.Model.load_query(model, half)
     assert filled.measured["adt"].sum() == half["adt"].n_vars
-    adt = filled._data.counts["adt"].toarray()
+    adt = filled.cells.counts["adt"].toarray()
     rows = half.obs_names.get_indexer(half["adt"].obs_names)
     assert (adt[rows][:, ~filled.measured["adt"]] > 0).mean() > 0.9  # unmeasured: filled
     np.testing.assert_array_equal(adt[rows][:, filled.measured["adt"]],
@@ -119,8 +119,8 @@ def test_protein_only_quarter_panel_lands_on_reference_cell_types(reference_and_
     mapped = omnivae.Model.load_query(model, quarter)
     accuracy, chance = _label_transfer(knn, mapped, quarter)
     assert accuracy > chance + 0.15, (accuracy, chance)
-    library = mapped._data.library["adt"]
-    again = fill_unmeasured(mapped.module, mapped._data, mapped.measured, steps=20)
+    library = mapped.cells.library["adt"]
+    again = fill_unmeasured(mapped.module, mapped.cells, mapped.measured, steps=20)
     assert 0.8 < float(np.median(again.library["adt"] / library)) < 1.25
     measured = again.counts["adt"].toarray()[:, mapped.measured["adt"]]
     np.testing.assert_array_equal(measured, quarter["adt"].X.toarray())
@@ -152,7 +152,7 @@ def test_query_of_a_batchless_reference_codes_paired_and_rna_only_cells_alike():
     for cells in (paired, rna_only, query):
         codes = setup_new_cells(cells, mapped.setup, None).batch_index
         assert set(codes.tolist()) == {1}, codes  # the query's batch, never the reference's
-    assert set(mapped._data.batch_index.tolist()) == {1}
+    assert set(mapped.cells.batch_index.tolist()) == {1}
     z = mapped.get_latent_representation()
     assert z.shape == (200, 8) and np.isfinite(z).all()
     for cells, rows in ((paired, slice(0, 100)), (rna_only, slice(100, 200))):

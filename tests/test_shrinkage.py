@@ -83,9 +83,9 @@ def test_heldout_loglik_picks_the_population_profile_for_noise():
 
 def test_a_weight_is_fitted_on_at_most_max_validation_cells(unrelated, monkeypatch):
     model = unrelated[0]
-    rows = np.arange(model._data.n_cells)
+    rows = np.arange(model.cells.n_cells)
     monkeypatch.setattr(omnivae.model.prediction.shrinkage, "MAX_VALIDATION_CELLS", 7)
-    capped = fit_shrinkage(model.module, model._data, "atac", rows, rows, seed=0)
+    capped = fit_shrinkage(model.module, model.cells, "atac", rows, rows, seed=0)
     assert capped.n_cells == 7 and len(capped.loglik) == len(WEIGHTS)
 
 
@@ -93,8 +93,8 @@ def test_the_weight_is_fitted_on_the_cells_training_held_out(unrelated):
     from omnivae.train.loaders import split_cells
 
     model = unrelated[0]
-    _, held_out = split_cells(model._data.n_cells, 0.1, seed=0)  # train()'s defaults
+    _, held_out = split_cells(model.cells.n_cells, 0.1, seed=0)  # train()'s defaults
     t = model.setup.modalities.index("atac")
-    with_atac = int(model._data.mask[held_out, t].sum())  # every cell here also has RNA
+    with_atac = int(model.cells.mask[held_out, t].sum())  # every cell here also has RNA
     assert 0 < with_atac < len(held_out)  # some held-out cells had their ATAC withheld
     assert model.shrinkage["atac"].n_cells == with_atac

@@ -47,7 +47,7 @@ MOVED: dict[str, str] = {
     "predictive": "model.prediction.intervals",
     "priors": "module.priors",
     "probe": "train.probe",
-    "query": "model.mapping.query",
+    "query": "model.model",
     "query_data": "model.mapping.data",
     "query_fill": "model.mapping.fill",
     "sampling": "module.sampling",
@@ -65,6 +65,18 @@ MOVED: dict[str, str] = {
     "training_data": "train.loaders",
 }
 
+#: old names that stay public (documented aliases): no deprecation warning
+PUBLIC_ALIASES = frozenset({"models"})
+
+
+def new_name(old: str) -> str | None:
+    """Where ``omnivae.<old>`` lives now (``None``: it did not move). Submodules of a moved
+    package follow it (``models.mmvae`` -> ``module.models.mmvae``)."""
+    if old in MOVED:
+        return MOVED[old]
+    head, _, tail = old.partition(".")
+    return f"{MOVED[head]}.{tail}" if tail and head in MOVED else None
+
 
 class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Resolves ``omnivae.<old name>`` to the module it moved to."""
@@ -72,7 +84,7 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, fullname: str, path: object = None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         old = fullname.removeprefix("omnivae.")
-        if fullname.startswith("omnivae.") and old in MOVED:
+        if fullname.startswith("omnivae.") and new_name(old) is not None:
             return importlib.machinery.ModuleSpec(fullname, self)
         return None
 
@@ -82,10 +94,11 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         # the import system returns sys.modules[name] after this call: the moved module itself
         old = module.__name__.removeprefix("omnivae.")
-        warnings.warn(f"omnivae.{old} moved to omnivae.{MOVED[old]}; the old path will be "
-                      "removed in a later release (see CHANGELOG.md).", DeprecationWarning,
-                      stacklevel=2)
-        sys.modules[module.__name__] = importlib.import_module(f"omnivae.{MOVED[old]}")
+        if old.split(".")[0] not in PUBLIC_ALIASES:
+            warnings.warn(f"omnivae.{old} moved to omnivae.{new_name(old)}; the old path will be "
+                          "removed in a later release (see CHANGELOG.md).",
+                          DeprecationWarning, stacklevel=2)
+        sys.modules[module.__name__] = importlib.import_module(f"omnivae.{new_name(old)}")
 
 
 def install() -> None:

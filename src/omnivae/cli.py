@@ -232,7 +232,7 @@ def _fit_backed(args: argparse.Namespace) -> None:
     targets = () if args.no_impute else model.setup.modalities
     write_results(model, args.output, targets=targets, chunk_size=args.chunk_size,
                   overwrite=True)
-    print(f"Wrote {args.output} ({model._data.n_cells} cells; obsm['X_omnivae']"
+    print(f"Wrote {args.output} ({model.cells.n_cells} cells; obsm['X_omnivae']"
           f"{', imputed modalities' if targets else ''}; written chunk by chunk).")
 
 
@@ -241,7 +241,7 @@ def _map(args: argparse.Namespace) -> None:
 
     import omnivae
     from omnivae.data.setup import obs_column
-    from omnivae.model.mapping.query import load_reference
+    from omnivae.model.model import load_reference
 
     if not args.input.is_file():
         raise SystemExit(f"omnivae map: query file {args.input} does not exist.")

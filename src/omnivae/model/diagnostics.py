@@ -38,7 +38,7 @@ from omnivae.module.collapse import (
 from omnivae.module.records import BatchData
 
 if TYPE_CHECKING:
-    from omnivae.model.model import Model
+    from omnivae.model.core import ModelCore as Model
 
 MIN_DECODER_GAIN = 0.005  # relative NLL increase when z is shuffled
 MIN_PRECISION_SHARE = 0.02
@@ -81,7 +81,7 @@ def diagnostics(model: Model, mdata: md.MuData | None = None, *, warn: bool = Tr
     >>> list(diagnostics(model, warn=False).index)
     ['rna', 'adt', 'joint']
     """
-    data = model._cell_data(mdata)
+    data = model.cell_data(mdata)
     module, names = model.module, model.setup.modalities
     module.eval()
     torch.manual_seed(seed)
@@ -209,7 +209,7 @@ def modality_shares(model: Model, mdata: md.MuData | None = None, *,
     if len(model.module.encoders) != len(model.setup.modalities):
         raise ValueError(f"model={model.config.model!r} has no encoder per modality (it reads "
                          "them jointly), so its posterior has no per-modality shares.")
-    data = model._cell_data(mdata)
+    data = model.cell_data(mdata)
     model.module.eval()
     parts = []
     for batch in device_batches(model.module, data, batch_size):

@@ -27,7 +27,7 @@ def device_batches(module: MultimodalVAE, data: Any, batch_size: int) -> Iterato
     --------
     >>> import omnivae
     >>> model = omnivae.Model(omnivae.datasets.simulate(60, modalities=("rna",)), n_latent=4)
-    >>> [len(b.mask) for b in device_batches(model.module, model._data, 25)]
+    >>> [len(b.mask) for b in device_batches(model.module, model.cells, 25)]
     [25, 25, 10]
     """
     device = _device(module)
@@ -46,7 +46,7 @@ def latent_mean(module: MultimodalVAE, data: Any, *, batch_size: int,
     --------
     >>> import omnivae
     >>> model = omnivae.Model(omnivae.datasets.simulate(60, modalities=("rna",)), n_latent=4)
-    >>> latent_mean(model.module, model._data, batch_size=16, num_threads=1).shape
+    >>> latent_mean(model.module, model.cells, batch_size=16, num_threads=1).shape
     (60, 4)
     """
     module.eval()
@@ -68,7 +68,7 @@ def modality_latent_means(module: MultimodalVAE, data: Any, *, batch_size: int,
     >>> import omnivae
     >>> model = omnivae.Model(omnivae.datasets.simulate(60, modalities=("rna", "adt")),
     ...                       n_latent=4)
-    >>> loc, observed = modality_latent_means(model.module, model._data, batch_size=16,
+    >>> loc, observed = modality_latent_means(model.module, model.cells, batch_size=16,
     ...                                       num_threads=1)
     >>> tuple(loc.shape), tuple(observed.shape)
     ((2, 60, 4), (2, 60))
@@ -101,7 +101,7 @@ def predicted_modality(module: MultimodalVAE, data: Any, setup: SetupInfo, targe
     >>> import omnivae
     >>> sim = omnivae.datasets.simulate(60, modalities=("rna", "adt"))
     >>> model = omnivae.Model(sim, n_latent=4)
-    >>> pred = predicted_modality(model.module, model._data, model.setup, "adt",
+    >>> pred = predicted_modality(model.module, model.cells, model.setup, "adt",
     ...                           obs_names=sim.obs_names, n_samples=3, batch_size=32, seed=0)
     >>> pred.shape == (60, sim["adt"].n_vars), sorted(pred.layers)
     (True, ['std'])

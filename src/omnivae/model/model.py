@@ -2,40 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import anndata as ad
 import mudata as md
 import numpy as np
-import pandas as pd
 import torch
 
-from omnivae.data.backed import BackedCellData, BackedOptions, resolve_backed
 from omnivae.data.cells import CellData
+from omnivae.data.files import check_state_matches
 from omnivae.data.setup import SetupInfo
+from omnivae.model.core import ModelCore
 from omnivae.model.defaults import DEFAULT_BATCH_PENALTY as DEFAULT_BATCH_PENALTY  # re-exported
 from omnivae.model.defaults import DEFAULT_PENALTY_WEIGHTS as DEFAULT_PENALTY_WEIGHTS  # re-exported
-from omnivae.model.defaults import resolve_batch_penalty
-from omnivae.model.inference import latent_mean, predicted_modality
-from omnivae.model.persistence import load_model, save_model
-from omnivae.model.prediction.shrinkage import Shrinkage
-from omnivae.model.setup import (
-    build_module_config,
-    check_penalty_keys,
-    setup_model_data,
-    setup_new_cells,
+from omnivae.model.mapping.data import setup_query
+from omnivae.model.mapping.fill import fill_unmeasured
+from omnivae.model.mapping.query import (
+    check_query_batches,
+    is_query_config,
+    query_config,
+    reference_state,
 )
-from omnivae.model.training import TrainingMixin
-from omnivae.module.models import resolve_model
+from omnivae.model.mapping.surgery import count_trainable, load_reference_weights
+from omnivae.model.persistence import read_model
 from omnivae.module.vae import ModuleConfig, MultimodalVAE
 
-if TYPE_CHECKING:
-    from omnivae.model.mapping.query import QueryModel
 
-
-class Model(TrainingMixin):
+class Model(ModelCore):
     """A multimodal VAE trained on a MuData: one joint latent space from all its modalities.
 
     Parameters
@@ -122,6 +115,13 @@ class Model(TrainingMixin):
     is_global_zero
         ``False`` only in processes 1..N-1 of a distributed :meth:`train` (``strategy="ddp"``):
         write files and reports ``if model.is_global_zero:``.
+    cells
+        The training cells' arrays (:class:`~omnivae.data.cells.CellData`, or its backed
+        counterpart): counts, masks of which cells have which modality, batch codes.
+    backed
+        The :class:`~omnivae.data.backed.BackedOptions` of counts kept on disk, else ``None``.
+    num_threads
+        CPU threads of training and inference (``None``: omnivae's default).
 
     Examples
     --------
@@ -132,255 +132,6 @@ class Model(TrainingMixin):
     >>> model.get_latent_representation().shape
     (200, 5)
     """
-
-    def __init__(
-        self,
-        mdata: md.MuData | str | Path,
-        *,
-        modalities: Sequence[str] | None = None,
-        likelihoods: Mapping[str, str] | None = None,
-        layer: str | Mapping[str, str | None] | None = None,
-        batch_key: str | None = None,
-        model: str | None = None,
-        fusion: str | None = None,
-        model_options: Mapping[str, Any] | None = None,
-        mixture_sampling: str | None = None,
-        n_latent: int = 20,
-        n_hidden: int = 128,
-        n_layers: int = 1,
-        dropout: float = 0.1,
-        batch_penalty: str | None = "auto",
-        penalty_weight: float | None = None,
-        penalty_keys: Sequence[str] | None = None,
-        penalty_label_key: str | None = None,
-        prior: str = "normal",
-        prior_components: int = 0,
-        confidence_penalty: float = 0.0,
-        seed: int = 0,
-        backed: bool | BackedOptions | None = None,
-        _setup: SetupInfo | None = None,
-        _config: ModuleConfig | None = None,
-        _data: CellData | None = None,
-    ) -> None:
-        mdata, self._backed = resolve_backed(mdata, backed)
-        self.mdata = mdata
-        self._data: CellData | BackedCellData
-        batch_penalty = resolve_batch_penalty(batch_penalty, mdata, batch_key, penalty_keys)
-        penalty_keys = check_penalty_keys(batch_penalty, penalty_keys, penalty_label_key,
-                                          batch_key)
-        if _data is not None and _setup is not None:  # prepared elsewhere (reference mapping)
-            self._data, self.setup = _data, _setup
-        else:
-            self._data, self.setup = setup_model_data(
-                mdata, self._backed, modalities=modalities, likelihoods=likelihoods,
-                layer=layer, batch_key=batch_key, penalty_keys=penalty_keys,
-                penalty_label_key=penalty_label_key, reference=_setup,
-            )
-        if _setup is not None:
-            self.setup = _setup
-        model_name, fusion = resolve_model(model, fusion)
-        self.config = _config or build_module_config(
-            self.setup, model_name=model_name, fusion=fusion, model_options=model_options,
-            mixture_sampling=mixture_sampling, n_latent=n_latent, n_hidden=n_hidden,
-            n_layers=n_layers, dropout=dropout, batch_penalty=batch_penalty,
-            penalty_weight=penalty_weight, prior=prior, prior_components=prior_components,
-            confidence_penalty=confidence_penalty, seed=seed,
-        )
-        torch.manual_seed(self.config.extra.get("seed", seed))
-        background = {
-            m: torch.tensor(v) for m, v in self.setup.extra.get("background_init", {}).items()
-        }
-        self.module = MultimodalVAE(self.config, background)
-        if _config is None:  # e.g. JMVAE refuses cells lacking a modality, before training
-            self.module.objective.check_training_mask(torch.from_numpy(self._data.mask))
-        self.history = pd.DataFrame()
-        self.is_trained = False
-        self.is_global_zero = True  # False in the other processes of a distributed train()
-        self._num_threads: int | None = None  # torch CPU threads of train() and embedding
-        self.calibrations: dict[str, Any] = {}  # target -> omnivae.model.prediction.calibration.Calibration
-        # target -> omnivae.model.prediction.shrinkage.Shrinkage, fitted on the validation cells by train()
-        self.shrinkage: dict[str, Shrinkage] = {}
-
-    def __repr__(self) -> str:
-        mods = ", ".join(f"{m}: {self.setup.likelihoods[m]}" for m in self.setup.modalities)
-        return (f"omnivae.Model({self._data.n_cells} cells; {mods}; model={self.config.model}, "
-                f"fusion={self.config.fusion}, "
-                f"n_latent={self.config.n_latent}, batches={len(self.setup.batch_categories)}, "
-                f"trained={self.is_trained})")
-
-    @property
-    def var_names(self) -> dict[str, list[str]]:
-        """Feature names per modality, as seen in training."""
-        return self.setup.var_names
-
-    # inference ---------------------------------------------------------------------------
-    def _cell_data(self, mdata: md.MuData | None) -> Any:
-        if mdata is None or mdata is self.mdata:
-            return self._data
-        return setup_new_cells(mdata, self.setup, self._backed)
-
-    def _device(self) -> torch.device:
-        return next(self.module.parameters()).device
-
-    @torch.no_grad()
-    def get_latent_representation(
-        self, mdata: md.MuData | None = None, *, batch_size: int = 2048
-    ) -> np.ndarray:
-        """Posterior mean of the joint latent for every cell, ``(n_cells, n_latent)``.
-
-        Parameters
-        ----------
-        mdata
-            Cells to embed (default: the training data). New cells must have the training
-            features of the modalities they have; like training cells they may lack any
-            modality (absent from ``mdata.mod[m]``, or ``m`` missing altogether: RNA-only
-            cells of a CITE-seq model are embedded from their RNA). Their batches are coded
-            as in training: one batch for a model without ``batch_key``, else their labels,
-            which must be known ones (cells of a new batch, or with a smaller panel of a
-            modality, need reference mapping: :meth:`load_query`). Modalities the model was
-            not trained on are ignored with a warning.
-        batch_size
-            Cells per forward pass.
-        """
-        return latent_mean(self.module, self._cell_data(mdata), batch_size=batch_size,
-                           num_threads=self._num_threads)
-
-    @torch.no_grad()
-    def predict(
-        self, target: str, *, mdata: md.MuData | None = None, n_samples: int = 0,
-        batch_size: int = 1024, seed: int = 0, interval: float | None = None,
-        calibrate_on: ad.AnnData | None = None, shrink: bool = True,
-    ) -> ad.AnnData:
-        """Predict modality ``target`` for every cell from its other modalities.
-
-        Parameters
-        ----------
-        target
-            A modality the model was trained on.
-        mdata
-            Cells to predict for (default: the training data); new cells as in
-            :meth:`get_latent_representation`, e.g. RNA-only cells get ``target`` from their
-            RNA.
-        n_samples
-            0 decodes the posterior mean; ``n > 0`` averages ``n`` posterior draws and adds
-            their standard deviation as ``layers["std"]`` (the model's uncertainty).
-        batch_size, seed
-            Cells per forward pass; seed of the posterior draws.
-        interval
-            Nominal coverage (e.g. 0.9) of per-cell, per-feature count intervals, added as
-            ``layers["lower"]`` and ``layers["upper"]``: posterior predictive quantiles, made
-            conformal when the model is calibrated for ``target`` (see :meth:`calibrate` and
-            :mod:`omnivae.model.prediction.calibration` for the exact procedure).
-        calibrate_on
-            True counts of ``target`` for held-out cells whose ``target`` was withheld from
-            training: calls :meth:`calibrate` first.
-        shrink
-            Mix each cross-modal prediction with the training cells' mean profile by the
-            weight that training fitted on its validation cells (``self.shrinkage[target]``,
-            see :mod:`omnivae.model.prediction.shrinkage`; weight 1, no change, when the prediction beat the
-            mean there; a query model keeps its reference's). ``False`` returns the decoder's
-            profile alone.
-
-        Returns
-        -------
-        AnnData over all cells and ``target``'s features: ``X`` holds normalised expression
-        (each row sums to one), ``obs["observed"]`` says whether the cell had ``target``.
-        Cells that have ``target`` are predicted from their other modalities when they have any.
-        """
-        if target not in self.setup.modalities:
-            raise KeyError(
-                f"Unknown target {target!r}; the model was trained on modalities "
-                f"{list(self.setup.modalities)}."
-            )
-        source = mdata if mdata is not None else self.mdata
-        result = predicted_modality(
-            self.module, self._cell_data(mdata), self.setup, target, obs_names=source.obs_names,
-            n_samples=n_samples, batch_size=batch_size, seed=seed,
-            shrinkage=self.shrinkage.get(target) if shrink else None)
-        if calibrate_on is not None:
-            self.calibrate(target, calibrate_on, mdata=mdata, seed=seed)
-        if interval is not None:
-            from omnivae.model.prediction.intervals import prediction_intervals
-
-            lower, upper, info = prediction_intervals(self, target, interval, mdata=mdata,
-                                                      seed=seed)
-            result.layers["lower"], result.layers["upper"] = lower, upper
-            result.uns["omnivae"]["interval"] = info
-        return result
-
-    def calibrate(self, target: str, truth: ad.AnnData, *, mdata: md.MuData | None = None,
-                  n_samples: int = 200, per_feature: bool = True, seed: int = 0) -> Any:
-        """Calibrate ``target``'s prediction intervals conformally on held-out cells.
-
-        ``truth`` holds the true ``target`` counts of cells whose ``target`` was withheld from
-        training (e.g. part of what :func:`omnivae.data.splits.withhold_modality` returns). See
-        :func:`omnivae.model.prediction.intervals.calibrate`; the result is kept in ``self.calibrations``
-        (not saved with the model: calibrate again after loading).
-
-        Examples
-        --------
-        >>> import omnivae
-        >>> from omnivae.data.splits import withhold_modality
-        >>> sim = omnivae.datasets.simulate(100, modalities=("rna", "adt"), missing_fraction=0)
-        >>> masked, truth = withhold_modality(sim, "adt", fraction=0.5)
-        >>> model = omnivae.Model(masked, n_latent=3)
-        >>> pred = model.predict("adt", interval=0.9, calibrate_on=truth[:25])
-        >>> sorted(pred.layers), pred.uns["omnivae"]["interval"]["calibrated"]
-        (['lower', 'upper'], True)
-        """
-        from omnivae.model.prediction.intervals import calibrate
-
-        return calibrate(self, target, truth, mdata=mdata, n_samples=n_samples,
-                         per_feature=per_feature, seed=seed)
-
-    def diagnostics(self, mdata: md.MuData | None = None, *, warn: bool = True) -> pd.DataFrame:
-        """Posterior-collapse diagnostics per modality (KL, active units, precision share,
-        decoder use of z), warning on collapse; see :func:`omnivae.model.diagnostics.diagnostics`.
-
-        Examples
-        --------
-        >>> import omnivae
-        >>> model = omnivae.Model(omnivae.datasets.simulate(80, modalities=("rna", "adt")))
-        >>> model.diagnostics(warn=False).columns.tolist()[:3]
-        ['kl', 'active_units', 'precision_share']
-        """
-        from omnivae.model.diagnostics import diagnostics
-
-        return diagnostics(self, mdata, warn=warn)
-
-    def sample(self, n: int, *, cell_type: str | Sequence[str] | None = None,
-               batch: str | None = None, label_key: str = "cell_type",
-               seed: int = 0) -> md.MuData:
-        """``n`` synthetic cells with counts in every modality, optionally of chosen cell
-        types (``label_key`` column) and batch; see :func:`omnivae.model.synthetic.sample_cells`.
-
-        Examples
-        --------
-        >>> import omnivae
-        >>> model = omnivae.Model(omnivae.datasets.simulate(80, modalities=("rna", "adt")))
-        >>> model.sample(10, cell_type="type-0").obs["cell_type"].unique().tolist()
-        ['type-0']
-        """
-        from omnivae.model.synthetic import sample_cells
-
-        return sample_cells(self, n, cell_type=cell_type, batch=batch, label_key=label_key,
-                            seed=seed)
-
-    # persistence -------------------------------------------------------------------------
-    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
-        """Save to a folder (atomically): ``omnivae.json`` (config, no code) + ``weights.pt``.
-
-        Examples
-        --------
-        >>> import omnivae, tempfile, os
-        >>> sim = omnivae.datasets.simulate(100, modalities=("rna",), seed=0)
-        >>> model = omnivae.Model(sim, n_latent=3)
-        >>> path = os.path.join(tempfile.mkdtemp(), "model")
-        >>> model.save(path)
-        >>> omnivae.Model.load(path, sim).config.n_latent
-        3
-        """
-        save_model(self, path, overwrite=overwrite)
 
     @classmethod
     def load_query(cls, reference: Model | str | Path, query_mdata: md.MuData,
@@ -397,8 +148,6 @@ class Model(TrainingMixin):
         >>> q.setup.batch_categories
         ('batch-0', 'batch-1', 'batch-2')
         """
-        from omnivae.model.mapping.query import load_query
-
         return load_query(reference, query_mdata, **kwargs)
 
     def map_query(self, query_mdata: md.MuData, *, max_epochs: int | None = None,
@@ -415,8 +164,6 @@ class Model(TrainingMixin):
         >>> q.get_latent_representation().shape[1] == model.config.n_latent
         True
         """
-        from omnivae.model.mapping.query import map_query
-
         return map_query(self, query_mdata, max_epochs=max_epochs, **train_kwargs)
 
     @classmethod
@@ -426,4 +173,210 @@ class Model(TrainingMixin):
         A saved query model (reference mapping) loads onto its query cells, which may measure
         fewer features than the reference (its unmeasured ones are filled again).
         """
-        return load_model(cls, path, mdata)
+        saved = read_model(path)
+        if is_query_config(saved.config):  # a reference-mapped query model
+            model: Model = _restore_query_model(mdata, saved.setup, saved.config, saved.state,
+                                                Path(path))
+        else:
+            model = cls(mdata, _setup=saved.setup, _config=saved.config)
+            check_state_matches(model.module, saved.state, Path(path))
+            model.module.load_state_dict(saved.state)
+        model.module.eval()
+        model.is_trained = saved.is_trained
+        model.shrinkage = saved.shrinkage
+        model.history = saved.history
+        return model
+
+
+class QueryModel(Model):
+    """A reference model extended to query cells; train it with :meth:`train`.
+
+    Build it with :func:`load_query` (or :meth:`omnivae.Model.load_query`). It behaves like a
+    :class:`omnivae.Model` on the query cells: ``get_latent_representation()``,
+    ``predict(target)``, :mod:`omnivae.tl` functions. Its ``shrinkage`` is the reference's for
+    every target (weight and training-cell profile; :meth:`train` does not re-fit it, see the
+    module documentation), so ``predict(target)`` shrinks exactly as the reference's does; it is
+    saved with the query model.
+
+    Attributes
+    ----------
+    frozen
+        Per parameter, a boolean mask of the reference entries (never trained).
+    measured
+        Per modality the query has, which reference features it measured.
+    n_reference_batches
+        Number of batches of the reference; batch codes from here on are the query's new ones.
+    """
+
+    frozen: dict[str, torch.Tensor]
+    measured: dict[str, np.ndarray]
+    n_reference_batches: int
+    fill_steps: int
+    fits_shrinkage = False  # the reference's shrinkage is kept (module documentation)
+
+    @property
+    def n_trainable(self) -> int:
+        """How many parameter entries the query training fits."""
+        return count_trainable(self.frozen)
+
+    def train(self, max_epochs: int | None = None, **kwargs: Any) -> None:  # type: ignore[override]
+        """Fit the new batches' parameters on the query cells (reference weights frozen).
+
+        Parameters
+        ----------
+        max_epochs
+            Default 100. With no new batch there is nothing to fit and nothing is trained.
+        **kwargs
+            As in :meth:`omnivae.Model.train`; ``weight_decay`` is forced to 0 (decay would
+            move frozen entries) and ``kl_warmup_epochs`` defaults to 0 (the model is trained).
+            The cross-modal ``shrinkage`` stays the reference's: a query model does not fit
+            it on its own validation cells (``fits_shrinkage`` is False).
+        """
+        if kwargs.get("weight_decay"):
+            raise ValueError("A query model trains with weight_decay=0 (decay would change the "
+                             "frozen reference weights); leave weight_decay out.")
+        kwargs["weight_decay"] = 0.0
+        kwargs.setdefault("kl_warmup_epochs", 0.0)
+        kwargs.setdefault("batch_probe_every", 0)
+        if self.n_trainable > 0:
+            self.module.train()
+            super().train(max_epochs or 100, **kwargs)
+        self.module.eval()
+        assert isinstance(self.cells, CellData)  # query models are built in memory
+        self.cells = fill_unmeasured(self.module, self.cells, self.measured, self.fill_steps)
+        self.is_trained = True
+
+
+def load_query(
+    reference: Model | str | Path,
+    query_mdata: md.MuData,
+    *,
+    fill_steps: int = 100,
+) -> QueryModel:
+    """Build a query model from a trained reference (nothing is trained yet).
+
+    Parameters
+    ----------
+    reference
+        A trained :class:`omnivae.Model`, or the folder it was saved to.
+    query_mdata
+        The query cells: raw counts of any subset of the reference's modalities and features;
+        the reference's batch column (batches it never saw get new parameters).
+    fill_steps
+        Optimisation steps of the latent that fills the features the query did not measure
+        (:mod:`omnivae.model.mapping.fill`); 0 zero-fills them.
+
+    Returns
+    -------
+    The :class:`QueryModel`, with the reference's cross-modal ``shrinkage`` for every target
+    (also when ``reference`` is a folder).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> ref = omnivae.datasets.simulate(200, modalities=("rna", "adt"), n_batches=2, seed=0)
+    >>> model = omnivae.Model(ref, batch_key="batch", n_latent=4)
+    >>> model.train(max_epochs=3, progress_bar=False)
+    >>> query = omnivae.datasets.simulate(60, modalities=("rna",), n_batches=3, seed=1)
+    >>> query = query[query.obs["batch"] == "batch-2"].copy()   # a batch the reference lacks
+    >>> q = omnivae.Model.load_query(model, query)
+    >>> q.train(max_epochs=2, progress_bar=False)
+    >>> q.get_latent_representation().shape, q.predict("adt").n_obs == query.n_obs
+    ((20, 4), True)
+    """
+    if not isinstance(reference, Model):
+        reference = load_reference(reference)
+    data, setup, measured = setup_query(query_mdata, reference.setup)
+    config = query_config(reference.config, setup, fill_steps)
+    model = _query_model(query_mdata, setup, config, data, measured,
+                         reference.module.state_dict())
+    model.shrinkage = dict(reference.shrinkage)  # the reference decoder predicts
+    return model
+
+
+def _query_model(
+    mdata: md.MuData, setup: SetupInfo, config: ModuleConfig, data: CellData,
+    measured: dict[str, np.ndarray], reference_state: dict[str, torch.Tensor],
+    fill: bool = True,
+) -> QueryModel:
+    """The query model of ``mdata`` with the reference weights copied in and frozen."""
+    model = QueryModel(mdata, _setup=setup, _config=config, _data=data)
+    n_ref = int(config.extra["n_reference_batches"])
+    model.frozen = load_reference_weights(model.module, reference_state, n_ref)
+    model.module.eval()
+    model.measured = measured
+    model.n_reference_batches = n_ref
+    model.fill_steps = int(config.extra.get("fill_steps", 100))
+    if fill:
+        model.cells = fill_unmeasured(model.module, data, measured, model.fill_steps)
+    return model
+
+
+def _restore_query_model(
+    mdata: md.MuData, setup: SetupInfo, config: ModuleConfig, state: dict[str, torch.Tensor],
+    path: Path,
+) -> QueryModel:
+    """A saved query model on its query cells (any subset of the reference's features); used
+    by :meth:`Model.load`. The frozen entries are those of the reference's shapes."""
+    data, query_setup, measured = setup_query(mdata, setup)
+    check_query_batches(setup, query_setup, path)
+    model = _query_model(mdata, setup, config, data, measured, reference_state(config, state),
+                         fill=False)
+    check_state_matches(model.module, state, path)
+    model.module.load_state_dict(state)
+    model.module.eval()
+    model.cells = fill_unmeasured(model.module, data, measured, model.fill_steps)
+    return model
+
+
+def map_query(
+    reference: Model | str | Path, query_mdata: md.MuData, *, max_epochs: int | None = None,
+    **train_kwargs: Any,
+) -> QueryModel:
+    """:func:`load_query` then :meth:`QueryModel.train`: the mapped query model.
+
+    Its cross-modal ``shrinkage`` is the reference's for every target, weight and profile, also
+    where the query has the target (re-fitting on the query's few validation cells did worse on
+    balance; see the module documentation).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> ref = omnivae.datasets.simulate(150, modalities=("rna",), n_batches=2, seed=0)
+    >>> model = omnivae.Model(ref, batch_key="batch", n_latent=3)
+    >>> model.train(max_epochs=2, progress_bar=False)
+    >>> query = omnivae.datasets.simulate(40, modalities=("rna",), n_batches=1, seed=1)
+    >>> query.obs["batch"] = "new_lab"
+    >>> q = model.map_query(query, max_epochs=2, progress_bar=False)
+    >>> q.setup.batch_categories, q.n_trainable > 0
+    (('batch-0', 'batch-1', 'new_lab'), True)
+    """
+    model = load_query(reference, query_mdata)
+    model.train(max_epochs, **train_kwargs)
+    return model
+
+
+def load_reference(path: str | Path) -> Model:
+    """A saved reference model's setup, config, weights and shrinkage, without its training
+    data: what :func:`load_query` and ``omnivae map`` need from a model directory. The model
+    has no cells (``cells`` unset), so it can be mapped onto a query but not trained or
+    embedded on its own.
+
+    Examples
+    --------
+    >>> import tempfile, omnivae
+    >>> model = omnivae.Model(omnivae.datasets.simulate(60, modalities=("rna",), seed=0),
+    ...                       n_latent=3)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     model.save(f"{tmp}/ref")
+    ...     reference = load_reference(f"{tmp}/ref")
+    >>> reference.config.n_latent, reference.setup.modalities == model.setup.modalities
+    (3, True)
+    """
+    saved = read_model(Path(path))
+    model = Model.__new__(Model)
+    model.setup, model.config = saved.setup, saved.config
+    model.module = MultimodalVAE(saved.config)
+    model.module.load_state_dict(saved.state)
+    model.shrinkage = saved.shrinkage
+    return model

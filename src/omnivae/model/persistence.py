@@ -1,5 +1,6 @@
 """What :meth:`omnivae.Model.save` puts in a model folder and how :meth:`omnivae.Model.load`
-rebuilds a model from it: the data setup, the network configuration, the weights, whether it
+rebuilds a model from it (:meth:`omnivae.Model.load` builds the model from what
+:func:`read_model` returns): the data setup, the network configuration, the weights, whether it
 was trained, its history and its cross-modal shrinkage. The files themselves (atomic writes,
 format version, checksums) are :mod:`omnivae.data.files`'s.
 """
@@ -10,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import mudata as md
 import pandas as pd
 import torch
 
@@ -20,7 +20,7 @@ from omnivae.model.prediction.shrinkage import Shrinkage
 from omnivae.module.vae import ModuleConfig
 
 if TYPE_CHECKING:
-    from omnivae.model.model import Model
+    from omnivae.model.core import ModelCore as Model
 
 
 @dataclass(frozen=True)
@@ -76,34 +76,3 @@ def read_model(path: str | Path) -> SavedModel:
         history=history.set_index("epoch") if "epoch" in history else history,
         shrinkage={t: Shrinkage.from_dict(v) for t, v in (meta.get("shrinkage") or {}).items()},
     )
-
-
-def load_model(cls: type[Model], path: str | Path, mdata: md.MuData) -> Model:
-    """The model saved in ``path``, attached to ``mdata`` (see :meth:`omnivae.Model.load`): an
-    instance of ``cls``, or a :class:`~omnivae.model.mapping.query.QueryModel` for a saved query model.
-
-    Examples
-    --------
-    >>> import omnivae, tempfile, os
-    >>> sim = omnivae.datasets.simulate(60, modalities=("rna",))
-    >>> path = os.path.join(tempfile.mkdtemp(), "model")
-    >>> omnivae.Model(sim, n_latent=3).save(path)
-    >>> loaded = load_model(omnivae.Model, path, sim)
-    >>> type(loaded).__name__, loaded.config.n_latent
-    ('Model', 3)
-    """
-    saved = read_model(path)
-    if saved.config.extra.get("n_reference_batches") is not None:  # a reference-mapped query
-        from omnivae.model.mapping.query import restore_query_model
-
-        model: Model = restore_query_model(mdata, saved.setup, saved.config, saved.state,
-                                           Path(path))
-    else:
-        model = cls(mdata, _setup=saved.setup, _config=saved.config)
-        _io.check_state_matches(model.module, saved.state, Path(path))
-        model.module.load_state_dict(saved.state)
-    model.module.eval()
-    model.is_trained = saved.is_trained
-    model.shrinkage = saved.shrinkage
-    model.history = saved.history
-    return model

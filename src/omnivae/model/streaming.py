@@ -27,7 +27,7 @@ import torch
 from omnivae.train.threads import pinned_threads
 
 if TYPE_CHECKING:
-    from omnivae.model.model import Model
+    from omnivae.model.core import ModelCore as Model
 
 NORMALIZATION = "proportions summing to 1 per cell"
 
@@ -119,7 +119,7 @@ def write_results(
         raise ValueError(f"{output.name}: an .h5mu output holds predicted modalities; name "
                          "targets=[...], or write the embedding alone to an .h5ad file.")
     source = mdata if mdata is not None else model.mdata
-    data = model._cell_data(mdata)
+    data = model.cell_data(mdata)
     obs = source.obs.copy()
     tmp = _temporary_sibling(output)
     try:
@@ -159,8 +159,8 @@ def _stream_into(handle: h5py.File, model: Model, data: Any, targets: Sequence[s
     embedding = _array_dataset(handle.require_group("obsm"), key, (n, n_latent))
     predicted = {t: _array_dataset(handle["mod"][f"{t}_imputed"], "X",
                                    (n, len(model.setup.var_names[t]))) for t in targets}
-    module, device = model.module.eval(), model._device()
-    with pinned_threads(model._num_threads):
+    module, device = model.module.eval(), model.device
+    with pinned_threads(model.num_threads):
         for start in range(0, n, chunk_size):
             stop = min(start + chunk_size, n)
             batch = data.batch(np.arange(start, stop)).to(device)

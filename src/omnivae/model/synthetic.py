@@ -31,7 +31,7 @@ from sklearn.mixture import GaussianMixture
 from omnivae.data.setup import obs_column
 
 if TYPE_CHECKING:
-    from omnivae.model.model import Model
+    from omnivae.model.core import ModelCore as Model
 
 
 @dataclass
@@ -81,14 +81,14 @@ def fit_latent_density(model: Model, *, label_key: str | None = "cell_type",
     >>> sorted(density.mixtures) == sorted(sim.obs["cell_type"].astype(str).unique())
     True
     """
-    data = model._data
+    data = model.cells
     labels = _labels(model, label_key)
-    generator = torch.Generator(device=model._device()).manual_seed(seed)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
     model.module.eval()
     draws = []
     for start in range(0, data.n_cells, 2048):
         batch = data.batch(np.arange(start, min(start + 2048, data.n_cells)))
-        fused = model.module.posterior(batch.to(model._device()))
+        fused = model.module.posterior(batch.to(model.device))
         draws.append(torch.stack([fused.sample(generator) for _ in range(draws_per_cell)], 1).cpu())
     z = torch.cat(draws).numpy()  # (n, draws, d)
     mixtures, cells = {}, {}
@@ -104,7 +104,7 @@ def fit_latent_density(model: Model, *, label_key: str | None = "cell_type",
 
 def _labels(model: Model, label_key: str | None) -> np.ndarray:
     if label_key is None:
-        return np.full(model._data.n_cells, "all", dtype=object)
+        return np.full(model.cells.n_cells, "all", dtype=object)
     try:
         column = obs_column(model.mdata, label_key)
     except KeyError as error:
@@ -162,7 +162,7 @@ def sample_cells(
         raise ValueError(f"n must be a positive number of cells, got {n}.")
     if density is None:
         cache_key = (label_key, n_components)
-        cache = model.__dict__.setdefault("_latent_density", {})
+        cache = model.latent_densities
         if cache_key not in cache:
             cache[cache_key] = fit_latent_density(model, label_key=label_key,
                                                   n_components=n_components, seed=seed)
@@ -171,7 +171,7 @@ def sample_cells(
     groups = _chosen_groups(density, cell_type)
     sizes = np.array([len(density.cells[g]) for g in groups], dtype=float)
     picked = rng.choice(len(groups), size=n, p=sizes / sizes.sum())
-    data, setup = model._data, model.setup
+    data, setup = model.cells, model.setup
     categories = list(setup.batch_categories) or ["all"]
     if batch is not None and batch not in categories:
         raise KeyError(f"Unknown batch {batch!r}; the model knows {categories}.")
@@ -223,7 +223,7 @@ def _chosen_groups(density: LatentDensity, cell_type: str | Sequence[str] | None
 def _depths(model: Model, density: LatentDensity, groups: list[str], picked: np.ndarray,
             batch_codes: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
     """Observed depths of modality ``m`` in real cells of the same group and batch."""
-    data = model._data
+    data = model.cells
     name = model.setup.modalities[m]
     has = data.mask[:, m]
     pool_all = np.flatnonzero(has)

@@ -33,9 +33,9 @@ class TrainingMixin:
     is_trained: bool
     is_global_zero: bool
     shrinkage: dict[str, Shrinkage]
-    _data: CellData | BackedCellData
-    _backed: BackedOptions | None
-    _num_threads: int | None
+    cells: CellData | BackedCellData
+    backed: BackedOptions | None
+    num_threads: int | None
     # whether train() fits the cross-modal shrinkage on its validation cells (a query model
     # keeps its reference's instead: omnivae.model.mapping.query)
     fits_shrinkage: bool = True
@@ -147,12 +147,12 @@ class TrainingMixin:
         devices = fitting.check_train_arguments(
             batch_size=batch_size, num_nodes=num_nodes, devices=devices, strategy=strategy,
             num_threads=num_threads, trainer_kwargs=trainer_kwargs)
-        self._num_threads = num_threads
+        self.num_threads = num_threads
         # resolved here so that its warning (bf16 on a CPU) points at the caller of train()
         precision = training_precision(precision, accelerator)
-        backed = self._backed
+        backed = self.backed
         result = fitting.fit(
-            self.module, self._data, seed=int(self.config.extra.get("seed", 0)),
+            self.module, self.cells, seed=int(self.config.extra.get("seed", 0)),
             probe_columns=probe_columns(self.setup),
             block_size=None if backed is None else backed.block_size,
             buffer_blocks=None if backed is None else backed.buffer_blocks,
@@ -169,9 +169,9 @@ class TrainingMixin:
                         else pd.DataFrame())
         self.is_trained = True
         if self.fits_shrinkage:
-            with pinned_threads(self._num_threads):  # weights from the cells training held out
+            with pinned_threads(self.num_threads):  # weights from the cells training held out
                 self.shrinkage = fit_every_target(
-                    self.module, self._data, result.train_cells, result.validation_cells,
+                    self.module, self.cells, result.train_cells, result.validation_cells,
                     seed=int(self.config.extra.get("seed", 0)),
                     device=next(self.module.parameters()).device)
         if result.interruption is not None:

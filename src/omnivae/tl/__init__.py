@@ -160,7 +160,7 @@ def map_query(
     >>> query.obsm["X_omnivae"].shape[1], query.uns["X_omnivae"]["params"]["new_batches"]
     (4, ['batch-2'])
     """
-    from omnivae.model.mapping.query import map_query as map_onto
+    from omnivae.model.model import map_query as map_onto
 
     target = query_mdata.copy() if copy else query_mdata
     model = map_onto(reference, target, max_epochs=max_epochs, progress_bar=progress_bar,

@@ -83,8 +83,8 @@ def cluster(
                          "yet: call model.train() first.")
     if beta < 0:
         raise ValueError(f"beta must be non-negative, got {beta}.")
-    z, observed = modality_latent_means(model.module, model._cell_data(mdata),
-                                        batch_size=batch_size, num_threads=model._num_threads)
+    z, observed = modality_latent_means(model.module, model.cell_data(mdata),
+                                        batch_size=batch_size, num_threads=model.num_threads)
     result = select_clusters(objective.cluster_logits.detach().cpu(),
                              objective.cluster_means.detach().cpu(), z, observed, beta=beta,
                              prune=select_n_clusters)

@@ -105,8 +105,8 @@ def differential_expression(
             raise ValueError(f"No cells with {groupby} == {name!r}; groups present: "
                              f"{sorted(set(groups))[:10]}.")
     rng = np.random.default_rng(seed)
-    generator = torch.Generator(device=model._device()).manual_seed(seed)
-    data = model._cell_data(mdata)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    data = model.cell_data(mdata)
     pools = []
     for chosen in (in1, in2):
         cells = np.flatnonzero(chosen)
@@ -114,7 +114,7 @@ def differential_expression(
             cells = np.sort(rng.choice(cells, max_cells, replace=False))
         draws = []
         for start in range(0, len(cells), 512):
-            batch = data.batch(cells[start:start + 512]).to(model._device())
+            batch = data.batch(cells[start:start + 512]).to(model.device)
             draws.append(sample_normalized(model.module.eval(), batch, modality, n_samples,
                                            cross_modal=False, generator=generator).cpu())
         pools.append(torch.cat(draws, dim=1).reshape(-1, draws[0].shape[-1]).numpy())

@@ -89,9 +89,9 @@ def predict(
     key = key_added or f"{target}_imputed"
     result = model.predict(target, mdata=out, n_samples=0, batch_size=batch_size)
     if n_samples > 0:
-        data = model._cell_data(out)
+        data = model.cell_data(out)
         module = model.module.eval()
-        device = model._device()
+        device = model.device
         generator = torch.Generator(device=device).manual_seed(seed)
         levels = [] if interval is None else [(1 - interval) / 2, (1 + interval) / 2]
         stats: dict[str, list[np.ndarray]] = {"mean": [], "std": [], "lower": [], "upper": []}

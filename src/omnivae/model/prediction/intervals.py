@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from omnivae.data.backed import BackedCellData
 from omnivae.data.cells import CellData
 from omnivae.model.prediction.calibration import (
     Calibration,
@@ -28,7 +29,7 @@ from omnivae.model.prediction.calibration import (
 )
 
 if TYPE_CHECKING:
-    from omnivae.model.model import Model
+    from omnivae.model.core import ModelCore as Model
 
 DEFAULT_DRAWS = 200
 
@@ -54,27 +55,27 @@ def _rows_of(source: md.MuData, truth: ad.AnnData) -> np.ndarray:
     return rows
 
 
-def _scores(model: Model, data: CellData, rows: np.ndarray, y_all: np.ndarray, target: str,
+def _scores(model: Model, data: CellData | BackedCellData, rows: np.ndarray, y_all: np.ndarray, target: str,
             n_samples: int, seed: int) -> np.ndarray:
     """``(len(rows), g)`` conformal scores ``|2u - 1|`` of the true counts ``y_all``."""
     generator = torch.Generator().manual_seed(seed)
-    depths = depth_sampler(model._data, target, model.config.n_batches)
+    depths = depth_sampler(model.cells, target, model.config.n_batches)
     step = chunk_size(n_samples, y_all.shape[1])
     model.module.eval()
     scores = []
     for start in range(0, len(rows), step):
-        batch = data.batch(rows[start:start + step]).to(model._device())
+        batch = data.batch(rows[start:start + step]).to(model.device)
         u = pit_scores(model.module, batch, target, torch.from_numpy(y_all[start:start + step]),
                        n_samples, depths, generator)
         scores.append((2 * u - 1).abs().numpy())
     return np.concatenate(scores)
 
 
-def _intervals(model: Model, data: CellData, rows: np.ndarray, target: str, level: torch.Tensor,
+def _intervals(model: Model, data: CellData | BackedCellData, rows: np.ndarray, target: str, level: torch.Tensor,
                n_samples: int, seed: int, sources: tuple[int, ...] | None = None,
                normalized: bool = False) -> tuple[np.ndarray, np.ndarray]:
     generator = torch.Generator().manual_seed(seed)
-    depths = depth_sampler(model._data, target, model.config.n_batches)
+    depths = depth_sampler(model.cells, target, model.config.n_batches)
     step = chunk_size(n_samples, int(level.shape[0]))
     model.module.eval()
     lows, highs = [], []
@@ -128,7 +129,7 @@ def calibrate(
     >>> calibrate(model, "adt", truth, n_samples=20).scores.shape   # cells x proteins
     (60, 30)
     """
-    data = model._cell_data(mdata)
+    data = model.cell_data(mdata)
     source = mdata if mdata is not None else model.mdata
     t = model.setup.modalities.index(_check_target(model, target))
     rows = _rows_of(source, truth)
@@ -206,7 +207,7 @@ def prediction_intervals(
     (True, False)
     """
     _check_target(model, target)
-    data = model._cell_data(mdata)
+    data = model.cell_data(mdata)
     calibration = model.calibrations.get(target)
     n_samples = n_samples or (calibration.n_samples if calibration else DEFAULT_DRAWS)
     source_idx = None
@@ -253,7 +254,7 @@ def coverage_table(
     >>> coverage_table(model, "adt", truth[30:], levels=(0.9,), n_samples=20).shape[0]
     1
     """
-    data = model._cell_data(mdata)
+    data = model.cell_data(mdata)
     rows = _rows_of(mdata if mdata is not None else model.mdata, truth)
     y = _truth_matrix(model, target, truth)
     calibration = model.calibrations.get(target)
@@ -304,12 +305,12 @@ def latent_posterior(model: Model, sources: Sequence[str], *, mdata: md.MuData |
         raise KeyError(f"sources must be modalities of the model {list(model.setup.modalities)}; "
                        f"got {list(sources)}.")
     keep = torch.tensor([m in sources for m in model.setup.modalities])
-    data = model._cell_data(mdata)
+    data = model.cell_data(mdata)
     model.module.eval()
     means, variances = [], []
     for start in range(0, data.n_cells, batch_size):
         batch = data.batch(np.arange(start, min(start + batch_size, data.n_cells)))
-        loc, logvar = model.module.experts(batch.to(model._device()))
+        loc, logvar = model.module.experts(batch.to(model.device))
         mask = batch.mask & keep
         q = product_of_experts(loc, logvar, mask.to(loc.device))
         none = ~mask.any(dim=1, keepdim=True).to(loc.device)

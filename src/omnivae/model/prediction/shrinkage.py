@@ -133,7 +133,7 @@ def population_profile(data: CellData | BackedCellData, target: str, rows: np.nd
     --------
     >>> import numpy as np, omnivae
     >>> model = omnivae.Model(omnivae.datasets.simulate(40, modalities=("rna", "atac"), seed=0))
-    >>> p = population_profile(model._data, "atac", np.arange(40), bernoulli=True)
+    >>> p = population_profile(model.cells, "atac", np.arange(40), bernoulli=True)
     >>> bool(np.isclose(p.sum(), 1.0)), p.shape == (model.mdata["atac"].n_vars,)
     (True, True)
     """
@@ -196,7 +196,7 @@ def fit_shrinkage(module: MultimodalVAE, data: CellData | BackedCellData, target
     >>> import numpy as np, omnivae
     >>> sim = omnivae.datasets.simulate(80, modalities=("rna", "atac"), missing_fraction=0, seed=0)
     >>> model = omnivae.Model(sim, n_latent=3)
-    >>> fitted = fit_shrinkage(model.module, model._data, "atac", np.arange(60), np.arange(60, 80))
+    >>> fitted = fit_shrinkage(model.module, model.cells, "atac", np.arange(60), np.arange(60, 80))
     >>> fitted.n_cells, float(fitted.weight) in set(WEIGHTS.tolist())
     (20, True)
     """
@@ -237,9 +237,9 @@ def fit_every_target(module: MultimodalVAE, data: CellData | BackedCellData,
     >>> import numpy as np, omnivae
     >>> sim = omnivae.datasets.simulate(80, modalities=("rna", "atac"), missing_fraction=0, seed=0)
     >>> model = omnivae.Model(sim, n_latent=3)
-    >>> sorted(fit_every_target(model.module, model._data, np.arange(60), np.arange(60, 80)))
+    >>> sorted(fit_every_target(model.module, model.cells, np.arange(60), np.arange(60, 80)))
     ['atac', 'rna']
-    >>> fit_every_target(model.module, model._data, np.arange(80), np.arange(0))
+    >>> fit_every_target(model.module, model.cells, np.arange(80), np.arange(0))
     {}
     """
     fitted: dict[str, Shrinkage] = {}
