@@ -13,6 +13,13 @@ minutes on 2 cores, run in CI): two small datasets (one per peer), one seed, few
 network (3), one speed pair (multiome starter vs MULTIVI, 1 epoch) and one
 scaling size (300 cells), written to ``benchmarks/results/quick``.
 Each task writes ``<out>/<task>.md`` (tables), PNG plots and ``<out>/raw/<task>.json``.
+
+Studies (one question each, ``benchmarks/studies/``)::
+
+    python benchmarks/run.py --list-studies
+    python benchmarks/run.py --study NAME [ARGS ...]    # --study NAME --help: its options
+
+runs ``benchmarks/studies/NAME.py``'s ``main`` with every argument other than ``--study NAME``.
 """
 
 from __future__ import annotations
@@ -41,6 +48,50 @@ from suite.tasks import embedding_rows, prediction_rows
 
 TASKS = ("embedding", "prediction", "speed", "scaling")
 RESULTS = Path(__file__).resolve().parent / "results"
+STUDIES = Path(__file__).resolve().parent / "studies"
+
+
+def study_names() -> list[str]:
+    """The studies in ``benchmarks/studies/`` (one module each)."""
+    return sorted(p.stem for p in STUDIES.glob("*.py") if not p.name.startswith("_"))
+
+
+def split_study(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The study named by ``--study NAME`` (or ``--study=NAME``) and the other arguments, which
+    go to the study; ``(None, argv)`` when there is no ``--study``.
+
+    >>> split_study(["--study", "priors", "--seeds", "0", "1"])
+    ('priors', ['--seeds', '0', '1'])
+    >>> split_study(["--study=calibration", "--help"])
+    ('calibration', ['--help'])
+    >>> split_study(["--quick"])
+    (None, ['--quick'])
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--study":
+            if i + 1 >= len(argv):
+                raise SystemExit("--study needs a NAME (python benchmarks/run.py --list-studies)")
+            return argv[i + 1], argv[:i] + argv[i + 2:]
+        if arg.startswith("--study="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+    return None, argv
+
+
+def run_study(name: str, argv: list[str]) -> int | None:
+    """Run ``studies/<name>.py``'s ``main(argv)``; its usage line reads
+    ``run.py --study <name>``."""
+    import importlib
+
+    if name not in study_names():
+        raise SystemExit(f"--study {name}: no such study; one of {', '.join(study_names())}")
+    module = importlib.import_module(f"studies.{name}")
+    program = sys.argv[0]
+    sys.argv[0] = f"{program} --study {name}"  # argparse's prog in the study's usage and --help
+    try:
+        result = module.main(argv)
+    finally:
+        sys.argv[0] = program
+    return result if isinstance(result, int) else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,6 +131,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "named *_embedding.md goes to the embedding report, "
                              "*_prediction.md to the prediction report")
     parser.add_argument("--out", type=Path, help="default benchmarks/results (quick: .../quick)")
+    parser.add_argument("--study", metavar="NAME",
+                        help="run benchmarks/studies/NAME.py instead of the suite; every other "
+                             "argument goes to it (--study NAME --help lists its options)")
+    parser.add_argument("--list-studies", action="store_true",
+                        help="list the studies and the question each answers, then stop")
     args = parser.parse_args(argv)
     quick = args.quick
     args.datasets = args.datasets or list(QUICK_DATASETS if quick else SMALL_DATASETS)
@@ -185,7 +241,27 @@ def preambles_by_task(files: list[Path]) -> dict[str, str]:
     return found
 
 
-def main(argv: list[str] | None = None) -> None:
+def list_studies() -> str:
+    """One line per study: its name and the question it answers (from the list in
+    ``studies/__init__.py``'s docstring)."""
+    import ast
+    import re
+
+    doc = ast.get_docstring(ast.parse((STUDIES / "__init__.py").read_text())) or ""
+    questions = {m[1]: " ".join(m[2].split())
+                 for m in re.finditer(r"^\* ``(\w+)``: (.*?)(?=^\* |\Z)", doc, re.M | re.S)}
+    return "\n".join(f"{name:<22} {questions.get(name, '(not described in studies/__init__.py)')}"
+                     for name in study_names())
+
+
+def main(argv: list[str] | None = None) -> int | None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    study, rest = split_study(argv)
+    if study is not None:
+        return run_study(study, rest)
+    if "--list-studies" in argv:
+        print(list_studies())
+        return None
     args = parse_args(argv)
     if args.from_raw:
         merge(args.from_raw, args.out, [s.name for s in all_systems(args.systems)],
@@ -246,4 +322,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -28,12 +28,13 @@ def _close_figures():
 
 
 def benchmark_script(name: str):
-    """Import ``benchmarks/<name>.py`` as a module (with ``benchmarks/`` on the path, as when
-    the script runs)."""
+    """Import the study ``benchmarks/studies/<name>.py`` as a module (with ``benchmarks/`` on
+    the path, as when ``benchmarks/run.py --study <name>`` runs it)."""
     import importlib.util
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        name, ROOT / "benchmarks" / "studies" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

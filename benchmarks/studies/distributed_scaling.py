@@ -3,11 +3,13 @@ and 2 processes of one thread each; seconds per epoch, cells per second, speed-u
 validation ELBO. Writes ``results/distributed_scaling.md`` and ``.png``.
 
 Each configuration runs as its own program (``strategy="ddp"`` starts the other processes by
-running it again). Usage: ``python benchmarks/distributed_scaling.py [EPOCHS]`` (default 8).
+running this file again). Usage: ``python benchmarks/run.py --study distributed_scaling [EPOCHS]``
+(default 8).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -17,7 +19,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # the benchmarks/ folder
 RESULTS = HERE / "results"
 DATA = "pbmc10k_protein_v3_rna4000_adt14"
 # (processes, minibatch per process): the default minibatch in 1 and 2 processes, and 2
@@ -144,7 +146,7 @@ def write(rows: list[dict], load: tuple[float, float, float], started: str) -> N
                  "separately. This machine cannot show the speed-up DDP is for: the "
                  "measurement is to be repeated on dedicated cores or GPUs.")]
     lines += ["", "![distributed scaling](distributed_scaling.png)", "",
-              "Reproduce: `python benchmarks/distributed_scaling.py` (raw numbers in "
+              "Reproduce: `python benchmarks/run.py --study distributed_scaling` (raw numbers in "
               "`results/raw/distributed_*.json`).", ""]
     (RESULTS / "distributed_scaling.md").write_text("\n".join(lines))
 
@@ -161,14 +163,29 @@ def write(rows: list[dict], load: tuple[float, float, float], started: str) -> N
     fig.savefig(RESULTS / "distributed_scaling.png", dpi=120)
 
 
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["--worker"]:
-        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
-    elif sys.argv[1:2] == ["--write"]:  # rewrite the results from the raw files: START L1 L2 L3
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("epochs", nargs="?", type=int, default=8,
+                        help="epochs per configuration (default 8)")
+    parser.add_argument("--worker", nargs=4, metavar=("PROCESSES", "BATCH", "EPOCHS", "OUT"),
+                        help="internal: train one configuration in this program")
+    parser.add_argument("--write", nargs=4, metavar=("START", "L1", "L2", "L3"),
+                        help="rewrite the results from the raw files (START: when the run "
+                             "started, L1 L2 L3: the load averages then)")
+    args = parser.parse_args(argv)
+    if args.worker:
+        processes, batch_size, epochs, out = args.worker
+        worker(int(processes), int(batch_size), int(epochs), out)
+    elif args.write:
         raw = [json.loads((RESULTS / "raw" / f"distributed_{p}x{b}.json").read_text())
                for p, b in CONFIGS]
-        write(raw, (float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])), sys.argv[2])
+        start, *load = args.write
+        write(raw, (float(load[0]), float(load[1]), float(load[2])), start)
     else:
         started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         load = os.getloadavg()
-        write(run(int(sys.argv[1]) if len(sys.argv) > 1 else 8), load, started)
+        write(run(args.epochs), load, started)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,8 +5,8 @@ through the public API only, and writes every embedding and prediction to one ``
 ``--compare`` checks a second run against a first one bit for bit. Run it on the commit
 before a refactor and on the one after::
 
-    python benchmarks/same_results.py --out before.npz      # on the old commit
-    python benchmarks/same_results.py --compare before.npz  # on the new one
+    python benchmarks/run.py --study same_results --out before.npz      # on the old commit
+    python benchmarks/run.py --study same_results --compare before.npz  # on the new one
 
 Exit status 0 only when every array is identical (``numpy.array_equal``, NaNs equal).
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 import omnivae
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 EPOCHS = 8
 
 

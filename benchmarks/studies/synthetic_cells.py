@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/synthetic_cells.py [--epochs N] [--seed 0]
+    python benchmarks/run.py --study synthetic_cells [--epochs N] [--seed 0]
 
 For each NeurIPS 2021 starter, the default model is trained on all cells, then as many cells
 as the data has are generated three ways, every modality at once:
@@ -27,6 +27,7 @@ Writes ``benchmarks/results/synthetic_cells.md`` and ``synthetic_cells.png``.
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from pathlib import Path
 
@@ -40,12 +41,14 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: suite, studies
+
 import omnivae
 from omnivae.data.setup import obs_column
 from omnivae.model.synthetic import LatentDensity, fit_latent_density, sample_cells
 from suite.report import markdown_table
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 DATASETS = ("neurips2021_bmmc_cite_starter", "neurips2021_bmmc_multiome_starter")
 
 
@@ -90,7 +93,7 @@ def c2st(real: np.ndarray, fake: np.ndarray, seed: int) -> dict[str, float]:
 def reconstructions(model, seed: int):
     """Each real cell's posterior draw decoded at its own batch and depth (cells with every
     modality only)."""
-    data = model._data
+    data = model.cells
     rows = np.flatnonzero(data.mask.all(axis=1))
     batch = data.batch(rows)
     z = model.module.posterior(batch).sample(torch.Generator().manual_seed(seed))
@@ -104,11 +107,11 @@ def reconstructions(model, seed: int):
     return md.MuData({m: ad.AnnData(X=sp.csr_matrix(v.numpy())) for m, v in out.items()})
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     rows, figures = [], []
     for name in DATASETS:
@@ -146,7 +149,8 @@ def main() -> None:
             print(row, flush=True)
         figures.append((short, real_x, post_x, prior_x))
     plot(figures, RESULTS / "synthetic_cells.png")
-    text = ["# Synthetic cells: classifier two-sample test (benchmarks/synthetic_cells.py)", "",
+    text = ["# Synthetic cells: classifier two-sample test "
+            "(benchmarks/run.py --study synthetic_cells)", "",
             __doc__.split("Usage::")[1].split("Writes")[0].split("\n\n", 2)[2].strip(), "",
             markdown_table(rows), "",
             "`type_accuracy` of the reconstruction row: the cross-validated accuracy of the "

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/calibration.py [--draws 200] [--epochs N]
+    python benchmarks/run.py --study calibration [--draws 200] [--epochs N]
 
 For each dataset the target modality (CITE: protein, Multiome: ATAC) is withheld from half of
 the paired cells (:func:`omnivae.data.splits.withhold_modality`, seed 0); those cells are split at
@@ -21,6 +21,7 @@ Writes ``benchmarks/results/calibration.md`` and ``calibration.png``.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -30,13 +31,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: suite, studies
+
 import omnivae
 from omnivae.data.splits import withhold_modality
 from omnivae.model.prediction.intervals import coverage_table, latent_posterior
 from omnivae.pl import plot_calibration
 from suite.report import markdown_table
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 DATASETS = {"neurips2021_bmmc_cite_starter": ("adt", "rna"),
             "neurips2021_bmmc_multiome_starter": ("atac", "rna")}
 
@@ -64,11 +67,11 @@ def latent_coverage(model, full: list[str], partial: list[str], cells: np.ndarra
     return float((z <= 1.6449).mean())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     tables, lines, evidence = [], [], []
     for name, (target, other) in DATASETS.items():
@@ -104,7 +107,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     plt.close(plot_calibration(result, by="dataset", path=RESULTS / "calibration.png"))
     text = [
-        "# Calibrated prediction intervals (benchmarks/calibration.py)", "",
+        "# Calibrated prediction intervals (benchmarks/run.py --study calibration)", "",
         "Target withheld from half of the paired cells; those split into calibration and test "
         "halves. Coverage on the test cells (per cell and feature). `raw`: posterior predictive "
         "quantiles at the nominal level; `calibrated`: after split conformal calibration per "

@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/priors.py [--dataset neurips2021_bmmc_cite_starter] [--seeds 0 1 ...]
+    python benchmarks/run.py --study priors [--dataset neurips2021_bmmc_cite_starter] \\
+        [--seeds 0 1 ...]
 
 Trains the default model (batch-conditioned decoders, mopoe fusion) with each prior and
 seed on all cells, then measures on every cell:
@@ -22,6 +23,7 @@ Writes ``benchmarks/results/priors.md``.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -32,18 +34,20 @@ import torch
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: suite, studies
+
 import omnivae
 from omnivae import metrics
 from omnivae.data.setup import obs_column
 from omnivae.module.records import Gaussian
 from suite.report import markdown_table
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 @torch.no_grad()
 def kl_and_nll(model, n_draws: int = 20) -> tuple[float, float]:
-    data, module = model._data, model.module
+    data, module = model.cells, model.module
     batch = data.batch(np.arange(data.n_cells))
     record = module.loss(batch)  # nll + kl at one draw, fusion components weighted
     mixture = module.posterior(batch)
@@ -54,12 +58,12 @@ def kl_and_nll(model, n_draws: int = 20) -> tuple[float, float]:
     return float(kl_cell), float(record.elbo - record.kl)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="neurips2021_bmmc_cite_starter")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     mdata = omnivae.datasets.load(args.dataset)
     labels = obs_column(mdata, "cell_type").astype(str).to_numpy()
@@ -93,7 +97,7 @@ def write_report(rows: list[dict], dataset: str, n_cells: int, n_types: int) -> 
     ratio = [{"prior": p, "kl_vs_normal_per_seed": ", ".join(
         f"{row.kl / normal_kl[row.seed]:.2f}" for row in table[table.prior == p].itertuples()
         if row.seed in normal_kl.index)} for p in ("mog", "vamp") if (table.prior == p).any()]
-    text = [f"# Priors on {dataset} (benchmarks/priors.py)", "",
+    text = [f"# Priors on {dataset} (benchmarks/run.py --study priors)", "",
             __doc__.split("Usage::")[1].split("Writes")[0].split("\n\n", 2)[2].strip(), "",
             f"{n_cells} cells, {n_types} cell types, seeds {seeds}; "
             "50 mixture components / pseudo-cells. `train_s` is wall time on a shared machine "

@@ -6,11 +6,12 @@ never holds it in memory. For each size, one process trains one epoch in memory
 (``md.read_h5mu`` then ``omnivae.Model``) and one trains it backed (``omnivae.Model(path)``).
 Writes ``results/backed_scaling.md`` and ``results/backed_scaling.png``.
 
-Usage: ``python benchmarks/backed_scaling.py [cells ...]`` (default 20000 100000).
+Usage: ``python benchmarks/run.py --study backed_scaling [cells ...]`` (default 20000 100000).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -23,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # the benchmarks/ folder
+HERE = Path(__file__).resolve().parents[1]  # the benchmarks/ folder
+sys.path.insert(0, str(HERE))  # benchmarks/: suite, studies
 
 from suite.synthetic import shaped_like  # noqa: E402
 
@@ -98,7 +99,7 @@ def plot(table: pd.DataFrame, out: Path) -> None:
     fig.savefig(out, dpi=120)
 
 
-def main(sizes: list[int]) -> pd.DataFrame:
+def measure(sizes: list[int]) -> pd.DataFrame:
     rows = []
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=HERE) as tmp:
@@ -170,6 +171,13 @@ def _growth(table: pd.DataFrame) -> str:
     return ("Peak RSS growth from the smallest to the largest store: " + "; ".join(parts) + ".")
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cells", nargs="*", type=int, default=[20000, 100000],
+                        help="store sizes in cells (default 20000 100000)")
+    measure(parser.parse_args(argv).cells)
+
+
 if __name__ == "__main__":
-    main([int(v) for v in sys.argv[1:]] or [20000, 100000])
+    main()
 

@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/batch_penalty_cost.py [--dataset mop_snareseq_c1] [--epochs 3] [--repeats 2]
+    python benchmarks/run.py --study batch_penalty_cost [--dataset mop_snareseq_c1] \\
+        [--epochs 3] [--repeats 2]
 
 Trains omnivae at batch size 256 with no penalty and with each estimator, alternating the
 configurations in one run, and writes ``benchmarks/results/batch_penalty_cost.md``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -19,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: suite, studies
+
 import omnivae
 from omnivae.module.penalties import PENALTIES
 from suite.report import markdown_table
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def epoch_seconds(mdata, penalty: str | None, epochs: int, seed: int) -> float:
@@ -34,12 +38,12 @@ def epoch_seconds(mdata, penalty: str | None, epochs: int, seed: int) -> float:
     return (time.perf_counter() - start) / epochs
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mop_snareseq_c1")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     mdata = omnivae.datasets.load(args.dataset)
     configs: list[str | None] = [None, *PENALTIES]

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/collapse_diagnostics.py [--epochs N]
+    python benchmarks/run.py --study collapse_diagnostics [--epochs N]
 
 Trains the default model on each NeurIPS 2021 starter (all cells, batch-conditioned decoders)
 and reports :meth:`omnivae.Model.diagnostics` (per-modality KL of the unimodal posteriors,
@@ -14,27 +14,31 @@ z) with the curves logged during training. Writes
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: suite, studies
+
 import omnivae
 from omnivae.pl import plot_diagnostics
 from suite.report import markdown_table
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 DATASETS = ("neurips2021_bmmc_cite_starter", "neurips2021_bmmc_multiome_starter")
 
 
 matplotlib.use("Agg")  # figures are only written to files
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None)
-    args = parser.parse_args()
-    text = ["# Posterior-collapse diagnostics (benchmarks/collapse_diagnostics.py)", "",
+    args = parser.parse_args(argv)
+    text = ["# Posterior-collapse diagnostics "
+            "(benchmarks/run.py --study collapse_diagnostics)", "",
             "`kl`: KL of each modality's unimodal posterior to the prior (joint row: the fused "
             "posterior), nats per cell; `active_units`: latent units with Cov_x(E[z_u]) > 0.01 "
             "(of 20); `precision_share`: the modality's share of the product-of-experts "

@@ -20,7 +20,8 @@ rewritten from all of them (means over seeds), with the plot ``cmvae_clusters.pn
 
 Usage::
 
-    python benchmarks/cmvae_clusters.py --datasets neurips2021_bmmc_cite_starter --seeds 0
+    python benchmarks/run.py --study cmvae_clusters --datasets neurips2021_bmmc_cite_starter \\
+        --seeds 0
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: suite, studies
 
 import omnivae
-from mixture_sampling import omnivae_commit
 from omnivae.data.setup import obs_column
+from studies.mixture_sampling import omnivae_commit
 from suite.config import DATASETS
 from suite.report import atomic_write, machine_note, save_figure
 

@@ -3,11 +3,12 @@ hundred steps: peak memory and seconds per step, for sizes whose full epoch is t
 on a small machine. The epoch time it prints is an extrapolation (steps per epoch x seconds per
 step), not a measurement.
 
-Usage: ``python benchmarks/partial_epoch.py 1000000 150`` (cells, training steps).
+Usage: ``python benchmarks/run.py --study partial_epoch 1000000 150`` (cells, training steps).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks/ folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: suite, studies
 
 from suite.synthetic import shaped_like
 from suite.worker import peak_rss_mb
@@ -32,7 +33,7 @@ class StepTimes(pl.Callback):
         self.times.append(time.perf_counter())
 
 
-def main(n_cells: int, steps: int) -> dict:
+def measure(n_cells: int, steps: int) -> dict:
     import omnivae
 
     start = time.perf_counter()
@@ -55,6 +56,14 @@ def main(n_cells: int, steps: int) -> dict:
             "peak RSS MB after setup": rss_ready, "peak RSS MB": peak_rss_mb()}
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cells", type=int, help="synthetic cells, e.g. 1000000")
+    parser.add_argument("steps", type=int, help="training steps to time, e.g. 150")
+    args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
-    print(json.dumps(main(int(sys.argv[1]), int(sys.argv[2]))))
+    print(json.dumps(measure(args.cells, args.steps)))
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,7 @@ depend on how many cells the dataset holds. This times the same number of traini
 one process per size, one torch thread, sizes run in turn; it separates the cost of a step from
 the machine's load, which the one-epoch scaling runs (scaling.md) cannot.
 
-Usage: python benchmarks/step_time.py [--sizes 10000 100000 1000000] [--steps 60]
+Usage: python benchmarks/run.py --study step_time [--sizes 10000 100000 1000000] [--steps 60]
 Writes benchmarks/results/step_time.md.
 """
 
@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+HERE = Path(__file__).resolve().parents[1]  # the benchmarks/ folder
+sys.path.insert(0, str(HERE))  # benchmarks/: suite, studies
 
 JOB = """
 import json, sys, time, warnings
@@ -46,12 +46,12 @@ print("RESULT " + json.dumps({"cells": n, "steps": steps, "seconds": seconds,
 """
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "step_time.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
         [str(HERE), str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]))
     rows = []

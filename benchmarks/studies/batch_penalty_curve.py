@@ -11,12 +11,12 @@ by at most 0.01 on every dataset (means over seeds).
 
 Usage::
 
-    python benchmarks/batch_penalty_curve.py \\
+    python benchmarks/run.py --study batch_penalty_curve \\
         --datasets neurips2021_bmmc_cite_starter neurips2021_bmmc_multiome_starter \\
         --seeds 0 1 --out benchmarks/results
     # the 12-library SNARE-seq data, subsampled to fit the 2-core machine (recorded in the rows)
-    python benchmarks/batch_penalty_curve.py --datasets mop_snareseq_c1 --max-cells 3000 \\
-        --max-features 4000 --max-epochs 60
+    python benchmarks/run.py --study batch_penalty_curve --datasets mop_snareseq_c1 \\
+        --max-cells 3000 --max-features 4000 --max-epochs 60
 
 Rows are appended to ``<out>/raw/batch_penalty_curve.jsonl`` as each fit is scored (a stopped run
 keeps them, and a rerun skips what is there); ``<out>/batch_penalty_curve.md`` and
@@ -36,7 +36,7 @@ import mudata as md
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: suite, studies
 
 import omnivae
 from omnivae.model.defaults import DEFAULT_BATCH_PENALTY, DEFAULT_PENALTY_WEIGHTS

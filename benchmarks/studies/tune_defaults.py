@@ -8,7 +8,7 @@ defaults are then confirmed by the full suite on the other datasets (see
 
 Usage::
 
-    python benchmarks/tune_defaults.py --candidates baseline latent10 hidden256 \\
+    python benchmarks/run.py --study tune_defaults --candidates baseline latent10 hidden256 \\
         --datasets neurips2021_bmmc_cite_starter neurips2021_bmmc_multiome_starter --seeds 0 \\
         --out benchmarks/results
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: suite, studies
 
 import omnivae
 from omnivae.train.plan import default_max_epochs
@@ -153,7 +153,7 @@ def summarise(rows: list[dict]) -> str:
     table["defaults"] = table["defaults"].fillna(EARLIER_DEFAULTS)
     lines = ["# Tuning omnivae's defaults (tuning datasets only)", "",
              "Mean over seeds of each score; `baseline` is the defaults, every other candidate "
-             "differs from them in the arguments named in `benchmarks/tune_defaults.py`. The "
+             "differs from them in the arguments named in `benchmarks/studies/tune_defaults.py`. The "
              "confirmation datasets are never scored here. `seeds` lists every seed a candidate "
              "ran; a column may hold fewer (each row, with its seed, is in raw/tuning.jsonl).",
              "", "Adopted:", "", *(f"- {line}" for line in ADOPTED),

@@ -17,8 +17,8 @@ mixture_sampling=stratified``.
 
 Usage::
 
-    python benchmarks/mixture_sampling.py --parts epoch --repeats 3
-    python benchmarks/mixture_sampling.py --parts quality --seeds 0 1
+    python benchmarks/run.py --study mixture_sampling --parts epoch --repeats 3
+    python benchmarks/run.py --study mixture_sampling --parts quality --seeds 0 1
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: suite, studies
 
 import omnivae
-from batch_penalty_curve import subsample
+from studies.batch_penalty_curve import subsample
 from suite.config import DATASETS
 from suite.report import atomic_write, machine_note
 from suite.speed import TIMED
