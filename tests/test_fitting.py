@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 import omnivae
 from omnivae.model import defaults, model
 from omnivae.train import fitting
+from omnivae.train.config import TrainConfig
 
 TRAINING_LAYER = ["omnivae.train.fitting", "omnivae.train.plan", "omnivae.train.loaders",
                   "omnivae.train.callbacks", "omnivae.train.threads"]
@@ -24,15 +26,34 @@ def test_training_layer_imports_no_anndata_or_mudata(name):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_fit_defaults_are_those_of_model_train():
+def test_training_settings_are_written_once_in_train_config():
+    # Model.train and fit take a TrainConfig (or its fields as options), never a copy of them
     train = inspect.signature(omnivae.Model.train).parameters
     fit = inspect.signature(fitting.fit).parameters
-    shared = [name for name in train if name not in ("self", "trainer_kwargs")]
-    assert {name: fit[name].default for name in shared} == {
-        name: train[name].default for name in shared}
+    assert list(train) == ["self", "max_epochs", "config", "options"]
+    assert fit["config"].annotation in (TrainConfig, "TrainConfig | None")
+    assert not {f.name for f in dataclasses.fields(TrainConfig)} & (set(fit) - {"config"})
+
+
+def test_train_options_set_fields_and_pass_the_rest_to_lightning():
+    base = TrainConfig(lr=1e-3, trainer_kwargs={"limit_val_batches": 2})
+    config = TrainConfig.from_options(base, batch_size=32, detect_anomaly=True)
+    assert (config.lr, config.batch_size) == (1e-3, 32)
+    assert dict(config.trainer_kwargs) == {"limit_val_batches": 2, "detect_anomaly": True}
+    assert TrainConfig().trainer_devices == 1 and TrainConfig(devices=2).trainer_devices == 2
+    with pytest.raises(ValueError, match="use_distributed_sampler"):
+        TrainConfig.from_options(use_distributed_sampler=True)
+    with pytest.raises(ValueError, match="num_threads"):
+        TrainConfig(num_threads=0)
+
+
+def test_model_train_takes_a_config_and_options_over_it():
+    sim = omnivae.datasets.simulate(80, modalities=("rna",), seed=0)
+    model = omnivae.Model(sim, n_latent=2)
+    model.train(config=TrainConfig(max_epochs=5, progress_bar=False), max_epochs=2)
+    assert len(model.history) == 2
 
 
 def test_batch_penalty_defaults_still_importable_from_model():
     assert model.DEFAULT_BATCH_PENALTY is defaults.DEFAULT_BATCH_PENALTY
     assert model.DEFAULT_PENALTY_WEIGHTS is defaults.DEFAULT_PENALTY_WEIGHTS
-    assert model.resolve_batch_penalty is defaults.resolve_batch_penalty

@@ -8,20 +8,33 @@
 - :mod:`~omnivae.data.files` — atomic, code-free files (model folders, ``.h5mu`` output).
 """
 
-from omnivae.data.setup import (
-    QUERY_BATCH,
-    REFERENCE_BATCH,
-    UNSEEN_BATCH_FIX,
-    SetupInfo,
-    batch_codes,
-    cell_columns,
-    default_likelihood,
-    obs_column,
-    refresh,
-    setup_info,
-    setup_mudata,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["QUERY_BATCH", "REFERENCE_BATCH", "UNSEEN_BATCH_FIX", "SetupInfo", "batch_codes",
            "cell_columns", "default_likelihood", "obs_column", "refresh", "setup_info",
            "setup_mudata"]
+
+if TYPE_CHECKING:
+    from omnivae.data.setup import (
+        QUERY_BATCH,
+        REFERENCE_BATCH,
+        UNSEEN_BATCH_FIX,
+        SetupInfo,
+        batch_codes,
+        cell_columns,
+        default_likelihood,
+        obs_column,
+        refresh,
+        setup_info,
+        setup_mudata,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # lazily, so that omnivae.data.cells (no AnnData) can be imported without AnnData/MuData
+    if name in __all__:
+        return getattr(importlib.import_module("omnivae.data.setup"), name)
+    raise AttributeError(f"module 'omnivae.data' has no attribute {name!r}")

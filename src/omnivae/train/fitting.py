@@ -14,12 +14,10 @@ import logging
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-from lightning.pytorch.strategies import Strategy
 from torch.utils.data import DataLoader
 
 from omnivae.data.cells import CellData
@@ -27,6 +25,7 @@ from omnivae.module.vae import MultimodalVAE
 from omnivae.train import checkpoints
 from omnivae.train.blocks import BlockShuffleDataset, RowSource, shard_blocks
 from omnivae.train.callbacks import BestAfterWarmup, HistoryCallback
+from omnivae.train.config import TrainConfig
 from omnivae.train.distributed import (
     ShardSampler,
     check_launch,
@@ -34,7 +33,7 @@ from omnivae.train.distributed import (
     steps_per_epoch,
 )
 from omnivae.train.loaders import make_loader, split_cells
-from omnivae.train.loggers import Logger, make_logger
+from omnivae.train.loggers import make_logger
 from omnivae.train.plan import TrainingPlan, default_max_epochs, training_precision
 from omnivae.train.threads import pinned_threads
 
@@ -65,86 +64,15 @@ class FitResult:
     validation_cells: np.ndarray
 
 
-def check_train_arguments(
-    *, batch_size: int, num_nodes: int, devices: int | str | list[int],
-    strategy: str | Strategy, num_threads: int | None, trainer_kwargs: dict[str, Any],
-) -> int | str | list[int]:
-    """Check the arguments of a training run before anything is built; return the devices.
-
-    Parameters
-    ----------
-    batch_size, num_nodes, num_threads
-        Must be positive (``num_threads`` may be ``None``: the default count).
-    devices, strategy
-        Lightning's ``devices`` and ``strategy``. Both ``"auto"`` means one device (one
-        process), not Lightning's every GPU.
-    trainer_kwargs
-        Further Trainer arguments; ``use_distributed_sampler`` is removed from it (omnivae's
-        loaders shard the cells themselves, so ``True`` is refused).
-
-    Returns
-    -------
-    The ``devices`` to give the Trainer.
-
-    Examples
-    --------
-    >>> check_train_arguments(batch_size=256, num_nodes=1, devices="auto", strategy="auto",
-    ...                       num_threads=None, trainer_kwargs={})
-    1
-    >>> check_train_arguments(batch_size=0, num_nodes=1, devices=1, strategy="auto",
-    ...                       num_threads=None, trainer_kwargs={})
-    Traceback (most recent call last):
-    ...
-    ValueError: batch_size must be a positive integer, got 0.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
-    if num_nodes < 1:
-        raise ValueError(f"num_nodes must be a positive integer, got {num_nodes}.")
-    if isinstance(devices, int) and devices < 1 and devices != -1:
-        raise ValueError(f"devices must be a positive integer, -1 (all), a list of device "
-                         f"indices or 'auto'; got {devices}.")
-    if strategy == "auto" and devices == "auto":
-        devices = 1  # one process unless asked (Lightning's "auto" takes every GPU: DDP)
-    if trainer_kwargs.pop("use_distributed_sampler", False):
-        raise ValueError("use_distributed_sampler=True is not supported: omnivae's loaders "
-                         "shard the cells over the processes themselves.")
-    if num_threads is not None and num_threads < 1:
-        raise ValueError(f"num_threads must be a positive integer, got {num_threads}.")
-    return devices
-
-
 def fit(
     module: MultimodalVAE,
     data: CellData | RowSource,
+    config: TrainConfig | None = None,
     *,
     seed: int = 0,
     probe_columns: Mapping[str, int] | None = None,
     block_size: int | None = None,
     buffer_blocks: int | None = None,
-    max_epochs: int | None = None,
-    batch_size: int = 256,
-    lr: float = 2e-3,
-    weight_decay: float = 1e-6,
-    kl_warmup_epochs: float | None = None,
-    validation_fraction: float = 0.1,
-    early_stopping: bool = True,
-    patience: int = 30,
-    accelerator: str = "auto",
-    devices: int | str | list[int] = "auto",
-    num_nodes: int = 1,
-    strategy: str | Strategy = "auto",
-    progress_bar: bool = True,
-    batch_probe_every: int = 5,
-    gradient_clip_val: float | None = 1e4,
-    checkpoint_dir: str | Path | None = None,
-    resume: bool = False,
-    num_threads: int | None = None,
-    logger: str | Logger | bool | None = None,
-    log_dir: str | Path = "omnivae_logs",
-    precision: str = "32",
-    compile: bool = False,
-    trainer_kwargs: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Train ``module`` on ``data`` with PyTorch Lightning; the module ends on the CPU in
     evaluation mode, with the best weights after the KL warm-up when there are validation cells.
@@ -156,6 +84,8 @@ def fit(
     data
         The cells: in memory (:class:`~omnivae.data.cells.CellData`, shuffled cell by cell) or
         read from disk (any :class:`~omnivae.train.blocks.RowSource`, by blocks).
+    config
+        The run's settings (default: :class:`~omnivae.train.config.TrainConfig`'s defaults).
     seed
         Seed of the validation split, the minibatch order and Lightning's generators.
     probe_columns
@@ -163,27 +93,6 @@ def fit(
     block_size, buffer_blocks
         Block reads of data from disk (``None``: the defaults of
         :func:`~omnivae.train.loaders.make_loader`); ignored for data in memory.
-    max_epochs, batch_size, lr, weight_decay, kl_warmup_epochs, validation_fraction
-        As in :meth:`omnivae.Model.train`: epochs (default
-        :func:`~omnivae.train.plan.default_max_epochs`), minibatch size, AdamW settings, KL
-        warm-up (default a quarter of ``max_epochs``), share of validation cells.
-    early_stopping, patience, batch_probe_every, gradient_clip_val
-        As in :meth:`omnivae.Model.train`.
-    accelerator, devices, num_nodes, strategy, progress_bar
-        Lightning's settings, as in :meth:`omnivae.Model.train` (see
-        :func:`check_train_arguments` for ``devices="auto"``).
-    checkpoint_dir, resume
-        Write ``checkpoint_dir/last.ckpt`` every epoch; continue from it when ``resume``.
-    num_threads
-        CPU threads torch trains with (default
-        :data:`~omnivae.train.threads.DEFAULT_NUM_THREADS`).
-    logger, log_dir
-        Lightning logging (see :func:`omnivae.train.loggers.make_logger`).
-    precision, compile
-        ``"32"`` or ``"bf16"`` (see :func:`~omnivae.train.plan.training_precision`); run the
-        loss through :func:`torch.compile`.
-    trainer_kwargs
-        Anything else for the Trainer (``callbacks`` are added to omnivae's own).
 
     Returns
     -------
@@ -196,19 +105,18 @@ def fit(
     >>> sim = omnivae.datasets.simulate(100, modalities=("rna",), seed=0)
     >>> model = omnivae.Model(sim, n_latent=3)
     >>> data, _ = setup_mudata(sim)
-    >>> result = fit(model.module, data, max_epochs=2, progress_bar=False)
+    >>> result = fit(model.module, data, TrainConfig(max_epochs=2, progress_bar=False))
     >>> len(result.history), result.interruption
     (2, None)
     """
-    trainer_kwargs = dict(trainer_kwargs or {})
-    devices = check_train_arguments(batch_size=batch_size, num_nodes=num_nodes, devices=devices,
-                                    strategy=strategy, num_threads=num_threads,
-                                    trainer_kwargs=trainer_kwargs)
-    trainer_kwargs["precision"] = training_precision(precision, accelerator)
+    config = config or TrainConfig()
+    trainer_kwargs = config.lightning_trainer_kwargs()
+    trainer_kwargs["precision"] = training_precision(config.precision, config.accelerator)
     n = data.n_cells
-    max_epochs = max_epochs or default_max_epochs(n)
-    warmup = max_epochs / 4 if kl_warmup_epochs is None else kl_warmup_epochs
-    train_idx, val_idx = split_cells(n, validation_fraction, seed)
+    max_epochs = config.max_epochs or default_max_epochs(n)
+    warmup = max_epochs / 4 if config.kl_warmup_epochs is None else config.kl_warmup_epochs
+    train_idx, val_idx = split_cells(n, config.validation_fraction, seed)
+    batch_size = config.batch_size
     if len(train_idx) < batch_size and len(train_idx) > 1:
         batch_size = len(train_idx)
     blocks = {k: v for k, v in (("block_size", block_size), ("buffer_blocks", buffer_blocks))
@@ -222,17 +130,12 @@ def fit(
         log.setLevel(logging.WARNING)
     try:
         trainer, history, best, plan = _make_trainer(
-            module, max_epochs, train_loader, val_loader, n_cells=n, batch_size=batch_size,
-            lr=lr, weight_decay=weight_decay, warmup=warmup,
-            validation_fraction=validation_fraction, early_stopping=early_stopping,
-            patience=patience, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-            strategy=strategy, progress_bar=progress_bar, probe_columns=dict(probe_columns or {}),
-            batch_probe_every=batch_probe_every, gradient_clip_val=gradient_clip_val,
-            checkpoint_dir=checkpoint_dir, logger=logger, log_dir=log_dir, compile=compile,
+            module, config, max_epochs, train_loader, val_loader, n_cells=n,
+            batch_size=batch_size, warmup=warmup, probe_columns=dict(probe_columns or {}),
             trainer_kwargs=trainer_kwargs)
-        ckpt_path = checkpoints.resume_path(checkpoint_dir, resume)
+        ckpt_path = checkpoints.resume_path(config.checkpoint_dir, config.resume)
         pl.seed_everything(seed, verbose=False)
-        with warnings.catch_warnings(), pinned_threads(num_threads):
+        with warnings.catch_warnings(), pinned_threads(config.num_threads):
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*Trying to infer the `batch_size`.*")
             warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
@@ -256,14 +159,9 @@ def fit(
 
 
 def _make_trainer(
-    module: MultimodalVAE, max_epochs: int, train_loader: DataLoader,
-    val_loader: DataLoader | None, *, n_cells: int, batch_size: int, lr: float,
-    weight_decay: float, warmup: float, validation_fraction: float, early_stopping: bool,
-    patience: int, accelerator: str, devices: int | str | list[int], num_nodes: int,
-    strategy: str | Strategy, progress_bar: bool, probe_columns: dict[str, int],
-    batch_probe_every: int, gradient_clip_val: float | None,
-    checkpoint_dir: str | Path | None, logger: str | Logger | bool | None,
-    log_dir: str | Path, compile: bool, trainer_kwargs: dict[str, Any],
+    module: MultimodalVAE, config: TrainConfig, max_epochs: int, train_loader: DataLoader,
+    val_loader: DataLoader | None, *, n_cells: int, batch_size: int, warmup: float,
+    probe_columns: dict[str, int], trainer_kwargs: dict[str, Any],
 ) -> tuple[pl.Trainer, HistoryCallback, BestAfterWarmup | None, TrainingPlan]:
     """The Lightning Trainer, callbacks and training plan of :func:`fit`."""
     n_train = len(train_loader.dataset.indices)  # type: ignore[attr-defined]
@@ -272,20 +170,20 @@ def _make_trainer(
     best = None
     if val_loader is not None:
         best = BestAfterWarmup("validation_elbo", start_epoch=int(warmup),
-                               patience=patience if early_stopping else None)
+                               patience=config.patience if config.early_stopping else None)
         callbacks.append(best)
-    if checkpoint_dir is not None:
-        callbacks.append(checkpoints.checkpoint_callback(checkpoint_dir))
+    if config.checkpoint_dir is not None:
+        callbacks.append(checkpoints.checkpoint_callback(config.checkpoint_dir))
         trainer_kwargs.setdefault("plugins", [checkpoints.AtomicCheckpointIO()])
-    trainer_kwargs["logger"] = make_logger(logger, log_dir)
+    trainer_kwargs["logger"] = make_logger(config.logger, config.log_dir)
     trainer_kwargs.setdefault("log_every_n_steps", 1)  # metrics are per epoch anyway
-    trainer_kwargs.setdefault("enable_checkpointing", checkpoint_dir is not None)
-    trainer_kwargs.setdefault("gradient_clip_val", gradient_clip_val)
+    trainer_kwargs.setdefault("enable_checkpointing", config.checkpoint_dir is not None)
+    trainer_kwargs.setdefault("gradient_clip_val", config.gradient_clip_val)
     trainer_kwargs.setdefault("enable_model_summary", False)
     trainer = pl.Trainer(
-        max_epochs=max_epochs, accelerator=accelerator, devices=devices,
-        num_nodes=num_nodes, strategy=strategy, callbacks=callbacks,
-        enable_progress_bar=progress_bar, num_sanity_val_steps=0,
+        max_epochs=max_epochs, accelerator=config.accelerator, devices=config.trainer_devices,
+        num_nodes=config.num_nodes, strategy=config.strategy, callbacks=callbacks,
+        enable_progress_bar=config.progress_bar, num_sanity_val_steps=0,
         use_distributed_sampler=False, **trainer_kwargs,
     )
     processes = trainer.world_size
@@ -299,20 +197,21 @@ def _make_trainer(
     n_val = 0 if val_loader is None else len(val_loader.dataset.indices)  # type: ignore[attr-defined]
     if 0 < n_val < processes:
         raise ValueError(
-            f"validation_fraction={validation_fraction} leaves {n_val} validation cells for "
+            f"validation_fraction={config.validation_fraction} leaves {n_val} validation cells for "
             f"{processes} processes; every process needs one. Raise validation_fraction or "
             "set it to 0.")
     signature = {"module": module.config.to_dict(), "cells": n_cells,
-                 "train_cells": n_train, "batch_size": batch_size, "lr": lr,
-                 "weight_decay": weight_decay, "kl_warmup_epochs": warmup,
-                 "validation_fraction": validation_fraction}
+                 "train_cells": n_train, "batch_size": batch_size, "lr": config.lr,
+                 "weight_decay": config.weight_decay, "kl_warmup_epochs": warmup,
+                 "validation_fraction": config.validation_fraction}
     if processes > 1:
         signature["processes"] = processes
-    plan = TrainingPlan(module, lr=lr, weight_decay=weight_decay, kl_warmup_epochs=warmup,
+    plan = TrainingPlan(module, lr=config.lr, weight_decay=config.weight_decay,
+                        kl_warmup_epochs=warmup,
                         n_steps_per_epoch=loader_steps_per_epoch(train_loader, processes),
-                        probe_columns=probe_columns, probe_every=batch_probe_every,
+                        probe_columns=probe_columns, probe_every=config.batch_probe_every,
                         shuffle_generator=train_loader.generator, signature=signature,
-                        compile=compile)
+                        compile=config.compile)
     return trainer, history, best, plan
 
 

@@ -1,0 +1,293 @@
+"""What every :class:`omnivae.Model` does with its cells: set up the data and the network,
+embed, predict, diagnose, sample and save. :mod:`omnivae.model.model` adds loading and
+reference mapping on top."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import torch
+
+from omnivae.data.backed import BackedCellData, BackedOptions, resolve_backed
+from omnivae.data.cells import CellData
+from omnivae.data.setup import SetupInfo
+from omnivae.model.defaults import DEFAULT_BATCH_PENALTY as DEFAULT_BATCH_PENALTY  # re-exported
+from omnivae.model.defaults import DEFAULT_PENALTY_WEIGHTS as DEFAULT_PENALTY_WEIGHTS  # re-exported
+from omnivae.model.defaults import resolve_batch_penalty
+from omnivae.model.inference import latent_mean, predicted_modality
+from omnivae.model.persistence import save_model
+from omnivae.model.prediction.shrinkage import Shrinkage
+from omnivae.model.setup import (
+    build_module_config,
+    check_penalty_keys,
+    setup_model_data,
+    setup_new_cells,
+)
+from omnivae.model.training import TrainingMixin
+from omnivae.module.models import resolve_model
+from omnivae.module.vae import ModuleConfig, MultimodalVAE
+
+
+class ModelCore(TrainingMixin):
+    """The parts of :class:`omnivae.Model` that need no reference mapping (see its parameters)."""
+
+    def __init__(
+        self,
+        mdata: md.MuData | str | Path,
+        *,
+        modalities: Sequence[str] | None = None,
+        likelihoods: Mapping[str, str] | None = None,
+        layer: str | Mapping[str, str | None] | None = None,
+        batch_key: str | None = None,
+        model: str | None = None,
+        fusion: str | None = None,
+        model_options: Mapping[str, Any] | None = None,
+        mixture_sampling: str | None = None,
+        n_latent: int = 20,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout: float = 0.1,
+        batch_penalty: str | None = "auto",
+        penalty_weight: float | None = None,
+        penalty_keys: Sequence[str] | None = None,
+        penalty_label_key: str | None = None,
+        prior: str = "normal",
+        prior_components: int = 0,
+        confidence_penalty: float = 0.0,
+        seed: int = 0,
+        backed: bool | BackedOptions | None = None,
+        _setup: SetupInfo | None = None,
+        _config: ModuleConfig | None = None,
+        _data: CellData | None = None,
+    ) -> None:
+        mdata, self.backed = resolve_backed(mdata, backed)
+        self.mdata = mdata
+        self.cells: CellData | BackedCellData
+        batch_penalty = resolve_batch_penalty(batch_penalty, mdata, batch_key, penalty_keys)
+        penalty_keys = check_penalty_keys(batch_penalty, penalty_keys, penalty_label_key,
+                                          batch_key)
+        if _data is not None and _setup is not None:  # prepared elsewhere (reference mapping)
+            self.cells, self.setup = _data, _setup
+        else:
+            self.cells, self.setup = setup_model_data(
+                mdata, self.backed, modalities=modalities, likelihoods=likelihoods,
+                layer=layer, batch_key=batch_key, penalty_keys=penalty_keys,
+                penalty_label_key=penalty_label_key, reference=_setup,
+            )
+        if _setup is not None:
+            self.setup = _setup
+        model_name, fusion = resolve_model(model, fusion)
+        self.config = _config or build_module_config(
+            self.setup, model_name=model_name, fusion=fusion, model_options=model_options,
+            mixture_sampling=mixture_sampling, n_latent=n_latent, n_hidden=n_hidden,
+            n_layers=n_layers, dropout=dropout, batch_penalty=batch_penalty,
+            penalty_weight=penalty_weight, prior=prior, prior_components=prior_components,
+            confidence_penalty=confidence_penalty, seed=seed,
+        )
+        torch.manual_seed(self.config.extra.get("seed", seed))
+        background = {
+            m: torch.tensor(v) for m, v in self.setup.extra.get("background_init", {}).items()
+        }
+        self.module = MultimodalVAE(self.config, background)
+        if _config is None:  # e.g. JMVAE refuses cells lacking a modality, before training
+            self.module.objective.check_training_mask(torch.from_numpy(self.cells.mask))
+        self.history = pd.DataFrame()
+        self.is_trained = False
+        self.is_global_zero = True  # False in the other processes of a distributed train()
+        self.num_threads: int | None = None  # torch CPU threads of train() and embedding
+        self.calibrations: dict[str, Any] = {}  # target -> prediction.calibration.Calibration
+        # target -> prediction.shrinkage.Shrinkage, fitted on the validation cells by train()
+        self.shrinkage: dict[str, Shrinkage] = {}
+        # (label_key, n_components) -> synthetic.LatentDensity, fitted by the first sample()
+        self.latent_densities: dict[tuple[Any, ...], Any] = {}
+
+    def __repr__(self) -> str:
+        mods = ", ".join(f"{m}: {self.setup.likelihoods[m]}" for m in self.setup.modalities)
+        return (f"omnivae.Model({self.cells.n_cells} cells; {mods}; model={self.config.model}, "
+                f"fusion={self.config.fusion}, "
+                f"n_latent={self.config.n_latent}, batches={len(self.setup.batch_categories)}, "
+                f"trained={self.is_trained})")
+
+    @property
+    def var_names(self) -> dict[str, list[str]]:
+        """Feature names per modality, as seen in training."""
+        return self.setup.var_names
+
+    # inference ---------------------------------------------------------------------------
+    def cell_data(self, mdata: md.MuData | None = None) -> CellData | BackedCellData:
+        """The arrays the network reads for ``mdata`` (default: the training cells, ``cells``):
+        new cells are checked and coded on the training setup."""
+        if mdata is None or mdata is self.mdata:
+            return self.cells
+        return setup_new_cells(mdata, self.setup, self.backed)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are (``cpu`` or a GPU after ``train(accelerator=...)``)."""
+        return next(self.module.parameters()).device
+
+    @torch.no_grad()
+    def get_latent_representation(
+        self, mdata: md.MuData | None = None, *, batch_size: int = 2048
+    ) -> np.ndarray:
+        """Posterior mean of the joint latent for every cell, ``(n_cells, n_latent)``.
+
+        Parameters
+        ----------
+        mdata
+            Cells to embed (default: the training data). New cells must have the training
+            features of the modalities they have; like training cells they may lack any
+            modality (absent from ``mdata.mod[m]``, or ``m`` missing altogether: RNA-only
+            cells of a CITE-seq model are embedded from their RNA). Their batches are coded
+            as in training: one batch for a model without ``batch_key``, else their labels,
+            which must be known ones (cells of a new batch, or with a smaller panel of a
+            modality, need reference mapping: :meth:`load_query`). Modalities the model was
+            not trained on are ignored with a warning.
+        batch_size
+            Cells per forward pass.
+        """
+        return latent_mean(self.module, self.cell_data(mdata), batch_size=batch_size,
+                           num_threads=self.num_threads)
+
+    @torch.no_grad()
+    def predict(
+        self, target: str, *, mdata: md.MuData | None = None, n_samples: int = 0,
+        batch_size: int = 1024, seed: int = 0, interval: float | None = None,
+        calibrate_on: ad.AnnData | None = None, shrink: bool = True,
+    ) -> ad.AnnData:
+        """Predict modality ``target`` for every cell from its other modalities.
+
+        Parameters
+        ----------
+        target
+            A modality the model was trained on.
+        mdata
+            Cells to predict for (default: the training data); new cells as in
+            :meth:`get_latent_representation`, e.g. RNA-only cells get ``target`` from their
+            RNA.
+        n_samples
+            0 decodes the posterior mean; ``n > 0`` averages ``n`` posterior draws and adds
+            their standard deviation as ``layers["std"]`` (the model's uncertainty).
+        batch_size, seed
+            Cells per forward pass; seed of the posterior draws.
+        interval
+            Nominal coverage (e.g. 0.9) of per-cell, per-feature count intervals, added as
+            ``layers["lower"]`` and ``layers["upper"]``: posterior predictive quantiles, made
+            conformal when the model is calibrated for ``target`` (see :meth:`calibrate` and
+            :mod:`omnivae.model.prediction.calibration` for the exact procedure).
+        calibrate_on
+            True counts of ``target`` for held-out cells whose ``target`` was withheld from
+            training: calls :meth:`calibrate` first.
+        shrink
+            Mix each cross-modal prediction with the training cells' mean profile by the
+            weight that training fitted on its validation cells (``self.shrinkage[target]``,
+            see :mod:`omnivae.model.prediction.shrinkage`; weight 1, no change, when the prediction beat the
+            mean there; a query model keeps its reference's). ``False`` returns the decoder's
+            profile alone.
+
+        Returns
+        -------
+        AnnData over all cells and ``target``'s features: ``X`` holds normalised expression
+        (each row sums to one), ``obs["observed"]`` says whether the cell had ``target``.
+        Cells that have ``target`` are predicted from their other modalities when they have any.
+        """
+        if target not in self.setup.modalities:
+            raise KeyError(
+                f"Unknown target {target!r}; the model was trained on modalities "
+                f"{list(self.setup.modalities)}."
+            )
+        source = mdata if mdata is not None else self.mdata
+        result = predicted_modality(
+            self.module, self.cell_data(mdata), self.setup, target, obs_names=source.obs_names,
+            n_samples=n_samples, batch_size=batch_size, seed=seed,
+            shrinkage=self.shrinkage.get(target) if shrink else None)
+        if calibrate_on is not None:
+            self.calibrate(target, calibrate_on, mdata=mdata, seed=seed)
+        if interval is not None:
+            from omnivae.model.prediction.intervals import prediction_intervals
+
+            lower, upper, info = prediction_intervals(self, target, interval, mdata=mdata,
+                                                      seed=seed)
+            result.layers["lower"], result.layers["upper"] = lower, upper
+            result.uns["omnivae"]["interval"] = info
+        return result
+
+    def calibrate(self, target: str, truth: ad.AnnData, *, mdata: md.MuData | None = None,
+                  n_samples: int = 200, per_feature: bool = True, seed: int = 0) -> Any:
+        """Calibrate ``target``'s prediction intervals conformally on held-out cells.
+
+        ``truth`` holds the true ``target`` counts of cells whose ``target`` was withheld from
+        training (e.g. part of what :func:`omnivae.data.splits.withhold_modality` returns). See
+        :func:`omnivae.model.prediction.intervals.calibrate`; the result is kept in ``self.calibrations``
+        (not saved with the model: calibrate again after loading).
+
+        Examples
+        --------
+        >>> import omnivae
+        >>> from omnivae.data.splits import withhold_modality
+        >>> sim = omnivae.datasets.simulate(100, modalities=("rna", "adt"), missing_fraction=0)
+        >>> masked, truth = withhold_modality(sim, "adt", fraction=0.5)
+        >>> model = omnivae.Model(masked, n_latent=3)
+        >>> pred = model.predict("adt", interval=0.9, calibrate_on=truth[:25])
+        >>> sorted(pred.layers), pred.uns["omnivae"]["interval"]["calibrated"]
+        (['lower', 'upper'], True)
+        """
+        from omnivae.model.prediction.intervals import calibrate
+
+        return calibrate(self, target, truth, mdata=mdata, n_samples=n_samples,
+                         per_feature=per_feature, seed=seed)
+
+    def diagnostics(self, mdata: md.MuData | None = None, *, warn: bool = True) -> pd.DataFrame:
+        """Posterior-collapse diagnostics per modality (KL, active units, precision share,
+        decoder use of z), warning on collapse; see :func:`omnivae.model.diagnostics.diagnostics`.
+
+        Examples
+        --------
+        >>> import omnivae
+        >>> model = omnivae.Model(omnivae.datasets.simulate(80, modalities=("rna", "adt")))
+        >>> model.diagnostics(warn=False).columns.tolist()[:3]
+        ['kl', 'active_units', 'precision_share']
+        """
+        from omnivae.model.diagnostics import diagnostics
+
+        return diagnostics(self, mdata, warn=warn)
+
+    def sample(self, n: int, *, cell_type: str | Sequence[str] | None = None,
+               batch: str | None = None, label_key: str = "cell_type",
+               seed: int = 0) -> md.MuData:
+        """``n`` synthetic cells with counts in every modality, optionally of chosen cell
+        types (``label_key`` column) and batch; see :func:`omnivae.model.synthetic.sample_cells`.
+
+        Examples
+        --------
+        >>> import omnivae
+        >>> model = omnivae.Model(omnivae.datasets.simulate(80, modalities=("rna", "adt")))
+        >>> model.sample(10, cell_type="type-0").obs["cell_type"].unique().tolist()
+        ['type-0']
+        """
+        from omnivae.model.synthetic import sample_cells
+
+        return sample_cells(self, n, cell_type=cell_type, batch=batch, label_key=label_key,
+                            seed=seed)
+
+    # persistence -------------------------------------------------------------------------
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
+        """Save to a folder (atomically): ``omnivae.json`` (config, no code) + ``weights.pt``.
+
+        Examples
+        --------
+        >>> import omnivae, tempfile, os
+        >>> sim = omnivae.datasets.simulate(100, modalities=("rna",), seed=0)
+        >>> model = omnivae.Model(sim, n_latent=3)
+        >>> path = os.path.join(tempfile.mkdtemp(), "model")
+        >>> model.save(path)
+        >>> omnivae.Model.load(path, sim).config.n_latent
+        3
+        """
+        save_model(self, path, overwrite=overwrite)
