@@ -140,17 +140,16 @@ class CountDecoder(nn.Module):
       initialised from a low quantile of each protein's counts), the foreground profile comes
       from z (``softmax(W h)``); both are scaled by the cell's library, and
       ``sigmoid(pi(h))`` is the background probability. Unlike totalVI the foreground is not
-      forced above the background: measured on the NeurIPS CITE starter, the compositional
-      form predicts withheld proteins better (mean Pearson 0.66 vs 0.55).
+      forced above the background: the compositional form predicts withheld proteins better
+      (measured in ``docs/design_evidence.md#protein-background-mixture``).
 
       Not the default for proteins (plain ``nb`` is), because of a known failure: the
       background profile is a share of the cell's library, constant within a batch, so a
       protein that is a large and cell-type-dependent share of the counts can be absorbed into
-      it. On the PBMC mosaic set, ``cd4.1`` (41 % of the counts of CD4 T cells, 7 % of
-      monocytes') was fitted as background (background share 0.15, background probability
-      0.97) and predicted at 0.20 of CD4 T cells' counts; renormalised predictions of every
-      other protein were then 1.3x too high in CD4 T cells. Plain ``nb`` has no such component
-      (benchmarks/results/mosaic_gap.md).
+      it, and the renormalised predictions of every other protein are then off in the cell
+      types where it is abundant. Plain ``nb`` has no such component (measured in
+      benchmarks/results/mosaic_gap.md; summary in
+      ``docs/design_evidence.md#protein-background-mixture``).
     """
 
     library_scale: Tensor

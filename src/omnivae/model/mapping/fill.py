@@ -15,11 +15,9 @@ predicts the unmeasured features from the cell's other modalities when it has an
 otherwise uses the reference's average profile (decoded from prior draws) - never zeros, which
 the encoder reads as "not expressed".
 
-Why not re-encode the filled panel until it stops changing: that loop drifts. Measured
-(``quickstart_pbmc_mosaic``, protein-only query with every fourth antibody, 15-NN label
-transfer, chance 0.33): starting from the zero-filled panel it stayed at 0.04 (nearly every
-cell called NK, a fixed point of encode -> decode -> fill); from the average profile it fell
-from 0.54 to 0.31 in five passes. The MAP latent gives 0.63 and does not drift.
+Why not re-encode the filled panel until it stops changing: that loop drifts (from a
+zero-filled panel it can settle on a fixed point of encode -> decode -> fill), and the MAP
+latent does not; measured in ``docs/design_evidence.md#query-fill``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Cross-modal predictions shrunk toward the population profile, by a weight fitted on held-out cells.
 
-On small data the map from one modality to another can memorise the training cells. On the
-NeurIPS Multiome starter (375 training cells, 600 peaks) omnivae predicted ATAC from RNA with
-an AUROC of 0.85 on its training cells but 0.77 on cells whose ATAC it never saw, below the
-0.78 of a constant profile (every peak's open fraction): the cell-to-cell differences it
-predicted were mostly noise, and noise in each cell's across-feature profile costs more than
-the real cell-specific signal gains. A model should know this from data it did not fit.
+On small data the map from one modality to another can memorise the training cells: the
+cell-to-cell differences it predicts are then mostly noise, noise in each cell's
+across-feature profile costs more than the real cell-specific signal gains, and on cells it
+never saw the prediction can score below a constant profile (each feature's population
+frequency); measured in ``docs/design_evidence.md#shrinkage``. A model should know this from
+data it did not fit.
 
 So after training, for each modality ``m`` the prediction of ``m`` from a cell's *other*
 modalities is combined with the population profile ``p`` (the mean normalised profile of the

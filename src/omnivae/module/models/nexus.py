@@ -60,15 +60,14 @@ class NexusOptions:
         Weights of the bottom KLs, the nexus KL and the top-level reconstruction. ``gamma``
         is 10, not MultiVae's 1: with count data and a batch penalty on the embedding, the
         top-level term at weight 1 (a few nats per cell) loses to the penalty and the nexus
-        latent collapses onto the prior (Multiome starter, 100 epochs, MMD at weight 100: no
-        active unit, cell-type kNN accuracy 0.33; at ``gamma=10``: 20 active units, 0.60,
-        against 0.65 for the RNA latent alone).
+        latent collapses onto the prior; at 10 it stays active (measured in
+        ``docs/design_evidence.md#nexus``).
     adapt_top_variance
         Give each top decoder ``p(z_m | z_σ)`` the scale ``s_m`` of its residuals in the
         mini-batch (the root mean square of ``sg(z_m) - g_m(z_σ)`` over cells and units)
-        instead of 1, as MultiVae's ``adapt_top_decoder_variance`` does. Off by default: on
-        the Multiome starter the residual scale stays near 1, and the option does not prevent
-        the collapse that ``gamma=10`` prevents (kNN accuracy 0.40, no active unit).
+        instead of 1, as MultiVae's ``adapt_top_decoder_variance`` does. Off by default: the
+        residual scale stays near 1, and the option does not prevent the collapse that
+        ``gamma=10`` prevents (measured in ``docs/design_evidence.md#nexus``).
     """
 
     n_message: int = 64
