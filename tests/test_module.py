@@ -89,3 +89,20 @@ def test_poe_loss_equals_hand_computed_elbo_for_one_cell():
     nll = -(x * torch.log(rate) - rate - torch.lgamma(x + 1)).sum(1)
     kl = 0.5 * (mu**2 + var - 1 - torch.log(var)).sum(1)
     assert torch.allclose(record.loss, (nll + kl).mean(), rtol=1e-4)
+
+
+def test_configs_saved_with_extra_dicts_load_into_typed_fields():
+    # omnivae 0.1 kept the seed, the query's batches and the protein background in "extra"
+    from omnivae.data import SetupInfo
+
+    spec = {"name": "adt", "n_features": 2, "likelihood": "nb_mixture", "library_scale": 1.0}
+    old = {"modalities": [spec], "n_batches": 3,
+           "extra": {"seed": 7, "n_reference_batches": 2, "fill_steps": 5}}
+    config = ModuleConfig.from_dict(old)
+    assert (config.seed, config.n_reference_batches, config.fill_steps) == (7, 2, 5)
+    assert "extra" not in config.to_dict()
+    setup = SetupInfo.from_dict({
+        "modalities": ["adt"], "likelihoods": {"adt": "nb_mixture"}, "layers": {"adt": None},
+        "batch_key": None, "batch_categories": [], "var_names": {"adt": ["a", "b"]},
+        "library_scale": {"adt": 1.0}, "extra": {"background_init": {"adt": [0.5, 1.5]}}})
+    assert setup.background_init == {"adt": [0.5, 1.5]}

@@ -77,7 +77,8 @@ class SetupInfo:
     batch_categories: tuple[str, ...]
     var_names: dict[str, list[str]]
     library_scale: dict[str, float]
-    extra: dict[str, Any] = field(default_factory=dict)
+    # per nb_mixture modality, the initial protein background of each feature (log scale)
+    background_init: dict[str, list[float]] = field(default_factory=dict)
     penalty_keys: tuple[str, ...] = ()
     penalty_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
     label_key: str | None = None
@@ -92,6 +93,8 @@ class SetupInfo:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SetupInfo:
         data = dict(data)
+        legacy = data.pop("extra", None) or {}  # saved before background_init was a field
+        data.setdefault("background_init", legacy.get("background_init", {}))
         data["modalities"] = tuple(data["modalities"])
         data["batch_categories"] = tuple(data["batch_categories"])
         data["penalty_keys"] = tuple(data.get("penalty_keys", ()))
@@ -276,7 +279,7 @@ def setup_info(
         modalities=names, likelihoods=likelihoods, layers={m: layers.get(m) for m in names},
         batch_key=batch_key, batch_categories=categories, var_names=var_names,
         library_scale=library_scale,
-        extra={"background_init": background} if reference is None else reference.extra,
+        background_init=background if reference is None else reference.background_init,
         penalty_keys=tuple(penalty_keys), penalty_categories=penalty_categories,
         label_key=label_key, label_categories=label_categories,
     )

@@ -90,9 +90,9 @@ class ModelCore(TrainingMixin):
             penalty_weight=penalty_weight, prior=prior, prior_components=prior_components,
             confidence_penalty=confidence_penalty, seed=seed,
         )
-        torch.manual_seed(self.config.extra.get("seed", seed))
+        torch.manual_seed(self.config.seed)
         background = {
-            m: torch.tensor(v) for m, v in self.setup.extra.get("background_init", {}).items()
+            m: torch.tensor(v) for m, v in self.setup.background_init.items()
         }
         self.module = MultimodalVAE(self.config, background)
         if _config is None:  # e.g. JMVAE refuses cells lacking a modality, before training

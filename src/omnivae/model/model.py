@@ -301,12 +301,12 @@ def _query_model(
 ) -> QueryModel:
     """The query model of ``mdata`` with the reference weights copied in and frozen."""
     model = QueryModel(mdata, _setup=setup, _config=config, _data=data)
-    n_ref = int(config.extra["n_reference_batches"])
+    n_ref = int(config.n_reference_batches or 0)
     model.frozen = load_reference_weights(model.module, reference_state, n_ref)
     model.module.eval()
     model.measured = measured
     model.n_reference_batches = n_ref
-    model.fill_steps = int(config.extra.get("fill_steps", 100))
+    model.fill_steps = config.fill_steps
     if fill:
         model.cells = fill_unmeasured(model.module, data, measured, model.fill_steps)
     return model

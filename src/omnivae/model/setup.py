@@ -156,7 +156,7 @@ def build_module_config(
         n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout,
         fusion=fusion, model=model_name, model_options=dict(model_options or {}),
         mixture_sampling=resolve_mixture_sampling(mixture_sampling, model_name),
-        extra={"seed": seed},
+        seed=seed,
         batch_penalty=batch_penalty,
         penalty_weight=(DEFAULT_PENALTY_WEIGHTS.get(batch_penalty or "", 0.0)
                         if penalty_weight is None else penalty_weight),

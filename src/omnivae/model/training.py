@@ -79,7 +79,7 @@ class TrainingMixin:
                                                               config.accelerator))
         backed = self.backed
         result = fitting.fit(
-            self.module, self.cells, config, seed=int(self.config.extra.get("seed", 0)),
+            self.module, self.cells, config, seed=self.config.seed,
             probe_columns=probe_columns(self.setup),
             block_size=None if backed is None else backed.block_size,
             buffer_blocks=None if backed is None else backed.buffer_blocks)
@@ -91,7 +91,7 @@ class TrainingMixin:
             with pinned_threads(self.num_threads):  # weights from the cells training held out
                 self.shrinkage = fit_every_target(
                     self.module, self.cells, result.train_cells, result.validation_cells,
-                    seed=int(self.config.extra.get("seed", 0)),
+                    seed=self.config.seed,
                     device=next(self.module.parameters()).device)
         if result.interruption is not None:
             warnings.warn(result.interruption, RuntimeWarning, stacklevel=2)

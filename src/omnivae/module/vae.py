@@ -117,7 +117,12 @@ class ModuleConfig:
     prior: str = "normal"
     prior_components: int = 0
     confidence_penalty: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    # seed of the weights and of training (Model(seed=...))
+    seed: int = 0
+    # a reference-mapped query model: how many of the n_batches are the reference's, and the
+    # optimisation steps that fill the features a query did not measure (omnivae.model.mapping)
+    n_reference_batches: int | None = None
+    fill_steps: int = 100
     batch_penalty: str | None = None
     penalty_weight: float = 0.0
     penalty_n_batches: tuple[int, ...] = ()
@@ -154,6 +159,10 @@ class ModuleConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModuleConfig:
         data = dict(data)
+        legacy = data.pop("extra", None) or {}  # saved before these were typed fields
+        for key in ("seed", "n_reference_batches", "fill_steps"):
+            if key in legacy:
+                data.setdefault(key, legacy[key])
         data["modalities"] = tuple(ModalitySpec(**spec) for spec in data["modalities"])
         data["penalty_n_batches"] = tuple(data.get("penalty_n_batches", ()))
         return cls(**data)
@@ -207,7 +216,7 @@ class MultimodalVAE(nn.Module):
                 for s in c.modalities
             }
         )
-        if c.extra.get("n_reference_batches") is not None:  # a reference-mapped query model
+        if c.n_reference_batches is not None:  # a reference-mapped query model
             for encoder in self.encoders.values():
                 cast(Encoder, encoder).enable_batch_shift(c.n_batches)
         self.prior = make_prior(c.prior, c.n_latent, n_components=c.prior_components,

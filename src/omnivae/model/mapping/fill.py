@@ -181,7 +181,7 @@ def _average_profile(module: MultimodalVAE, name: str, n_draws: int = 1000) -> T
     """The reference's average profile of ``name``: decoded prior draws, averaged over the
     reference batches (a new batch's decoder entries may be untrained)."""
     generator = torch.Generator().manual_seed(0)
-    n_reference = int(module.config.extra.get("n_reference_batches") or module.config.n_batches)
+    n_reference = module.config.n_reference_batches or module.config.n_batches
     z = module.prior.sample(n_draws, generator)
     specs = module.config.modalities
     empty = BatchData({s.name: torch.zeros(n_draws, s.n_features) for s in specs},

@@ -37,13 +37,10 @@ import torch
 from omnivae.data.setup import SetupInfo
 from omnivae.module.vae import ModuleConfig, MultimodalVAE
 
-#: ``ModuleConfig.extra`` keys that only a query model's configuration has
-QUERY_KEYS = ("n_reference_batches", "fill_steps")
-
 
 def is_query_config(config: ModuleConfig) -> bool:
     """Whether ``config`` is a reference-mapped query model's (saved query models load as one)."""
-    return config.extra.get("n_reference_batches") is not None
+    return config.n_reference_batches is not None
 
 
 def query_config(reference: ModuleConfig, query_setup: SetupInfo, fill_steps: int) -> ModuleConfig:
@@ -58,13 +55,13 @@ def query_config(reference: ModuleConfig, query_setup: SetupInfo, fill_steps: in
     ...                   batch_key="batch", batch_categories=("b0", "b1", "new"),
     ...                   var_names={"rna": list("abcde")}, library_scale={"rna": 1.0})
     >>> cfg = query_config(ref, setup, fill_steps=10)
-    >>> cfg.n_batches, cfg.extra["n_reference_batches"], is_query_config(cfg)
+    >>> cfg.n_batches, cfg.n_reference_batches, is_query_config(cfg)
     (3, 2, True)
     """
     n_ref = reference.n_batches
     return ModuleConfig.from_dict({
         **reference.to_dict(), "n_batches": max(n_ref, len(query_setup.batch_categories)),
-        "extra": {**reference.extra, "n_reference_batches": n_ref, "fill_steps": fill_steps},
+        "n_reference_batches": n_ref, "fill_steps": fill_steps,
     })
 
 
@@ -73,8 +70,8 @@ def reference_state(config: ModuleConfig, state: dict[str, torch.Tensor]
     """The reference's weights inside a saved query model's ``state``: every entry cut to the
     reference's shape (its batches only), so that they can be frozen again on loading."""
     reference_config = ModuleConfig.from_dict({
-        **config.to_dict(), "n_batches": int(config.extra["n_reference_batches"]),
-        "extra": {k: v for k, v in config.extra.items() if k not in QUERY_KEYS},
+        **config.to_dict(), "n_batches": int(config.n_reference_batches or 0),
+        "n_reference_batches": None, "fill_steps": ModuleConfig.fill_steps,
     })
     shapes = MultimodalVAE(reference_config).state_dict()
     return {k: state[k][tuple(slice(0, s) for s in v.shape)]

@@ -2,7 +2,7 @@
 
 A query model is a :class:`~omnivae.module.MultimodalVAE` built with more batches than its
 reference (``config.n_batches = n_reference + n_new``) and per-batch encoder input offsets
-(``config.extra["n_reference_batches"]``). :func:`load_reference_weights` copies every
+(``config.n_reference_batches``). :func:`load_reference_weights` copies every
 reference weight into it and freezes them; only the entries that belong to the new batches
 stay trainable:
 
@@ -66,7 +66,7 @@ def load_reference_weights(
     >>> spec = (ModalitySpec("rna", 8, "nb"),)
     >>> ref = MultimodalVAE(ModuleConfig(spec, n_batches=2, n_latent=3))
     >>> qry = MultimodalVAE(ModuleConfig(spec, n_batches=3, n_latent=3,
-    ...                                  extra={"n_reference_batches": 2}))
+    ...                                  n_reference_batches=2))
     >>> masks = load_reference_weights(qry, ref.state_dict(), 2)
     >>> n_new = sum(int((~m).sum()) for m in masks.values())
     >>> n_new == sum(p.numel() for p in qry.parameters() if p.requires_grad) - sum(
