@@ -9,7 +9,7 @@ from sklearn.model_selection import cross_val_score
 
 import omnivae
 from omnivae.data.setup import obs_column
-from omnivae.model.defaults import DEFAULT_BATCH_PENALTY, DEFAULT_PENALTY_WEIGHTS
+from omnivae.model.choices import DEFAULT_BATCH_PENALTY, DEFAULT_PENALTY_WEIGHTS
 
 
 @pytest.fixture(scope="module")

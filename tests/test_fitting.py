@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import omnivae
-from omnivae.model import defaults, model
+from omnivae.model import choices, model
 from omnivae.train import fitting
 from omnivae.train.config import TrainConfig
 
@@ -55,5 +55,5 @@ def test_model_train_takes_a_config_and_options_over_it():
 
 
 def test_batch_penalty_defaults_still_importable_from_model():
-    assert model.DEFAULT_BATCH_PENALTY is defaults.DEFAULT_BATCH_PENALTY
-    assert model.DEFAULT_PENALTY_WEIGHTS is defaults.DEFAULT_PENALTY_WEIGHTS
+    assert model.DEFAULT_BATCH_PENALTY is choices.DEFAULT_BATCH_PENALTY
+    assert model.DEFAULT_PENALTY_WEIGHTS is choices.DEFAULT_PENALTY_WEIGHTS

@@ -23,7 +23,8 @@ def _vae(sampling: str, model: str = "mopoe", fusion: str = "mopoe",
          specs=SPECS) -> MultimodalVAE:
     torch.manual_seed(0)
     config = ModuleConfig(specs, n_batches=2, n_latent=2, n_hidden=8, dropout=0.0,
-                          fusion=fusion, model=model, mixture_sampling=sampling)
+                          fusion=fusion, model=model,
+                          model_options={"mixture_sampling": sampling})
     return MultimodalVAE(config)
 
 
@@ -110,10 +111,12 @@ def test_evaluation_mode_and_single_components_use_the_stratified_estimator():
 
 
 def test_models_that_need_every_component_refuse_one_component_sampling():
-    with pytest.raises(ValueError, match=r"mixture_sampling='one' applies to.*mmvae"):
-        ModuleConfig(SPECS, fusion="moe", model="mmvae", mixture_sampling="one")
+    # an option of the mixture ELBOs only: other objectives have no such option
+    with pytest.raises(ValueError, match=r"Unknown model_options \['mixture_sampling'\].*mmvae"):
+        ModuleConfig(SPECS, fusion="moe", model="mmvae", model_options={"mixture_sampling": "one"})
     with pytest.raises(ValueError, match=r"Unknown mixture_sampling 'two'"):
-        ModuleConfig(SPECS, fusion="mopoe", model="mopoe", mixture_sampling="two")
+        ModuleConfig(SPECS, fusion="mopoe", model="mopoe",
+                     model_options={"mixture_sampling": "two"})
     sim = omnivae.datasets.simulate(40, modalities=("rna", "adt"), seed=0)
     assert omnivae.Model(sim, model="mmvae", n_latent=2).config.mixture_sampling == "stratified"
     with pytest.raises(ValueError, match=r"evaluates every mixture component"):
@@ -134,6 +137,12 @@ def test_option_is_saved_and_older_files_load_stratified(tmp_path):
                                   model.get_latent_representation())
     meta_file = tmp_path / "m" / "omnivae.json"
     meta = json.loads(meta_file.read_text())
+    assert meta["module"]["model_options"] == {"mixture_sampling": "one"}
+    # a file of omnivae 0.1 kept the option as a field of every config
+    meta["module"]["model_options"] = {}
+    meta["module"]["mixture_sampling"] = "one"
+    meta_file.write_text(json.dumps(meta))
+    assert omnivae.Model.load(tmp_path / "m", sim).config.mixture_sampling == "one"
     del meta["module"]["mixture_sampling"]  # a file saved before the option existed
     meta_file.write_text(json.dumps(meta))
     assert omnivae.Model.load(tmp_path / "m", sim).config.mixture_sampling == "stratified"
@@ -150,7 +159,7 @@ def test_cli_fit_takes_the_option(tmp_path):
                  "--save-model", str(tmp_path / "model")])
     assert code == 0
     meta = json.loads((tmp_path / "model" / "omnivae.json").read_text())
-    assert meta["module"]["mixture_sampling"] == "one"
+    assert meta["module"]["model_options"]["mixture_sampling"] == "one"
 
 
 def test_new_models_train_stratified_unless_asked_and_able():

@@ -39,7 +39,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: suite, studies
 
 import omnivae
-from omnivae.model.defaults import DEFAULT_BATCH_PENALTY, DEFAULT_PENALTY_WEIGHTS
+from omnivae.model.choices import DEFAULT_BATCH_PENALTY, DEFAULT_PENALTY_WEIGHTS
 from suite.config import DATASETS, DatasetSpec
 from suite.peers import MultiVI, TotalVI
 from suite.report import atomic_write, machine_note, save_figure
@@ -48,7 +48,7 @@ from suite.tasks import scib_scores
 
 ESTIMATORS = ("hsic", "mmd", "adversarial", "pairwise_kl")
 # The grid's x1 weights: the estimators' defaults before this curve chose them (the curve picked
-# x0.1, now omnivae.model.defaults.DEFAULT_PENALTY_WEIGHTS). Fixed, so the rows of every run line up.
+# x0.1, now omnivae.model.choices.DEFAULT_PENALTY_WEIGHTS). Fixed, so the rows of every run line up.
 BASE_WEIGHTS = {"hsic": 1000.0, "mmd": 1000.0, "adversarial": 100.0, "pairwise_kl": 5.0}
 MULTIPLIERS = (0.1, 1.0, 10.0)
 BIO_TOLERANCE = 0.01

@@ -27,7 +27,7 @@ MOVED: dict[str, str] = {
     "count_math": "module.count_math",
     "data_checks": "data.checks",
     "de": "tl.de",
-    "defaults": "model.defaults",
+    "defaults": "model.choices",
     "diagnostics": "model.diagnostics",
     "distributed": "train.distributed",
     "epoch_sums": "train.epoch_sums",

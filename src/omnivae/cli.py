@@ -13,8 +13,8 @@ from typing import Any
 from omnivae.module.fusion import FUSIONS
 from omnivae.module.likelihoods import LIKELIHOOD_NAMES
 from omnivae.module.models import MODELS
+from omnivae.module.models.elbo import MIXTURE_SAMPLINGS
 from omnivae.module.penalties import PENALTIES
-from omnivae.module.vae import MIXTURE_SAMPLINGS
 
 
 def _likelihood_pairs(values: Sequence[str]) -> dict[str, str]:

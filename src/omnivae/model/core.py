@@ -17,20 +17,15 @@ import torch
 from omnivae.data.backed import BackedCellData, BackedOptions, resolve_backed
 from omnivae.data.cells import CellData
 from omnivae.data.setup import SetupInfo
-from omnivae.model.defaults import DEFAULT_BATCH_PENALTY as DEFAULT_BATCH_PENALTY  # re-exported
-from omnivae.model.defaults import DEFAULT_PENALTY_WEIGHTS as DEFAULT_PENALTY_WEIGHTS  # re-exported
-from omnivae.model.defaults import resolve_batch_penalty
+from omnivae.model.choices import module_config, resolve_choices
 from omnivae.model.inference import latent_mean, predicted_modality
 from omnivae.model.persistence import save_model
 from omnivae.model.prediction.shrinkage import Shrinkage
 from omnivae.model.setup import (
-    build_module_config,
-    check_penalty_keys,
     setup_model_data,
     setup_new_cells,
 )
 from omnivae.model.training import TrainingMixin
-from omnivae.module.models import resolve_model
 from omnivae.module.vae import ModuleConfig, MultimodalVAE
 
 
@@ -69,27 +64,24 @@ class ModelCore(TrainingMixin):
         mdata, self.backed = resolve_backed(mdata, backed)
         self.mdata = mdata
         self.cells: CellData | BackedCellData
-        batch_penalty = resolve_batch_penalty(batch_penalty, mdata, batch_key, penalty_keys)
-        penalty_keys = check_penalty_keys(batch_penalty, penalty_keys, penalty_label_key,
-                                          batch_key)
+        self.choices = resolve_choices(
+            mdata, batch_key=batch_key, model=model, fusion=fusion, model_options=model_options,
+            mixture_sampling=mixture_sampling, n_latent=n_latent, n_hidden=n_hidden,
+            n_layers=n_layers, dropout=dropout, batch_penalty=batch_penalty,
+            penalty_weight=penalty_weight, penalty_keys=penalty_keys,
+            penalty_label_key=penalty_label_key, prior=prior, prior_components=prior_components,
+            confidence_penalty=confidence_penalty, seed=seed)
         if _data is not None and _setup is not None:  # prepared elsewhere (reference mapping)
             self.cells, self.setup = _data, _setup
         else:
             self.cells, self.setup = setup_model_data(
                 mdata, self.backed, modalities=modalities, likelihoods=likelihoods,
-                layer=layer, batch_key=batch_key, penalty_keys=penalty_keys,
+                layer=layer, batch_key=batch_key, penalty_keys=self.choices.penalty_keys,
                 penalty_label_key=penalty_label_key, reference=_setup,
             )
         if _setup is not None:
             self.setup = _setup
-        model_name, fusion = resolve_model(model, fusion)
-        self.config = _config or build_module_config(
-            self.setup, model_name=model_name, fusion=fusion, model_options=model_options,
-            mixture_sampling=mixture_sampling, n_latent=n_latent, n_hidden=n_hidden,
-            n_layers=n_layers, dropout=dropout, batch_penalty=batch_penalty,
-            penalty_weight=penalty_weight, prior=prior, prior_components=prior_components,
-            confidence_penalty=confidence_penalty, seed=seed,
-        )
+        self.config = _config or module_config(self.setup, self.choices)
         torch.manual_seed(self.config.seed)
         background = {
             m: torch.tensor(v) for m, v in self.setup.background_init.items()

@@ -12,9 +12,9 @@ import torch
 from omnivae.data.cells import CellData
 from omnivae.data.files import check_state_matches
 from omnivae.data.setup import SetupInfo
+from omnivae.model.choices import DEFAULT_BATCH_PENALTY as DEFAULT_BATCH_PENALTY  # re-exported
+from omnivae.model.choices import DEFAULT_PENALTY_WEIGHTS as DEFAULT_PENALTY_WEIGHTS  # re-exported
 from omnivae.model.core import ModelCore
-from omnivae.model.defaults import DEFAULT_BATCH_PENALTY as DEFAULT_BATCH_PENALTY  # re-exported
-from omnivae.model.defaults import DEFAULT_PENALTY_WEIGHTS as DEFAULT_PENALTY_WEIGHTS  # re-exported
 from omnivae.model.mapping.data import setup_query
 from omnivae.model.mapping.fill import fill_unmeasured
 from omnivae.model.mapping.query import (
@@ -65,9 +65,10 @@ class Model(ModelCore):
         ``"one"`` draws one component per cell from its mixture weights (an unbiased
         estimate of the same objective at one decoding per cell, with more variance).
         Validation losses always use the stratified estimator. ``None`` (default):
-        :data:`omnivae.module.DEFAULT_MIXTURE_SAMPLING` (``"stratified"``) where the model
-        allows a choice, else ``"stratified"``; models saved before the option existed load
-        with ``"stratified"``, what they were trained with.
+        :data:`~omnivae.module.models.elbo.DEFAULT_MIXTURE_SAMPLING` (``"stratified"``). An
+        option of those objectives, kept in ``config.model_options``; other models refuse
+        ``"one"``. Models saved before the option existed load with ``"stratified"``, what
+        they were trained with.
     n_latent, n_hidden, n_layers, dropout
         Architecture of every encoder and decoder.
     batch_penalty
@@ -115,6 +116,9 @@ class Model(ModelCore):
     is_global_zero
         ``False`` only in processes 1..N-1 of a distributed :meth:`train` (``strategy="ddp"``):
         write files and reports ``if model.is_global_zero:``.
+    choices
+        The resolved and checked arguments (:class:`~omnivae.model.choices.ModelChoices`):
+        what ``"auto"`` and the other defaults became.
     cells
         The training cells' arrays (:class:`~omnivae.data.cells.CellData`, or its backed
         counterpart): counts, masks of which cells have which modality, batch codes.

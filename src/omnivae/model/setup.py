@@ -1,13 +1,12 @@
-"""How :class:`omnivae.Model` turns its arguments into data and a network configuration: the
-batch-penalty columns, the data setup (in memory or backed; new cells on the training setup),
-the :class:`~omnivae.module.ModuleConfig`, and the columns of the batch probe.
+"""How :class:`omnivae.Model` turns a MuData into its inputs: the data setup (in memory or
+backed; new cells on the training setup) and the columns of the batch probe. The user's other
+choices are resolved in :mod:`omnivae.model.choices`.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import mudata as md
 
@@ -15,29 +14,6 @@ from omnivae.data.backed import BackedCellData, BackedOptions, setup_backed
 from omnivae.data.cells import CellData
 from omnivae.data.checks import is_prediction_modality
 from omnivae.data.setup import SetupInfo, setup_mudata
-from omnivae.model.defaults import DEFAULT_PENALTY_WEIGHTS
-from omnivae.module.priors import check_prior_name
-from omnivae.module.vae import ModalitySpec, ModuleConfig, resolve_mixture_sampling
-
-
-def check_penalty_keys(batch_penalty: str | None, penalty_keys: Sequence[str] | None,
-                       penalty_label_key: str | None, batch_key: str | None,
-                       ) -> Sequence[str] | None:
-    """The batch columns a resolved ``batch_penalty`` penalises: ``penalty_keys``, else
-    ``[batch_key]``; errors when a penalty has no column or columns have no penalty.
-
-    Examples
-    --------
-    >>> check_penalty_keys("mmd", None, None, "batch"), check_penalty_keys(None, None, None, None)
-    (['batch'], None)
-    """
-    if batch_penalty is not None and penalty_keys is None:
-        if batch_key is None:
-            raise ValueError("batch_penalty needs penalty_keys=[...] or a batch_key.")
-        penalty_keys = [batch_key]
-    if batch_penalty is None and (penalty_keys or penalty_label_key):
-        raise ValueError("penalty_keys/penalty_label_key need batch_penalty='hsic', 'mmd', ...")
-    return penalty_keys
 
 
 def setup_model_data(
@@ -120,58 +96,6 @@ def setup_new_cells(mdata: md.MuData, setup: SetupInfo, backed: BackedOptions | 
     from omnivae.model.mapping.data import setup_known_cells  # cells lacking whole modalities
 
     return setup_known_cells(mdata, setup)
-
-
-def build_module_config(
-    setup: SetupInfo, *, model_name: str, fusion: str, model_options: Mapping[str, Any] | None,
-    mixture_sampling: str | None, n_latent: int, n_hidden: int, n_layers: int, dropout: float,
-    batch_penalty: str | None, penalty_weight: float | None, prior: str, prior_components: int,
-    confidence_penalty: float, seed: int,
-) -> ModuleConfig:
-    """The network configuration of a new model on ``setup``'s data (one
-    :class:`~omnivae.module.ModalitySpec` per modality; the penalty weight defaults to
-    :data:`~omnivae.model.defaults.DEFAULT_PENALTY_WEIGHTS` of ``batch_penalty``).
-
-    Examples
-    --------
-    >>> import omnivae
-    >>> from omnivae.data import setup_mudata
-    >>> sim = omnivae.datasets.simulate(50, modalities=("rna",), n_batches=2, seed=0)
-    >>> _, setup = setup_mudata(sim, batch_key="batch", penalty_keys=["batch"])
-    >>> config = build_module_config(
-    ...     setup, model_name="mopoe", fusion="mopoe", model_options=None,
-    ...     mixture_sampling=None, n_latent=5, n_hidden=32, n_layers=1, dropout=0.1,
-    ...     batch_penalty="mmd", penalty_weight=None, prior="normal", prior_components=0,
-    ...     confidence_penalty=0.0, seed=0)
-    >>> config.n_latent, config.penalty_weight
-    (5, 100.0)
-    """
-    return ModuleConfig(
-        modalities=tuple(
-            ModalitySpec(m, len(setup.var_names[m]), setup.likelihoods[m],
-                         setup.library_scale[m])
-            for m in setup.modalities
-        ),
-        n_batches=max(1, len(setup.batch_categories)),
-        n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout,
-        fusion=fusion, model=model_name, model_options=dict(model_options or {}),
-        mixture_sampling=resolve_mixture_sampling(mixture_sampling, model_name),
-        seed=seed,
-        batch_penalty=batch_penalty,
-        penalty_weight=(DEFAULT_PENALTY_WEIGHTS.get(batch_penalty or "", 0.0)
-                        if penalty_weight is None else penalty_weight),
-        penalty_n_batches=tuple(len(setup.penalty_categories[k])
-                                for k in setup.penalty_keys),
-        penalty_n_labels=len(setup.label_categories),
-        prior=check_prior_name(prior), prior_components=prior_components,
-        confidence_penalty=_non_negative(confidence_penalty, "confidence_penalty"),
-    )
-
-
-def _non_negative(value: float, name: str) -> float:
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value}.")
-    return float(value)
 
 
 def probe_columns(setup: SetupInfo) -> dict[str, int]:

@@ -16,15 +16,6 @@
 - :mod:`~omnivae.module.vae` — :class:`MultimodalVAE`: inference -> generative -> loss.
 """
 
-from omnivae.module.vae import (
-    DEFAULT_MIXTURE_SAMPLING,
-    MIXTURE_SAMPLINGS,
-    ModalitySpec,
-    ModuleConfig,
-    MultimodalVAE,
-    check_mixture_sampling,
-    resolve_mixture_sampling,
-)
+from omnivae.module.vae import ModalitySpec, ModuleConfig, MultimodalVAE
 
-__all__ = ["DEFAULT_MIXTURE_SAMPLING", "MIXTURE_SAMPLINGS", "ModalitySpec", "ModuleConfig",
-           "MultimodalVAE", "check_mixture_sampling", "resolve_mixture_sampling"]
+__all__ = ["ModalitySpec", "ModuleConfig", "MultimodalVAE"]

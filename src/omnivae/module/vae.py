@@ -23,7 +23,7 @@ from omnivae.module.models.base import make_options
 from omnivae.module.nn import CountDecoder, Encoder
 from omnivae.module.penalties import BatchClassifier, check_penalty_name, combined_penalty
 from omnivae.module.priors import check_prior_name, make_prior
-from omnivae.module.records import BatchData, Gaussian, LossRecord, check_choice
+from omnivae.module.records import BatchData, Gaussian, LossRecord
 
 
 @dataclass(frozen=True)
@@ -48,57 +48,11 @@ class ModalitySpec:
     library_scale: float = 1.0
 
 
-MIXTURE_SAMPLINGS: tuple[str, ...] = ("stratified", "one")
-# What omnivae.Model trains new models with. "one" is 2-3x faster per epoch but scored lower in
-# every seed pair measured (scib total -0.012 CITE / -0.017 Multiome, Multiome batch correction
-# -0.05: benchmarks/results/mixture_sampling.md), so the default stays "stratified" and "one"
-# is the opt-in fast path. A config without the field (saved before it existed) is stratified.
-DEFAULT_MIXTURE_SAMPLING = "stratified"
-
-
-def check_mixture_sampling(sampling: str, model: str) -> str:
-    """Return ``sampling``, or raise a ValueError when it is unknown or ``model`` cannot use it
-    (``"one"`` needs an objective whose mixture terms may be sampled, see
-    :mod:`omnivae.module.models.elbo`).
-
-    Examples
-    --------
-    >>> check_mixture_sampling("one", "mopoe")
-    'one'
-    """
-    check_choice(sampling, MIXTURE_SAMPLINGS, "mixture_sampling")
-    if sampling == "one" and not OBJECTIVES[model].samples_one_component:
-        able = [name for name, cls in OBJECTIVES.items() if cls.samples_one_component]
-        raise ValueError(
-            f"mixture_sampling='one' applies to the models {able}; model={model!r} evaluates "
-            "every mixture component by construction. Use mixture_sampling='stratified'."
-        )
-    return sampling
-
-
-def resolve_mixture_sampling(sampling: str | None, model: str) -> str:
-    """The estimator a new model of ``model`` trains with: ``sampling`` if given (checked),
-    else :data:`DEFAULT_MIXTURE_SAMPLING` where the model can sample one component and
-    ``"stratified"`` where it cannot.
-
-    Examples
-    --------
-    >>> resolve_mixture_sampling(None, "mmvae"), resolve_mixture_sampling("one", "elbo")
-    ('stratified', 'one')
-    """
-    if sampling is None:
-        able = OBJECTIVES[check_model_name(model)].samples_one_component
-        return DEFAULT_MIXTURE_SAMPLING if able else "stratified"
-    return check_mixture_sampling(sampling.lower(), model)
-
-
 @dataclass(frozen=True)
 class ModuleConfig:
     """Flat configuration of :class:`MultimodalVAE` (JSON-serialisable via :meth:`to_dict`).
 
-    ``mixture_sampling`` chooses the training estimator of mixture objectives (see
-    :mod:`omnivae.module.models.elbo`); its default, ``"stratified"``, is what configs saved before
-    the field existed were trained with.
+    The objective's own options (e.g. MoPoE's ``mixture_sampling``) are in ``model_options``.
 
     Examples
     --------
@@ -129,7 +83,6 @@ class ModuleConfig:
     penalty_n_labels: int = 0
     model: str = "elbo"
     model_options: dict[str, Any] = field(default_factory=dict)
-    mixture_sampling: str = "stratified"
 
     def __post_init__(self) -> None:
         check_fusion_name(self.fusion)
@@ -137,7 +90,6 @@ class ModuleConfig:
         if objective.fusions and self.fusion not in objective.fusions:
             raise ValueError(f"model={self.model!r} needs fusion in {objective.fusions}, "
                              f"not {self.fusion!r}.")
-        check_mixture_sampling(self.mixture_sampling, self.model)
         make_options(objective.options_class, dict(self.model_options), self.model)
         check_prior_name(self.prior)
         if self.batch_penalty is not None:
@@ -150,6 +102,12 @@ class ModuleConfig:
             raise ValueError("A model needs at least one modality.")
 
     @property
+    def mixture_sampling(self) -> str:
+        """How training estimates a mixture objective's sum over components (``"one"`` only
+        for objectives with that option: :mod:`omnivae.module.models.elbo`)."""
+        return str(self.model_options.get("mixture_sampling", "stratified"))
+
+    @property
     def names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.modalities)
 
@@ -159,6 +117,11 @@ class ModuleConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModuleConfig:
         data = dict(data)
+        sampling = data.pop("mixture_sampling", None)  # saved as a field of every model
+        if sampling is not None and OBJECTIVES[check_model_name(data.get("model", "elbo"))
+                                               ].samples_one_component:
+            data["model_options"] = {"mixture_sampling": sampling,
+                                     **(data.get("model_options") or {})}
         legacy = data.pop("extra", None) or {}  # saved before these were typed fields
         for key in ("seed", "n_reference_batches", "fill_steps"):
             if key in legacy:
