@@ -50,10 +50,12 @@ def withheld():
 
 
 def test_conformal_coverage_is_near_nominal_on_withheld_cells(withheld):
-    _, truth, model = withheld
+    masked, truth, model = withheld
     calib, test = truth[:100], truth[100:]
-    model.calibrate("adt", calib, n_samples=100)
-    table = coverage_table(model, "adt", test, n_samples=100).set_index("nominal")
+    fitted = model.calibrate("adt", calib, n_samples=100)
+    table = coverage_table(model.module, model.setup, model.cells, "adt", test,
+                           obs_names=masked.obs_names, calibration=fitted,
+                           n_samples=100).set_index("nominal")
     for level in (0.8, 0.9, 0.95):
         assert abs(table.loc[level, "calibrated"] - level) < 0.04
         # inclusive bounds cover at least as often, up to the noise of independent draws
@@ -79,4 +81,5 @@ def test_calibration_cells_seen_in_training_are_refused(withheld):
     with pytest.raises(ValueError, match="seen their counts"):
         model.calibrate("adt", seen)
     with pytest.raises(KeyError, match="Unknown source"):
-        prediction_intervals(model, "adt", 0.9, sources=["protein"])
+        prediction_intervals(model.module, model.setup, model.cells, "adt", 0.9,
+                             sources=["protein"])

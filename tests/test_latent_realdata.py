@@ -40,9 +40,9 @@ def cite():
 
 def test_posterior_from_one_modality_is_wider_than_from_two(cite):
     _, model = cite
-    _, both = latent_posterior(model, ["rna", "adt"])
+    _, both = latent_posterior(model.module, model.cells, ["rna", "adt"])
     for single in (["rna"], ["adt"]):
-        _, one = latent_posterior(model, single)
+        _, one = latent_posterior(model.module, model.cells, single)
         assert (one > both).all(), single
         assert np.median(one / both) > 1.05, single
 
@@ -51,8 +51,9 @@ def test_predictions_from_fewer_modalities_carry_wider_intervals(cite):
     _, model = cite
     for target, other in (("adt", "rna"), ("rna", "adt")):
         kwargs = {"n_samples": 60, "seed": 0, "scale": "normalized"}
-        lo1, hi1, _ = prediction_intervals(model, target, 0.9, sources=[other], **kwargs)
-        lo2, hi2, _ = prediction_intervals(model, target, 0.9, sources=[other, target], **kwargs)
+        parts = (model.module, model.setup, model.cells, target, 0.9)
+        lo1, hi1, _ = prediction_intervals(*parts, sources=[other], **kwargs)
+        lo2, hi2, _ = prediction_intervals(*parts, sources=[other, target], **kwargs)
         width_one = (hi1 - lo1).mean(axis=1)  # per cell
         width_two = (hi2 - lo2).mean(axis=1)
         assert np.mean(width_one > width_two) > 0.8, target
@@ -79,7 +80,9 @@ def test_calibrated_protein_intervals_cover_within_three_points():
     model = omnivae.Model(masked, batch_key="batch", seed=0)
     model.train(progress_bar=False)
     model.calibrate("adt", calib)
-    table = coverage_table(model, "adt", test).set_index("nominal")
+    table = coverage_table(model.module, model.setup, model.cells, "adt", test,
+                           obs_names=masked.obs_names,
+                           calibration=model.calibrations["adt"]).set_index("nominal")
     for level in (0.8, 0.9, 0.95):
         assert abs(table.loc[level, "calibrated"] - level) <= 0.03, table
 
@@ -113,8 +116,8 @@ def test_synthetic_cells_pass_closer_to_real_than_prior_draws():
     model = omnivae.Model(mdata, batch_key="batch", seed=0)
     model.train(progress_bar=False)
     posterior = model.sample(mdata.n_obs, seed=0)
-    density = model._latent_density[("cell_type", 8)]
-    prior = sample_cells(model, mdata.n_obs, density=LatentDensity(
+    density = model.latent_densities[("cell_type", 8)]
+    prior = sample_cells(model.module, model.cells, model.setup, mdata.n_obs, LatentDensity(
         "cell_type", dict.fromkeys(density.mixtures, PriorDraws()), density.cells))
 
     def features(data, pcas):

@@ -77,7 +77,7 @@ def test_modality_share_per_group(tmp_path):
     sim = omnivae.datasets.simulate(150, modalities=("rna", "adt"), seed=0)
     model = omnivae.Model(sim, n_latent=3)
     model.train(max_epochs=2, progress_bar=False)
-    shares = modality_shares(model)
+    shares = modality_shares(model.module, model.cells, sim.obs_names)
     np.testing.assert_allclose(shares.sum(axis=1), 1.0, atol=1e-5)
     adt_rows = ~sim.obs_names.isin(sim["adt"].obs_names)  # cells without protein hold none
     assert adt_rows.any() and (shares.loc[adt_rows, "adt"] == 0).all()
@@ -89,4 +89,5 @@ def test_modality_share_per_group(tmp_path):
     complete = sim[sim.obs_names.isin(sim["adt"].obs_names)
                    & sim.obs_names.isin(sim["rna"].obs_names)].copy()
     with pytest.raises(ValueError, match="no encoder per modality"):
-        modality_shares(omnivae.Model(complete, model="early", n_latent=3))
+        early = omnivae.Model(complete, model="early", n_latent=3)
+        modality_shares(early.module, early.cells, complete.obs_names)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import omnivae
-from omnivae.model.synthetic import fit_latent_density
+from omnivae.model.synthetic import fit_latent_density, group_labels
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def test_requested_type_and_batch_are_respected(trained):
 
 def test_density_has_one_mixture_per_label(trained):
     sim, model = trained
-    density = fit_latent_density(model, n_components=3)
+    labels = group_labels(sim, "cell_type", sim.n_obs)
+    density = fit_latent_density(model.module, model.cells, labels, n_components=3)
     assert sorted(density.mixtures) == sorted(sim.obs["cell_type"].astype(str).unique())
     assert sum(len(v) for v in density.cells.values()) == sim.n_obs

@@ -61,8 +61,8 @@ def train(masked, epochs: int | None, penalty: float = 0.0) -> omnivae.Model:
 def latent_coverage(model, full: list[str], partial: list[str], cells: np.ndarray) -> float:
     """Fraction of (cell, dim) where the full-evidence mean lies in the partial posterior's
     central 90 % interval."""
-    mean_full, _ = latent_posterior(model, full)
-    mean_part, var_part = latent_posterior(model, partial)
+    mean_full, _ = latent_posterior(model.module, model.cells, full)
+    mean_part, var_part = latent_posterior(model.module, model.cells, partial)
     z = np.abs(mean_full[cells] - mean_part[cells]) / np.sqrt(var_part[cells])
     return float((z <= 1.6449).mean())
 
@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         model = train(masked, args.epochs)
         model.calibrate(target, calib, n_samples=args.draws)
-        table = coverage_table(model, target, test, n_samples=args.draws)
+        table = coverage_table(model.module, model.setup, model.cells, target, test,
+                               obs_names=masked.obs_names,
+                               calibration=model.calibrations[target], n_samples=args.draws)
         seconds = time.perf_counter() - start
         table.insert(0, "dataset", f"{name.split('_')[2]} -> {target}")
         tables.append(table)
@@ -93,9 +95,12 @@ def main(argv: list[str] | None = None) -> None:
                                     & masked.obs_names.isin(masked[other].obs_names))
             for penalty in (0.0, 1.0):
                 m = model if penalty == 0.0 else train(masked, args.epochs, penalty)
-                raw = coverage_table(m, target, test, levels=(0.9,), n_samples=args.draws)
-                _, var_one = latent_posterior(m, [other])
-                _, var_two = latent_posterior(m, [other, target])
+                raw = coverage_table(m.module, m.setup, m.cells, target, test,
+                                     obs_names=masked.obs_names,
+                                     calibration=m.calibrations.get(target), levels=(0.9,),
+                                     n_samples=args.draws)
+                _, var_one = latent_posterior(m.module, m.cells, [other])
+                _, var_two = latent_posterior(m.module, m.cells, [other, target])
                 evidence.append({
                     "confidence_penalty": penalty,
                     "latent_coverage_90": latent_coverage(m, [other, target], [other], paired),

@@ -45,7 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: sui
 
 import omnivae
 from omnivae.data.setup import obs_column
-from omnivae.model.synthetic import LatentDensity, fit_latent_density, sample_cells
+from omnivae.model.synthetic import (
+    LatentDensity,
+    fit_latent_density,
+    group_labels,
+    sample_cells,
+)
 from suite.report import markdown_table
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -121,11 +126,13 @@ def main(argv: list[str] | None = None) -> None:
         n = mdata.n_obs
         labels = obs_column(mdata, "cell_type").astype(str).to_numpy()
         posterior_fake = model.sample(n, seed=args.seed)
-        density = fit_latent_density(model, seed=args.seed)
+        density = fit_latent_density(model.module, model.cells,
+                                     group_labels(mdata, "cell_type", n), seed=args.seed)
         prior_density = LatentDensity(
             "cell_type", {g: PriorDraws(model.config.n_latent, args.seed) for g in density.mixtures},
             density.cells)
-        prior_fake = sample_cells(model, n, seed=args.seed, density=prior_density)
+        prior_fake = sample_cells(model.module, model.cells, model.setup, n, prior_density,
+                                  seed=args.seed)
         recon = reconstructions(model, args.seed)
         modalities = list(model.setup.modalities)
         real_x, (post_x, prior_x, recon_x) = featurize(mdata, [posterior_fake, prior_fake, recon],

@@ -4,7 +4,9 @@ reference mapping on top."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +21,19 @@ from omnivae.data.cells import CellData
 from omnivae.data.setup import SetupInfo
 from omnivae.model.choices import module_config, resolve_choices
 from omnivae.model.inference import latent_mean, predicted_modality
-from omnivae.model.persistence import save_model
+from omnivae.model.persistence import SavedModel, save_model
 from omnivae.model.prediction.shrinkage import Shrinkage
 from omnivae.model.setup import (
     setup_model_data,
     setup_new_cells,
 )
-from omnivae.model.training import TrainingMixin
+from omnivae.model.training import train_module
 from omnivae.module.vae import ModuleConfig, MultimodalVAE
+from omnivae.train.config import TrainConfig
+from omnivae.train.plan import training_precision
 
 
-class ModelCore(TrainingMixin):
+class ModelCore:
     """The parts of :class:`omnivae.Model` that need no reference mapping (see its parameters)."""
 
     def __init__(
@@ -110,6 +114,58 @@ class ModelCore(TrainingMixin):
     def var_names(self) -> dict[str, list[str]]:
         """Feature names per modality, as seen in training."""
         return self.setup.var_names
+
+    # whether train() fits the cross-modal shrinkage on its validation cells (a query model
+    # keeps its reference's instead: omnivae.model.model.QueryModel)
+    fits_shrinkage: bool = True
+
+    def train(self, max_epochs: int | None = None, *, config: TrainConfig | None = None,
+              **options: Any) -> None:
+        """Train with PyTorch Lightning.
+
+        Parameters
+        ----------
+        max_epochs
+            Default: :func:`~omnivae.train.plan.default_max_epochs` of the number of cells.
+        config
+            Settings of the run as one :class:`~omnivae.train.config.TrainConfig` (default:
+            its defaults); ``options`` change single fields of it.
+        **options
+            Any field of :class:`~omnivae.train.config.TrainConfig`, which documents each:
+            ``batch_size`` (256), ``lr`` (2e-3), ``weight_decay`` (1e-6),
+            ``kl_warmup_epochs`` (a quarter of ``max_epochs``), ``validation_fraction`` (0.1),
+            ``early_stopping`` (True), ``patience`` (30), ``accelerator`` ("auto"),
+            ``devices`` ("auto": one), ``num_nodes`` (1), ``strategy`` ("auto"; "ddp" for
+            several processes), ``progress_bar`` (True), ``batch_probe_every`` (5),
+            ``gradient_clip_val`` (1e4), ``checkpoint_dir`` and ``resume``, ``num_threads``,
+            ``logger`` and ``log_dir``, ``precision`` ("32" or "bf16"), ``compile`` (False).
+            Any other keyword goes to :class:`lightning.pytorch.Trainer` (``callbacks`` are
+            added to omnivae's own).
+
+        Examples
+        --------
+        >>> import omnivae
+        >>> model = omnivae.Model(omnivae.datasets.simulate(100, modalities=("rna",)), n_latent=3)
+        >>> model.train(max_epochs=2, batch_size=64, progress_bar=False)
+        >>> len(model.history)
+        2
+        """
+        config = TrainConfig.from_options(config, **options)
+        if max_epochs is not None:
+            config = replace(config, max_epochs=max_epochs)
+        self.num_threads = config.num_threads
+        # resolved here so that its warning (bf16 on a CPU) points at the caller of train()
+        config = replace(config, precision=training_precision(config.precision,
+                                                              config.accelerator))
+        outcome = train_module(self.module, self.cells, self.setup, config,
+                               backed=self.backed, fit_shrinkage=self.fits_shrinkage)
+        self.is_global_zero = outcome.is_global_zero
+        self.history = outcome.history
+        self.is_trained = True
+        if outcome.shrinkage is not None:
+            self.shrinkage = outcome.shrinkage
+        if outcome.interruption is not None:
+            warnings.warn(outcome.interruption, RuntimeWarning, stacklevel=2)
 
     # inference ---------------------------------------------------------------------------
     def cell_data(self, mdata: md.MuData | None = None) -> CellData | BackedCellData:
@@ -204,8 +260,9 @@ class ModelCore(TrainingMixin):
         if interval is not None:
             from omnivae.model.prediction.intervals import prediction_intervals
 
-            lower, upper, info = prediction_intervals(self, target, interval, mdata=mdata,
-                                                      seed=seed)
+            lower, upper, info = prediction_intervals(
+                self.module, self.setup, self.cells, target, interval,
+                data=self.cell_data(mdata), calibration=self.calibrations.get(target), seed=seed)
             result.layers["lower"], result.layers["upper"] = lower, upper
             result.uns["omnivae"]["interval"] = info
         return result
@@ -232,8 +289,13 @@ class ModelCore(TrainingMixin):
         """
         from omnivae.model.prediction.intervals import calibrate
 
-        return calibrate(self, target, truth, mdata=mdata, n_samples=n_samples,
-                         per_feature=per_feature, seed=seed)
+        source = mdata if mdata is not None else self.mdata
+        result = calibrate(self.module, self.setup, self.cells, target, truth,
+                           obs_names=source.obs_names,
+                           data=None if mdata is None else self.cell_data(mdata),
+                           n_samples=n_samples, per_feature=per_feature, seed=seed)
+        self.calibrations[target] = result
+        return result
 
     def diagnostics(self, mdata: md.MuData | None = None, *, warn: bool = True) -> pd.DataFrame:
         """Posterior-collapse diagnostics per modality (KL, active units, precision share,
@@ -248,7 +310,7 @@ class ModelCore(TrainingMixin):
         """
         from omnivae.model.diagnostics import diagnostics
 
-        return diagnostics(self, mdata, warn=warn)
+        return diagnostics(self.module, self.cell_data(mdata), warn=warn)
 
     def sample(self, n: int, *, cell_type: str | Sequence[str] | None = None,
                batch: str | None = None, label_key: str = "cell_type",
@@ -263,10 +325,21 @@ class ModelCore(TrainingMixin):
         >>> model.sample(10, cell_type="type-0").obs["cell_type"].unique().tolist()
         ['type-0']
         """
-        from omnivae.model.synthetic import sample_cells
+        from omnivae.model.synthetic import (
+            check_cell_count,
+            fit_latent_density,
+            group_labels,
+            sample_cells,
+        )
 
-        return sample_cells(self, n, cell_type=cell_type, batch=batch, label_key=label_key,
-                            seed=seed)
+        check_cell_count(n)
+        key = (label_key, 8)  # the density is fitted once per label column and cached
+        if key not in self.latent_densities:
+            labels = group_labels(self.mdata, label_key, self.cells.n_cells)
+            self.latent_densities[key] = fit_latent_density(
+                self.module, self.cells, labels, label_key=label_key, n_components=8, seed=seed)
+        return sample_cells(self.module, self.cells, self.setup, n, self.latent_densities[key],
+                            cell_type=cell_type, batch=batch, seed=seed)
 
     # persistence -------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> None:
@@ -282,4 +355,6 @@ class ModelCore(TrainingMixin):
         >>> omnivae.Model.load(path, sim).config.n_latent
         3
         """
-        save_model(self, path, overwrite=overwrite)
+        save_model(SavedModel(self.setup, self.config, self.module.state_dict(),
+                              self.is_trained, self.history, self.shrinkage),
+                   path, overwrite=overwrite)

@@ -21,13 +21,14 @@ latent unit is active. The same quantities are logged every epoch during trainin
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
-import mudata as md
 import numpy as np
 import pandas as pd
 import torch
 
+from omnivae.data.backed import BackedCellData
+from omnivae.data.cells import CellData
 from omnivae.model.inference import device_batches
 from omnivae.module.collapse import (
     active_units,
@@ -36,9 +37,7 @@ from omnivae.module.collapse import (
     unimodal_posteriors,
 )
 from omnivae.module.records import BatchData
-
-if TYPE_CHECKING:
-    from omnivae.model.core import ModelCore as Model
+from omnivae.module.vae import MultimodalVAE
 
 MIN_DECODER_GAIN = 0.005  # relative NLL increase when z is shuffled
 MIN_PRECISION_SHARE = 0.02
@@ -49,16 +48,17 @@ class PosteriorCollapseWarning(UserWarning):
 
 
 @torch.no_grad()
-def diagnostics(model: Model, mdata: md.MuData | None = None, *, warn: bool = True,
+def diagnostics(module: MultimodalVAE, data: CellData | BackedCellData, *, warn: bool = True,
                 batch_size: int = 1024, seed: int = 0) -> pd.DataFrame:
     """Per-modality KL, active units, precision share and decoder use of the latent.
 
     Parameters
     ----------
-    model
-        A (trained) :class:`omnivae.Model`.
-    mdata
-        Cells to measure on (default: the training data).
+    module
+        A (trained) network, e.g. ``model.module``.
+    data
+        The cells to measure on, e.g. ``model.cell_data(mdata)`` (``model.cells``: the
+        training cells; :meth:`omnivae.Model.diagnostics` passes these).
     warn
         Raise :class:`PosteriorCollapseWarning` for the failures listed in the module doc.
     batch_size
@@ -78,11 +78,10 @@ def diagnostics(model: Model, mdata: md.MuData | None = None, *, warn: bool = Tr
     >>> sim = omnivae.datasets.simulate(120, modalities=("rna", "adt"), seed=0)
     >>> model = omnivae.Model(sim, n_latent=4)
     >>> model.train(max_epochs=2, progress_bar=False)
-    >>> list(diagnostics(model, warn=False).index)
+    >>> list(diagnostics(model.module, model.cells, warn=False).index)
     ['rna', 'adt', 'joint']
     """
-    data = model.cell_data(mdata)
-    module, names = model.module, model.setup.modalities
+    names = module.config.names
     module.eval()
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)
@@ -133,7 +132,7 @@ def diagnostics(model: Model, mdata: md.MuData | None = None, *, warn: bool = Tr
     }
     table = pd.DataFrame.from_dict(rows_out, orient="index")
     table.index.name = "modality"
-    table.attrs["warnings"] = _messages(table, names, model.config.n_latent)
+    table.attrs["warnings"] = _messages(table, names, module.config.n_latent)
     if warn:
         for message in table.attrs["warnings"]:
             warnings.warn(message, PosteriorCollapseWarning, stacklevel=2)
@@ -172,8 +171,8 @@ def _messages(table: pd.DataFrame, names: tuple[str, ...], n_latent: int) -> lis
 
 
 @torch.no_grad()
-def modality_shares(model: Model, mdata: md.MuData | None = None, *,
-                    batch_size: int = 1024) -> pd.DataFrame:
+def modality_shares(module: MultimodalVAE, data: CellData | BackedCellData,
+                    obs_names: Sequence[str], *, batch_size: int = 1024) -> pd.DataFrame:
     """Each modality's share of every cell's joint posterior (its share of the precision).
 
     Per cell and latent dimension, a modality's share is its expert's precision over the
@@ -186,10 +185,12 @@ def modality_shares(model: Model, mdata: md.MuData | None = None, *,
 
     Parameters
     ----------
-    model
-        A model with one encoder per modality (the product/mixture-of-experts models).
-    mdata
-        Cells to measure (default: the training data).
+    module
+        A network with one encoder per modality (the product/mixture-of-experts models),
+        e.g. ``model.module``.
+    data, obs_names
+        The cells to measure and their names, e.g. ``model.cell_data(mdata)`` and
+        ``mdata.obs_names``.
     batch_size
         Cells per forward pass.
 
@@ -202,21 +203,19 @@ def modality_shares(model: Model, mdata: md.MuData | None = None, *,
     >>> import omnivae
     >>> sim = omnivae.datasets.simulate(80, modalities=("rna", "adt"), seed=0)
     >>> model = omnivae.Model(sim, n_latent=3)
-    >>> shares = modality_shares(model)
+    >>> shares = modality_shares(model.module, model.cells, sim.obs_names)
     >>> list(shares.columns), bool(abs(shares.sum(axis=1) - 1).max() < 1e-5)
     (['rna', 'adt', 'prior'], True)
     """
-    if len(model.module.encoders) != len(model.setup.modalities):
-        raise ValueError(f"model={model.config.model!r} has no encoder per modality (it reads "
+    if len(module.encoders) != len(module.config.names):
+        raise ValueError(f"model={module.config.model!r} has no encoder per modality (it reads "
                          "them jointly), so its posterior has no per-modality shares.")
-    data = model.cell_data(mdata)
-    model.module.eval()
+    module.eval()
     parts = []
-    for batch in device_batches(model.module, data, batch_size):
-        _, logvar = model.module.experts(batch)  # (M, n, d)
+    for batch in device_batches(module, data, batch_size):
+        _, logvar = module.experts(batch)  # (M, n, d)
         parts.append(cell_precision_shares(logvar, batch.mask).T.cpu().numpy())  # (n, M)
     shares = np.concatenate(parts)
-    table = pd.DataFrame(shares, columns=list(model.setup.modalities),
-                         index=(mdata if mdata is not None else model.mdata).obs_names)
+    table = pd.DataFrame(shares, columns=list(module.config.names), index=pd.Index(obs_names))
     table["prior"] = 1.0 - shares.sum(axis=1)
     return table

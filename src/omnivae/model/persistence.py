@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -19,13 +18,11 @@ from omnivae.data.setup import SetupInfo
 from omnivae.model.prediction.shrinkage import Shrinkage
 from omnivae.module.vae import ModuleConfig
 
-if TYPE_CHECKING:
-    from omnivae.model.core import ModelCore as Model
-
 
 @dataclass(frozen=True)
 class SavedModel:
-    """The contents of a model folder (see :func:`read_model`)."""
+    """The contents of a model folder (what :func:`save_model` writes and :func:`read_model`
+    reads)."""
 
     setup: SetupInfo
     config: ModuleConfig
@@ -35,23 +32,24 @@ class SavedModel:
     shrinkage: dict[str, Shrinkage]
 
 
-def save_model(model: Model, path: str | Path, *, overwrite: bool = False) -> None:
-    """Write ``model`` into the folder ``path`` (atomically; see :meth:`omnivae.Model.save`).
+def save_model(saved: SavedModel, path: str | Path, *, overwrite: bool = False) -> None:
+    """Write ``saved`` into the folder ``path`` (atomically; see :meth:`omnivae.Model.save`).
 
     Examples
     --------
     >>> import omnivae, tempfile, os
     >>> model = omnivae.Model(omnivae.datasets.simulate(60, modalities=("rna",)), n_latent=3)
     >>> path = os.path.join(tempfile.mkdtemp(), "model")
-    >>> save_model(model, path)
+    >>> save_model(SavedModel(model.setup, model.config, model.module.state_dict(), False,
+    ...                       model.history, {}), path)
     >>> read_model(path).config.n_latent
     3
     """
-    meta = {"module": model.config.to_dict(), "setup": model.setup.to_dict(),
-            "is_trained": model.is_trained,
-            "history": model.history.reset_index().to_dict(orient="list"),
-            "shrinkage": {t: v.to_dict() for t, v in model.shrinkage.items()}}
-    _io.save_model_folder(Path(path), meta, model.module.state_dict(), overwrite=overwrite)
+    meta = {"module": saved.config.to_dict(), "setup": saved.setup.to_dict(),
+            "is_trained": saved.is_trained,
+            "history": saved.history.reset_index().to_dict(orient="list"),
+            "shrinkage": {t: v.to_dict() for t, v in saved.shrinkage.items()}}
+    _io.save_model_folder(Path(path), meta, saved.state, overwrite=overwrite)
 
 
 def read_model(path: str | Path) -> SavedModel:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anndata as ad
 import mudata as md
@@ -28,10 +28,10 @@ import scipy.sparse as sp
 import torch
 from sklearn.mixture import GaussianMixture
 
-from omnivae.data.setup import obs_column
-
-if TYPE_CHECKING:
-    from omnivae.model.core import ModelCore as Model
+from omnivae.data.backed import BackedCellData
+from omnivae.data.cells import CellData
+from omnivae.data.setup import SetupInfo, obs_column
+from omnivae.module.vae import MultimodalVAE
 
 
 @dataclass
@@ -46,25 +46,32 @@ class LatentDensity:
         Group -> fitted :class:`sklearn.mixture.GaussianMixture`.
     cells
         Group -> positions of the training cells of the group.
+    n_components
+        Mixture components per group asked for (``None`` for a density made by hand).
     """
 
     label_key: str | None
     mixtures: dict[str, Any]
     cells: dict[str, np.ndarray]
+    n_components: int | None = None
 
 
 @torch.no_grad()
-def fit_latent_density(model: Model, *, label_key: str | None = "cell_type",
+def fit_latent_density(module: MultimodalVAE, data: CellData | BackedCellData,
+                       labels: np.ndarray, *, label_key: str | None = None,
                        n_components: int = 8, draws_per_cell: int = 5,
                        seed: int = 0) -> LatentDensity:
-    """Fit a Gaussian mixture per label group to the model's aggregated posterior.
+    """Fit a Gaussian mixture per label group to the aggregated posterior of ``data``.
 
     Parameters
     ----------
-    model
-        A trained model (its training data are used).
+    module, data
+        A trained network and the cells it was trained on (``model.module``,
+        ``model.cells``).
+    labels
+        The group of every cell (:func:`group_labels`).
     label_key
-        Label column of ``model.mdata`` (``None``: one mixture for all cells).
+        The label column ``labels`` came from, recorded in the density.
     n_components
         Mixture components per group (fewer for small groups: at most one per 10 draws).
     draws_per_cell
@@ -77,18 +84,18 @@ def fit_latent_density(model: Model, *, label_key: str | None = "cell_type",
     >>> import omnivae
     >>> sim = omnivae.datasets.simulate(120, modalities=("rna", "adt"), seed=0)
     >>> model = omnivae.Model(sim, n_latent=3)
-    >>> density = fit_latent_density(model, label_key="cell_type", n_components=2)
+    >>> labels = group_labels(sim, "cell_type", sim.n_obs)
+    >>> density = fit_latent_density(model.module, model.cells, labels, n_components=2)
     >>> sorted(density.mixtures) == sorted(sim.obs["cell_type"].astype(str).unique())
     True
     """
-    data = model.cells
-    labels = _labels(model, label_key)
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    model.module.eval()
+    device = next(module.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    module.eval()
     draws = []
     for start in range(0, data.n_cells, 2048):
         batch = data.batch(np.arange(start, min(start + 2048, data.n_cells)))
-        fused = model.module.posterior(batch.to(model.device))
+        fused = module.posterior(batch.to(device))
         draws.append(torch.stack([fused.sample(generator) for _ in range(draws_per_cell)], 1).cpu())
     z = torch.cat(draws).numpy()  # (n, draws, d)
     mixtures, cells = {}, {}
@@ -99,14 +106,24 @@ def fit_latent_density(model: Model, *, label_key: str | None = "cell_type",
         mixtures[group] = GaussianMixture(k, covariance_type="full", reg_covar=1e-3,
                                           random_state=seed).fit(points)
         cells[group] = rows
-    return LatentDensity(label_key, mixtures, cells)
+    return LatentDensity(label_key, mixtures, cells, n_components)
 
 
-def _labels(model: Model, label_key: str | None) -> np.ndarray:
+def group_labels(mdata: md.MuData, label_key: str | None, n_cells: int) -> np.ndarray:
+    """The label of every cell of ``mdata`` in column ``label_key`` as strings (``"nan"`` for
+    missing ones); ``"all"`` for every cell when ``label_key`` is ``None``.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(20, modalities=("rna",), seed=0)
+    >>> group_labels(sim, None, 3).tolist()
+    ['all', 'all', 'all']
+    """
     if label_key is None:
-        return np.full(model.cells.n_cells, "all", dtype=object)
+        return np.full(n_cells, "all", dtype=object)
     try:
-        column = obs_column(model.mdata, label_key)
+        column = obs_column(mdata, label_key)
     except KeyError as error:
         raise KeyError(f"No label column {label_key!r} to sample cell types from; pass "
                        f"label_key=<column of mdata.obs> or label_key=None.") from error
@@ -116,36 +133,34 @@ def _labels(model: Model, label_key: str | None) -> np.ndarray:
 
 
 def sample_cells(
-    model: Model, n: int, *, cell_type: str | Sequence[str] | None = None,
-    batch: str | None = None, label_key: str | None = "cell_type", n_components: int = 8,
-    seed: int = 0, density: LatentDensity | None = None,
+    module: MultimodalVAE, data: CellData | BackedCellData, setup: SetupInfo, n: int,
+    density: LatentDensity, *, cell_type: str | Sequence[str] | None = None,
+    batch: str | None = None, seed: int = 0,
 ) -> md.MuData:
     """``n`` synthetic cells with counts in every modality (see the module docstring).
 
     Parameters
     ----------
-    model
-        A trained :class:`omnivae.Model`.
+    module, data, setup
+        A trained network, the cells it was trained on and their setup (``model.module``,
+        ``model.cells``, ``model.setup``).
     n
         Number of cells.
+    density
+        The latent density to sample from (:func:`fit_latent_density`; anything whose
+        ``mixtures`` have ``sample(k) -> (z, _)`` does, e.g. to compare with prior draws).
     cell_type
         One label or several (drawn in proportion to their frequency); default: all.
     batch
         Batch whose decoders generate the cells; default: drawn per cell from the
         group's batch frequencies.
-    label_key
-        Label column defining the groups (``None``: no labels).
-    n_components
-        Mixture components per group (the density is fitted once and cached on the model).
     seed
         Seed of every draw.
-    density
-        A latent density to sample from instead (anything whose ``mixtures`` have
-        ``sample(k) -> (z, _)``, e.g. to compare with prior draws).
 
     Returns
     -------
-    MuData with one AnnData per modality (raw counts in ``X``, CSR), ``obs[label_key]`` and
+    MuData with one AnnData per modality (raw counts in ``X``, CSR), ``obs[label_key]`` (the
+    density's; ``"label"`` without one) and
     ``obs["batch"]`` in every modality and in ``mdata.obs``; ``uns["omnivae_synthetic"]``
     records the settings.
 
@@ -154,28 +169,23 @@ def sample_cells(
     >>> import omnivae
     >>> sim = omnivae.datasets.simulate(150, modalities=("rna", "adt"), n_batches=2, seed=0)
     >>> model = omnivae.Model(sim, batch_key="batch", n_latent=3)
-    >>> fake = model.sample(20, cell_type=sim.obs["cell_type"].iloc[0], batch="batch-0")
+    >>> density = fit_latent_density(model.module, model.cells,
+    ...                              group_labels(sim, "cell_type", sim.n_obs), label_key="cell_type")
+    >>> fake = sample_cells(model.module, model.cells, model.setup, 20, density,
+    ...                     cell_type=sim.obs["cell_type"].iloc[0], batch="batch-0")
     >>> fake.n_obs, list(fake.mod), set(fake.obs["batch"])
     (20, ['rna', 'adt'], {'batch-0'})
     """
-    if n < 1:
-        raise ValueError(f"n must be a positive number of cells, got {n}.")
-    if density is None:
-        cache_key = (label_key, n_components)
-        cache = model.latent_densities
-        if cache_key not in cache:
-            cache[cache_key] = fit_latent_density(model, label_key=label_key,
-                                                  n_components=n_components, seed=seed)
-        density = cache[cache_key]
+    check_cell_count(n)
+    label_key = density.label_key
     rng = np.random.default_rng(seed)
     groups = _chosen_groups(density, cell_type)
     sizes = np.array([len(density.cells[g]) for g in groups], dtype=float)
     picked = rng.choice(len(groups), size=n, p=sizes / sizes.sum())
-    data, setup = model.cells, model.setup
     categories = list(setup.batch_categories) or ["all"]
     if batch is not None and batch not in categories:
         raise KeyError(f"Unknown batch {batch!r}; the model knows {categories}.")
-    z = np.zeros((n, model.config.n_latent), dtype=np.float32)
+    z = np.zeros((n, module.config.n_latent), dtype=np.float32)
     batch_codes = np.zeros(n, dtype=np.int64)
     for g_idx in np.unique(picked):
         rows = np.flatnonzero(picked == g_idx)
@@ -190,11 +200,11 @@ def sample_cells(
     labels = np.array(groups, dtype=object)[picked]
     counts = {}
     with torch.no_grad():
-        model.module.eval()
+        module.eval()
         zt, bt = torch.from_numpy(z), torch.from_numpy(batch_codes)
         for m, name in enumerate(setup.modalities):
-            depth = _depths(model, density, groups, picked, batch_codes, m, rng)
-            dist = model.module.decoder(name)(zt, bt, torch.from_numpy(depth).unsqueeze(-1))
+            depth = _depths(data, name, density, groups, picked, batch_codes, m, rng)
+            dist = module.decoder(name)(zt, bt, torch.from_numpy(depth).unsqueeze(-1))
             counts[name] = sp.csr_matrix(dist.sample(generator).numpy())
     obs = pd.DataFrame({label_key or "label": pd.Categorical(labels),
                         "batch": pd.Categorical(np.array(categories)[batch_codes])},
@@ -204,9 +214,15 @@ def sample_cells(
             for name in setup.modalities}
     out = md.MuData(mods)
     out.obs = obs.copy()
-    out.uns["omnivae_synthetic"] = {"label_key": str(label_key), "n_components": n_components,
-                                    "seed": seed}
+    out.uns["omnivae_synthetic"] = {"label_key": str(label_key),
+                                    "n_components": density.n_components, "seed": seed}
     return out
+
+
+def check_cell_count(n: int) -> None:
+    """A ValueError unless ``n`` is a positive number of cells to sample."""
+    if n < 1:
+        raise ValueError(f"n must be a positive number of cells, got {n}.")
 
 
 def _chosen_groups(density: LatentDensity, cell_type: str | Sequence[str] | None) -> list[str]:
@@ -220,11 +236,11 @@ def _chosen_groups(density: LatentDensity, cell_type: str | Sequence[str] | None
     return wanted
 
 
-def _depths(model: Model, density: LatentDensity, groups: list[str], picked: np.ndarray,
-            batch_codes: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
-    """Observed depths of modality ``m`` in real cells of the same group and batch."""
-    data = model.cells
-    name = model.setup.modalities[m]
+def _depths(data: CellData | BackedCellData, name: str, density: LatentDensity,
+            groups: list[str], picked: np.ndarray, batch_codes: np.ndarray, m: int,
+            rng: np.random.Generator) -> np.ndarray:
+    """Observed depths of modality ``m`` (``name``) in real cells of the same group and
+    batch."""
     has = data.mask[:, m]
     pool_all = np.flatnonzero(has)
     out = np.empty(len(picked), dtype=np.float32)

@@ -53,7 +53,7 @@ def modality_share(
 
     from omnivae.model.diagnostics import modality_shares
 
-    shares = modality_shares(model, None if mdata is model.mdata else mdata)
+    shares = modality_shares(model.module, model.cell_data(mdata), mdata.obs_names)
     groups = obs_column(mdata, groupby).astype(str).to_numpy()
     table = shares.groupby(groups).mean().sort_index()
     fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.32 * len(table)))
