@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from suite.catalog import all_systems
 from suite.config import DATASETS, QUICK_DATASETS, SMALL_DATASETS, SPEED_PAIRS
 from suite.outputs import (
     headline,
@@ -43,7 +44,6 @@ from suite.outputs import (
 )
 from suite.report import atomic_write, combine_notes, combine_settings, machine_note
 from suite.speed import scaling_rows, speed_rows
-from suite.systems import all_systems
 from suite.tasks import embedding_rows, prediction_rows
 
 TASKS = ("embedding", "prediction", "speed", "scaling")

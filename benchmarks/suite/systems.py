@@ -251,22 +251,3 @@ VARIANT_ROWS: dict[str, dict[str, Any]] = {
     "omnivae (mopoe, no early stopping)": {"fusion": "mopoe",
                                            "train_kwargs": {"early_stopping": False}},
 }
-
-
-def all_systems(names: list[str] | None = None) -> list[System]:
-    """Every system (or those named), omnivae rows first, then peers, then baselines."""
-    from .peers import MultiVI, TotalVI
-
-    systems: list[System] = [Omnivae(n, **kw) for n, kw in OMNIVAE_ROWS.items()]
-    if names:  # the named family / variant rows sit with omnivae's own
-        systems += [Omnivae(n, **kw) for n, kw in {**FAMILY_ROWS, **VARIANT_ROWS}.items()
-                    if n in names]
-    systems += [TotalVI(), MultiVI(), PCAConcat(), PCARNA(), RandomEmbedding(), KNNRegression(),
-                FeatureMean()]
-    if names:
-        unknown = set(names) - {s.name for s in systems}
-        if unknown:
-            raise SystemExit(f"Unknown systems {sorted(unknown)}; choose from "
-                             f"{[s.name for s in systems]}.")
-        systems = [s for s in systems if s.name in names]
-    return systems
