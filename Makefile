@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks tutorials docs
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -m "not slow and not gpu" --doctest-modules src tests
-	$(VENV)/bin/mkdocs build --strict --quiet
+	$(VENV)/bin/mkdocs build --strict
 
 # Everything, including slow tests.
 test-all: $(STAMP)
