@@ -112,7 +112,7 @@ def calibrate(
     target
         Modality to predict.
     truth
-        True counts of ``target`` for the calibration cells (``obs_names`` among
+        True counts of ``target`` for the calibration cells (their names among
         ``obs_names``). In the training data these cells must *not* have ``target``
         (withhold it, e.g. with :func:`omnivae.data.splits.withhold_modality`, and pass the
         returned truth, or part of it).
