@@ -278,3 +278,18 @@ def test_bad_training_arguments():
         model.train(max_epochs=1, resume=True, progress_bar=False)
     with pytest.raises(ValueError, match="num_threads must be a positive integer"):
         model.train(max_epochs=1, num_threads=0, progress_bar=False)
+
+
+@pytest.mark.parametrize(("argument", "value", "message"), [
+    ("n_latent", 0, "n_latent must be an integer >= 1, got 0"),
+    ("n_latent", -3, "n_latent must be an integer >= 1, got -3"),
+    ("n_hidden", 0, "n_hidden must be an integer >= 1, got 0"),
+    ("n_layers", 0, "n_layers must be an integer >= 1, got 0"),
+    ("n_latent", 2.5, "n_latent must be an integer >= 1, got 2.5"),
+    ("dropout", 1.0, r"dropout must be in \[0, 1\), got 1.0"),
+    ("prior_components", -1, "prior_components must be an integer >= 0"),
+    ("penalty_weight", -5.0, "penalty_weight must be >= 0, got -5.0"),
+])
+def test_architecture_sizes_out_of_range_name_the_argument(argument, value, message):
+    with pytest.raises(ValueError, match=message):
+        omnivae.Model(_mdata(), batch_key="batch", **{**TINY, argument: value})

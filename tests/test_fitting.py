@@ -35,6 +35,13 @@ def test_training_settings_are_written_once_in_train_config():
     assert not {f.name for f in dataclasses.fields(TrainConfig)} & (set(fit) - {"config"})
 
 
+def test_model_train_names_every_training_setting():
+    doc = omnivae.Model.train.__doc__ or ""
+    missing = [f.name for f in dataclasses.fields(TrainConfig)
+               if f.name not in ("max_epochs", "trainer_kwargs") and f"``{f.name}``" not in doc]
+    assert missing == []
+
+
 def test_train_options_set_fields_and_pass_the_rest_to_lightning():
     base = TrainConfig(lr=1e-3, trainer_kwargs={"limit_val_batches": 2})
     config = TrainConfig.from_options(base, batch_size=32, detect_anomaly=True)

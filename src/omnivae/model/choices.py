@@ -2,7 +2,8 @@
 
 :func:`resolve_choices` turns the Model's keyword arguments into a typed :class:`ModelChoices`
 (defaults filled in: the batch penalty of ``"auto"``, its weight, the penalised columns, the
-model and fusion pair, the objective's options); :func:`module_config` turns those choices and
+model and fusion pair, the objective's options; what they became is in the model's
+``config``); :func:`module_config` turns those choices and
 the data setup into the network's :class:`~omnivae.module.ModuleConfig`. The defaults were
 chosen by benchmarks: ``benchmarks/results/batch_penalty_curve.md`` for the penalty and its
 weights, ``benchmarks/results/mixture_sampling.md`` for the mixture estimator.
@@ -197,7 +198,13 @@ def module_config(setup: SetupInfo, choices: ModelChoices) -> ModuleConfig:
     >>> import omnivae
     >>> sim = omnivae.datasets.simulate(50, modalities=("rna",), n_batches=2, seed=0)
     >>> model = omnivae.Model(sim, batch_key="batch", n_latent=5)
-    >>> config = module_config(model.setup, model.choices)
+    >>> choices = resolve_choices(
+    ...     sim, batch_key="batch", model=None, fusion=None, model_options=None,
+    ...     mixture_sampling=None, n_latent=5, n_hidden=128, n_layers=1, dropout=0.1,
+    ...     batch_penalty="auto", penalty_weight=None, penalty_keys=None,
+    ...     penalty_label_key=None, prior="normal", prior_components=0,
+    ...     confidence_penalty=0.0, seed=0)
+    >>> config = module_config(model.setup, choices)
     >>> config == model.config, config.n_latent, config.penalty_weight
     (True, 5, 100.0)
     """

@@ -68,7 +68,7 @@ class ModelCore:
         mdata, self.backed = resolve_backed(mdata, backed)
         self.mdata = mdata
         self.cells: CellData | BackedCellData
-        self.choices = resolve_choices(
+        choices = resolve_choices(
             mdata, batch_key=batch_key, model=model, fusion=fusion, model_options=model_options,
             mixture_sampling=mixture_sampling, n_latent=n_latent, n_hidden=n_hidden,
             n_layers=n_layers, dropout=dropout, batch_penalty=batch_penalty,
@@ -80,12 +80,12 @@ class ModelCore:
         else:
             self.cells, self.setup = setup_model_data(
                 mdata, self.backed, modalities=modalities, likelihoods=likelihoods,
-                layer=layer, batch_key=batch_key, penalty_keys=self.choices.penalty_keys,
+                layer=layer, batch_key=batch_key, penalty_keys=choices.penalty_keys,
                 penalty_label_key=penalty_label_key, reference=_setup,
             )
         if _setup is not None:
             self.setup = _setup
-        self.config = _config or module_config(self.setup, self.choices)
+        self.config = _config or module_config(self.setup, choices)
         torch.manual_seed(self.config.seed)
         background = {
             m: torch.tensor(v) for m, v in self.setup.background_init.items()
@@ -132,13 +132,12 @@ class ModelCore:
             its defaults); ``options`` change single fields of it.
         **options
             Any field of :class:`~omnivae.train.config.TrainConfig`, which documents each:
-            ``batch_size`` (256), ``lr`` (2e-3), ``weight_decay`` (1e-6),
-            ``kl_warmup_epochs`` (a quarter of ``max_epochs``), ``validation_fraction`` (0.1),
-            ``early_stopping`` (True), ``patience`` (30), ``accelerator`` ("auto"),
-            ``devices`` ("auto": one), ``num_nodes`` (1), ``strategy`` ("auto"; "ddp" for
-            several processes), ``progress_bar`` (True), ``batch_probe_every`` (5),
-            ``gradient_clip_val`` (1e4), ``checkpoint_dir`` and ``resume``, ``num_threads``,
-            ``logger`` and ``log_dir``, ``precision`` ("32" or "bf16"), ``compile`` (False).
+            ``batch_size``, ``lr``, ``weight_decay``, ``kl_warmup_epochs``,
+            ``validation_fraction``, ``early_stopping``, ``patience``, ``accelerator``,
+            ``devices``, ``num_nodes``, ``strategy`` (``"ddp"`` for several processes),
+            ``progress_bar``, ``batch_probe_every``, ``gradient_clip_val``,
+            ``checkpoint_dir``, ``resume``, ``num_threads``, ``logger``, ``log_dir``,
+            ``precision`` (``"32"`` or ``"bf16"``), ``compile``; their defaults are there.
             Any other keyword goes to :class:`lightning.pytorch.Trainer` (``callbacks`` are
             added to omnivae's own).
 
@@ -326,6 +325,7 @@ class ModelCore:
         ['type-0']
         """
         from omnivae.model.synthetic import (
+            DEFAULT_COMPONENTS,
             check_cell_count,
             fit_latent_density,
             group_labels,
@@ -333,11 +333,11 @@ class ModelCore:
         )
 
         check_cell_count(n)
-        key = (label_key, 8)  # the density is fitted once per label column and cached
+        key = (label_key, DEFAULT_COMPONENTS)  # fitted once per label column, then cached
         if key not in self.latent_densities:
             labels = group_labels(self.mdata, label_key, self.cells.n_cells)
             self.latent_densities[key] = fit_latent_density(
-                self.module, self.cells, labels, label_key=label_key, n_components=8, seed=seed)
+                self.module, self.cells, labels, label_key=label_key, seed=seed)
         return sample_cells(self.module, self.cells, self.setup, n, self.latent_densities[key],
                             cell_type=cell_type, batch=batch, seed=seed)
 

@@ -116,9 +116,6 @@ class Model(ModelCore):
     is_global_zero
         ``False`` only in processes 1..N-1 of a distributed :meth:`train` (``strategy="ddp"``):
         write files and reports ``if model.is_global_zero:``.
-    choices
-        The resolved and checked arguments (:class:`~omnivae.model.choices.ModelChoices`):
-        what ``"auto"`` and the other defaults became.
     cells
         The training cells' arrays (:class:`~omnivae.data.cells.CellData`, or its backed
         counterpart): counts, masks of which cells have which modality, batch codes.

@@ -33,6 +33,9 @@ from omnivae.data.cells import CellData
 from omnivae.data.setup import SetupInfo, obs_column
 from omnivae.module.vae import MultimodalVAE
 
+#: mixture components per label group of :meth:`omnivae.Model.sample`'s density
+DEFAULT_COMPONENTS = 8
+
 
 @dataclass
 class LatentDensity:
@@ -59,7 +62,7 @@ class LatentDensity:
 @torch.no_grad()
 def fit_latent_density(module: MultimodalVAE, data: CellData | BackedCellData,
                        labels: np.ndarray, *, label_key: str | None = None,
-                       n_components: int = 8, draws_per_cell: int = 5,
+                       n_components: int = DEFAULT_COMPONENTS, draws_per_cell: int = 5,
                        seed: int = 0) -> LatentDensity:
     """Fit a Gaussian mixture per label group to the aggregated posterior of ``data``.
 

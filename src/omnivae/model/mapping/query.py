@@ -30,6 +30,7 @@ this choice are in ``docs/reference_mapping.md``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -58,22 +59,20 @@ def query_config(reference: ModuleConfig, query_setup: SetupInfo, fill_steps: in
     >>> cfg.n_batches, cfg.n_reference_batches, is_query_config(cfg)
     (3, 2, True)
     """
-    n_ref = reference.n_batches
-    return ModuleConfig.from_dict({
-        **reference.to_dict(), "n_batches": max(n_ref, len(query_setup.batch_categories)),
-        "n_reference_batches": n_ref, "fill_steps": fill_steps,
-    })
+    n_batches = max(reference.n_batches, len(query_setup.batch_categories))
+    return replace(reference, n_batches=n_batches, n_reference_batches=reference.n_batches,
+                   fill_steps=fill_steps)
 
 
 def reference_state(config: ModuleConfig, state: dict[str, torch.Tensor]
                     ) -> dict[str, torch.Tensor]:
     """The reference's weights inside a saved query model's ``state``: every entry cut to the
     reference's shape (its batches only), so that they can be frozen again on loading."""
-    reference_config = ModuleConfig.from_dict({
-        **config.to_dict(), "n_batches": int(config.n_reference_batches or 0),
-        "n_reference_batches": None, "fill_steps": ModuleConfig.fill_steps,
-    })
-    shapes = MultimodalVAE(reference_config).state_dict()
+    if config.n_reference_batches is None:
+        raise ValueError("reference_state needs a query model's configuration "
+                         "(n_reference_batches set).")
+    reference = replace(config, n_batches=config.n_reference_batches, n_reference_batches=None)
+    shapes = MultimodalVAE(reference).state_dict()
     return {k: state[k][tuple(slice(0, s) for s in v.shape)]
             for k, v in shapes.items() if k in state}
 

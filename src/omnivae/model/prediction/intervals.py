@@ -187,11 +187,8 @@ def prediction_intervals(
 
     Parameters
     ----------
-    module, setup, training_cells
-        A trained network, its setup and its training cells (``model.module``,
-        ``model.setup``, ``model.cells``).
-    target
-        Modality to predict.
+    module, setup, training_cells, target
+        As in :func:`calibrate`.
     coverage
         Nominal coverage, e.g. 0.9.
     data
