@@ -272,7 +272,7 @@ def test_bad_training_arguments():
     model = omnivae.Model(_mdata(), **TINY)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         model.train(max_epochs=1, batch_size=0, progress_bar=False)
-    with pytest.raises(ValueError, match="validation_fraction must be in"):
+    with pytest.raises(ValueError, match=r"validation_fraction must be a number in \[0, 1\), got 1.5"):
         model.train(max_epochs=1, validation_fraction=1.5, progress_bar=False)
     with pytest.raises(ValueError, match="resume=True needs checkpoint_dir"):
         model.train(max_epochs=1, resume=True, progress_bar=False)

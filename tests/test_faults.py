@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import warnings
 
@@ -13,6 +14,7 @@ import torch
 import omnivae
 from omnivae.train import checkpoints
 from omnivae.train.callbacks import BestAfterWarmup, HistoryCallback
+from omnivae.train.interrupts import TrainingInterrupted, TrainingTerminated
 
 SETTINGS = {"max_epochs": 6, "kl_warmup_epochs": 2, "batch_size": 64, "progress_bar": False}
 
@@ -122,12 +124,10 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(sim, tmp_path, 
     interrupted = _model(sim)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if isinstance(fault, KeyboardInterrupt):
-            interrupted.train(checkpoint_dir=tmp_path / "b", callbacks=[StopAt(4, fault)], **SETTINGS)
-        else:
-            with pytest.raises(RuntimeError, match="power cut"):
-                interrupted.train(checkpoint_dir=tmp_path / "b", callbacks=[StopAt(4, fault)],
-                                  **SETTINGS)
+        expected = TrainingInterrupted if isinstance(fault, KeyboardInterrupt) else RuntimeError
+        with pytest.raises(expected):
+            interrupted.train(checkpoint_dir=tmp_path / "b", callbacks=[StopAt(4, fault)],
+                              **SETTINGS)
     saved = torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)  # no pickled code
     assert saved["epoch"] == 3 and saved["callbacks"]  # epochs 0-3 done, callback state inside
 
@@ -162,8 +162,7 @@ def test_resume_without_the_rng_state_would_differ(sim, tmp_path, monkeypatch):
     """The test above can fail: skipping the random-generator restore changes the result."""
     straight = _model(sim)
     straight.train(**SETTINGS)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with pytest.raises(TrainingInterrupted):
         _model(sim).train(checkpoint_dir=tmp_path, callbacks=[StopAt(4, KeyboardInterrupt())],
                           **SETTINGS)
     monkeypatch.setattr(checkpoints, "set_rng_state", lambda state: None)
@@ -218,19 +217,38 @@ class Snapshots(pl.Callback):
         self.rows.append((trainer.current_epoch, value, state))
 
 
-def test_ctrl_c_keeps_the_best_weights_and_the_session(sim):
-    handler = signal.getsignal(signal.SIGINT)
+class SignalAt(pl.Callback):
+    """Sends this process ``signum`` when epoch ``epoch`` starts (what a scheduler or a
+    Ctrl-C does from outside)."""
+
+    def __init__(self, epoch: int, signum: int) -> None:
+        self.epoch, self.signum = epoch, signum
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize(("stop", "error", "words"), [
+    (StopAt(5, KeyboardInterrupt()), TrainingInterrupted, r"interrupted \(Ctrl-C\)"),
+    (SignalAt(5, signal.SIGINT), TrainingInterrupted, r"interrupted \(Ctrl-C\)"),
+    (SignalAt(5, signal.SIGTERM), TrainingTerminated, r"terminated \(SIGTERM\)"),
+], ids=["ctrl_c", "sigint", "sigterm"])
+def test_ctrl_c_keeps_the_best_weights_and_the_session(sim, stop, error, words):
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     snaps = Snapshots()
     model = _model(sim)
-    with pytest.warns(RuntimeWarning, match=r"interrupted \(Ctrl-C\) in epoch 5.*best weights"):
-        model.train(callbacks=[snaps, StopAt(5, KeyboardInterrupt())],
-                    **{**SETTINGS, "max_epochs": 8})
+    with pytest.raises(error, match=words + r" in epoch 5 of 8.*best weights") as raised:
+        model.train(callbacks=[snaps, stop], **{**SETTINGS, "max_epochs": 8})
+    assert raised.value.exit_code == (143 if error is TrainingTerminated else 130)
+    assert model.interruption == str(raised.value).split(" Continue")[0]
     # after the warm-up (2 epochs) the best validation ELBO's weights are kept
     _, _, best = min((r for r in snaps.rows if r[0] >= 2), key=lambda r: r[1])
     for name, value in model.module.state_dict().items():
         assert torch.equal(value, best[name]), name
     assert model.is_trained and len(model.history) == 5
-    assert signal.getsignal(signal.SIGINT) is handler  # Lightning's SIG_IGN is undone
+    # Lightning's SIG_IGN and SIGTERM notifier are undone
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     assert np.isfinite(model.get_latent_representation()).all()
 
 

@@ -8,6 +8,8 @@ Public API
 - :mod:`omnivae.pl` — plots: training history, latent UMAP, predicted vs observed.
 - :mod:`omnivae.datasets` — ``simulate`` multi-omics counts; ``load`` real public datasets.
 - :mod:`omnivae.metrics` — clustering agreement, prediction scores, baselines.
+- :class:`omnivae.TrainingInterrupted` / :class:`omnivae.TrainingTerminated` — what
+  ``Model.train`` raises after Ctrl-C / SIGTERM (the model keeps the best weights so far).
 - :mod:`omnivae.models` — the multimodal VAE family (``Model(mdata, model=name)``), an alias
   of :mod:`omnivae.module.models`.
 
@@ -26,11 +28,14 @@ from typing import TYPE_CHECKING, Any
 from omnivae import _compat
 
 __version__ = "0.1.0"
-__all__ = ["Model", "datasets", "metrics", "models", "pl", "tl"]
+__all__ = ["Model", "TrainingInterrupted", "TrainingTerminated", "datasets", "metrics",
+           "models", "pl", "tl"]
 
 _LAZY = {"Model": ("omnivae.model", "Model"), "datasets": ("omnivae.datasets", None),
          "metrics": ("omnivae.metrics", None), "tl": ("omnivae.tl", None),
-         "models": ("omnivae.module.models", None), "pl": ("omnivae.pl", None)}
+         "models": ("omnivae.module.models", None), "pl": ("omnivae.pl", None),
+         "TrainingInterrupted": ("omnivae.train.interrupts", "TrainingInterrupted"),
+         "TrainingTerminated": ("omnivae.train.interrupts", "TrainingTerminated")}
 
 _compat.install()
 
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
     from omnivae import datasets, metrics, pl, tl
     from omnivae.model import Model
     from omnivae.module import models
+    from omnivae.train.interrupts import TrainingInterrupted, TrainingTerminated
 
 
 def __getattr__(name: str) -> Any:

@@ -41,6 +41,16 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="Hide the training progress bar.")
 
 
+def _add_file_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace an existing OUTPUT file and --save-model folder (only one "
+                        "that omnivae wrote: a folder holding anything else is refused).")
+    p.add_argument("--save-on-interrupt", action="store_true",
+                   help="After Ctrl-C or SIGTERM, still write the outputs from the weights "
+                        "trained so far (uns['omnivae_interrupted'] records it); the exit "
+                        "status stays 130 / 143. Default: write nothing.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``omnivae`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -56,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "modalities) and write OUT.h5mu with obsm['X_omnivae'], obs['omnivae_leiden'] "
                     "and one '<modality>_imputed' modality per modality, covering every cell.",
     )
-    fit.add_argument("input", type=Path, help="Input .h5mu file with raw counts.")
-    fit.add_argument("-o", "--output", type=Path, required=True, help="Output .h5mu file (written atomically).")
+    fit.add_argument("input", type=Path, help="Input .h5mu file with raw counts (never changed).")
+    fit.add_argument("-o", "--output", type=Path, required=True,
+                     help="Output .h5mu file (written atomically; an existing file only with "
+                          "--overwrite, never the input).")
     fit.add_argument("--modalities", nargs="+", default=None,
                      help="Modalities to use (default: every modality in the file).")
     fit.add_argument("--batch-key", default=None,
@@ -101,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="With --backed: consecutive cells per shuffled block (default 128).")
     fit.add_argument("--buffer-blocks", type=int, default=32,
                      help="With --backed: blocks read and shuffled together (default 32).")
-    fit.add_argument("--save-model", type=Path, default=None, help="Also save the trained model to this folder.")
+    fit.add_argument("--save-model", type=Path, default=None,
+                     help="Also save the trained model to this folder (a new or empty one; "
+                          "with --overwrite also a model folder omnivae wrote, never "
+                          "anything else).")
+    _add_file_options(fit)
     fit.add_argument("--checkpoint-dir", type=Path, default=None,
                      help="Write a checkpoint (last.ckpt) into this folder after every epoch.")
     fit.add_argument("--resume", action="store_true",
@@ -128,16 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "modalities or measure fewer features (e.g. a smaller antibody panel).",
     )
     query.add_argument("model_dir", type=Path, help="Folder of the saved reference model.")
-    query.add_argument("input", type=Path, help="Query .h5mu file with raw counts.")
+    query.add_argument("input", type=Path, help="Query .h5mu file with raw counts (never changed).")
     query.add_argument("-o", "--output", type=Path, required=True,
-                       help="Output .h5mu file (written atomically).")
+                       help="Output .h5mu file (written atomically; an existing file only "
+                            "with --overwrite, never the input).")
     query.add_argument("--batch-key", default=None,
                        help="Batch column of the query (default: the reference's batch column); "
                             "labels the reference never saw get new parameters.")
     query.add_argument("--no-impute", action="store_true", help="Do not write predicted modalities.")
     query.add_argument("--save-model", type=Path, default=None,
                        help="Also save the query model to this folder (load it with "
-                            "omnivae.Model.load(DIR, query_mdata)).")
+                            "omnivae.Model.load(DIR, query_mdata)); a new or empty folder, "
+                            "or with --overwrite a model folder omnivae wrote.")
+    _add_file_options(query)
     query.add_argument("--max-epochs", type=int, default=None,
                        help="Epochs fitting the new batches' parameters (default 100).")
     query.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda", "mps"],
@@ -159,42 +178,106 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fit(args: argparse.Namespace) -> None:
-    import mudata as md
-
     import omnivae
 
-    if not args.input.is_file():
-        raise SystemExit(f"omnivae fit: input file {args.input} does not exist.")
+    _check_files(args, model_dir=None)
     if args.backed:
         _fit_backed(args)
         return
-    mdata = md.read_h5mu(args.input)
-    model = omnivae.Model(mdata, modalities=args.modalities, batch_key=args.batch_key,
-                          layer=args.layer, likelihoods=_likelihood_pairs(args.likelihood),
-                          model=args.model, fusion=args.fusion, n_latent=args.n_latent, seed=args.seed,
-                          mixture_sampling=args.mixture_sampling,
-                          batch_penalty=args.batch_penalty, penalty_weight=args.penalty_weight,
-                          penalty_keys=args.penalty_keys,
-                          penalty_label_key=args.penalty_label_key)
-    if not _train(model, args):
+    mdata = _read_input(args.input)
+    model = omnivae.Model(mdata, **_model_options(args))
+    stopped = _train(model, args)
+    if not model.is_global_zero:
         return
     from omnivae.tl.embedding import cluster_embedding
 
     mdata.obsm["X_omnivae"] = model.get_latent_representation()
     mdata.obs["omnivae_leiden"] = cluster_embedding(mdata.obsm["X_omnivae"], seed=args.seed)
-    _finish(args, mdata, model, written="obsm['X_omnivae'], obs['omnivae_leiden']")
+    _finish(args, mdata, model, written="obsm['X_omnivae'], obs['omnivae_leiden']",
+            stopped=stopped)
 
 
-def _train(model: Any, args: argparse.Namespace) -> bool:
-    """Train with the command's settings; whether this process writes the outputs (under DDP
-    every process trains and only the first writes)."""
+def _check_files(args: argparse.Namespace, model_dir: Path | None) -> None:
+    """Refuse, before any work, every write that could lose data or fail at the end: an
+    output that exists (without --overwrite), is a folder or is an input; a --save-model
+    folder that is not new, empty or (with --overwrite) omnivae's; two outputs in one place."""
+    from omnivae.data.files import check_model_destination, check_output_file
+
+    if not args.input.is_file():
+        what = "a folder, not a file" if args.input.is_dir() else "not found"
+        raise FileNotFoundError(f"input file {args.input} is {what}.")
+    inputs = (args.input,) if model_dir is None else (args.input, model_dir)
+    check_output_file(args.output, overwrite=args.overwrite, inputs=inputs)
+    if args.output.suffix not in (".h5mu", ".h5ad"):
+        raise ValueError(f"The output {args.output} must be an .h5mu file (or, with --backed "
+                         "--no-impute, an .h5ad file); name it e.g. results.h5mu.")
+    places = {"the output": args.output, "the input": args.input}
+    checkpoint_dir = getattr(args, "checkpoint_dir", None)
+    if checkpoint_dir is not None:
+        if checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+            raise FileExistsError(f"--checkpoint-dir {checkpoint_dir} is a file; name a folder "
+                                  "for the checkpoints.")
+        _distinct("--checkpoint-dir", checkpoint_dir, places)
+        places["--checkpoint-dir"] = checkpoint_dir
+    if args.save_model is not None:
+        _distinct("--save-model", args.save_model, places)
+        check_model_destination(args.save_model, overwrite=args.overwrite)
+
+
+def _distinct(option: str, path: Path, others: dict[str, Path]) -> None:
+    for name, other in others.items():
+        if path.resolve() == other.resolve():
+            raise ValueError(f"{option} {path} is {name}; give it a place of its own.")
+
+
+def _read_input(path: Path) -> Any:
+    """The MuData in ``path``; a file that is not a readable ``.h5mu`` is a clear error."""
+    import mudata as md
+
+    if path.suffix != ".h5mu":
+        raise ValueError(f"{path} is not an .h5mu file; omnivae fit and map read MuData "
+                         "(.h5mu). Convert it first, e.g. mudata.MuData({'rna': adata})"
+                         ".write_h5mu(...).")
+    try:
+        return md.read_h5mu(path)
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"{path} cannot be read as an .h5mu file ({type(err).__name__}: "
+                         f"{str(err)[:160]}); is it complete (not truncated by an interrupted "
+                         "copy) and written by MuData?") from None
+
+
+def _train(model: Any, args: argparse.Namespace) -> BaseException | None:
+    """Train with the command's settings. Returns ``None``, or with --save-on-interrupt the
+    Ctrl-C/SIGTERM that stopped training (the outputs are then written and it is raised
+    again); without it the interruption propagates and nothing is written."""
+    from omnivae.train.interrupts import TrainingInterrupted, TrainingTerminated
+
     if all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK")):
         print(model)  # once, not by every process of a distributed run
-    model.train(args.max_epochs, batch_size=args.batch_size, accelerator=args.accelerator,
-                progress_bar=not args.no_progress, checkpoint_dir=args.checkpoint_dir,
-                resume=args.resume, devices=_devices(args.devices), num_nodes=args.num_nodes,
-                strategy=args.strategy)
-    return bool(model.is_global_zero)
+    options: dict[str, Any] = dict(accelerator=args.accelerator,
+                                   progress_bar=not args.no_progress)
+    if args.command == "fit":
+        options.update(batch_size=args.batch_size, checkpoint_dir=args.checkpoint_dir,
+                       resume=args.resume, devices=_devices(args.devices),
+                       num_nodes=args.num_nodes, strategy=args.strategy)
+    try:
+        model.train(args.max_epochs, **options)
+    except (TrainingInterrupted, TrainingTerminated) as stopped:
+        if not args.save_on_interrupt:
+            raise
+        print(f"omnivae {args.command}: {stopped}; writing the outputs anyway "
+              "(--save-on-interrupt).", file=sys.stderr)
+        return stopped
+    return None
+
+
+def _interruption_record(stopped: BaseException | None, model: Any) -> dict[str, Any]:
+    """``uns`` entries of outputs written after an interruption (none otherwise)."""
+    if stopped is None:
+        return {}
+    return {"omnivae_interrupted": {
+        "signal": getattr(stopped, "signal_name", "SIGINT"), "message": str(stopped),
+        "epochs_trained": len(model.history)}}
 
 
 def _devices(value: str) -> int | str:
@@ -222,31 +305,32 @@ def _fit_backed(args: argparse.Namespace) -> None:
                          "predicted modalities, or with --no-impute an .h5ad file with the "
                          f"embedding alone; got {args.output.name}"
                          f"{' with' if args.no_impute else ' without'} --no-impute.")
+    _read_input(args.input)  # a clear error for a file that is not a complete .h5mu
     options = BackedOptions(chunk_size=args.chunk_size, block_size=args.block_size,
                             buffer_blocks=args.buffer_blocks)
     model = omnivae.Model(args.input, backed=options, **_model_options(args))
-    if not _train(model, args):
+    stopped = _train(model, args)
+    if not model.is_global_zero:
         return
     if args.save_model:
-        model.save(args.save_model, overwrite=True)
+        model.save(args.save_model, overwrite=args.overwrite)
     targets = () if args.no_impute else model.setup.modalities
     write_results(model, args.output, targets=targets, chunk_size=args.chunk_size,
-                  overwrite=True)
+                  overwrite=args.overwrite, uns=_interruption_record(stopped, model))
     print(f"Wrote {args.output} ({model.cells.n_cells} cells; obsm['X_omnivae']"
           f"{', imputed modalities' if targets else ''}; written chunk by chunk).")
+    if stopped is not None:
+        raise stopped
 
 
 def _map(args: argparse.Namespace) -> None:
-    import mudata as md
-
     import omnivae
     from omnivae.data.setup import obs_column
-    from omnivae.model.model import load_reference
+    from omnivae.model.model import load_query, load_reference
 
-    if not args.input.is_file():
-        raise SystemExit(f"omnivae map: query file {args.input} does not exist.")
+    _check_files(args, model_dir=args.model_dir)
     reference = load_reference(args.model_dir)
-    mdata = md.read_h5mu(args.input)
+    mdata = _read_input(args.input)
     reference_key = reference.setup.batch_key
     if args.batch_key is not None:
         if reference_key is None:
@@ -261,53 +345,92 @@ def _map(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"The model's batch column {reference_key!r} is not in {args.input}; name the "
                 "query's batch column with --batch-key COLUMN.") from None
-    model = omnivae.tl.map_query(mdata, reference, max_epochs=args.max_epochs,
-                                 progress_bar=not args.no_progress, return_model=True,
-                                 accelerator=args.accelerator)
-    assert isinstance(model, omnivae.Model)
-    params = mdata.uns["X_omnivae"]["params"]
-    print(f"Mapped {mdata.n_obs} cells; new batches {params['new_batches']}, "
-          f"{params['n_trainable']} parameters fitted, reference weights frozen.")
-    _finish(args, mdata, model, written="obsm['X_omnivae']")
+    model = load_query(reference, mdata)
+    stopped = _train(model, args)
+    mdata.obsm["X_omnivae"] = model.get_latent_representation()
+    params = mdata.uns["X_omnivae"] = {"params": omnivae.tl.mapping_params(model)}
+    print(f"Mapped {mdata.n_obs} cells; new batches {params['params']['new_batches']}, "
+          f"{model.n_trainable} parameters fitted, reference weights frozen.")
+    _finish(args, mdata, model, written="obsm['X_omnivae']", stopped=stopped)
 
 
-def _finish(args: argparse.Namespace, mdata: Any, model: Any, written: str) -> None:
+def _finish(args: argparse.Namespace, mdata: Any, model: Any, written: str,
+            stopped: BaseException | None) -> None:
     """Impute every modality (unless --no-impute), save the model if asked, write the .h5mu
-    atomically and say what was written."""
+    atomically, say what was written; then raise the interruption the outputs were written
+    after (--save-on-interrupt), so the exit status still reports it."""
     import omnivae
     from omnivae.data.files import write_h5mu_atomic
 
     if not args.no_impute:
         for name in model.setup.modalities:
             omnivae.tl.impute(mdata, model, target=name)
+    mdata.uns.update(_interruption_record(stopped, model))
     if args.save_model:
-        model.save(args.save_model, overwrite=True)
+        model.save(args.save_model, overwrite=args.overwrite)
     write_h5mu_atomic(mdata, args.output)
     print(f"Wrote {args.output} ({mdata.n_obs} cells; {written}"
-          f"{', imputed modalities' if not args.no_impute else ''}).")
+          f"{', imputed modalities' if not args.no_impute else ''}"
+          f"{'; training was interrupted' if stopped is not None else ''}).")
+    if stopped is not None:
+        raise stopped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``omnivae`` command."""
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "fit":
-            _fit(args)
-        elif args.command == "map":
-            _map(args)
-        else:
-            from omnivae.demo import run_demo
+    """Entry point of the ``omnivae`` command. Exit status: 0 when every promised output was
+    written, 2 for an error in the input or the arguments (the message says what and how to
+    fix it), 130 after Ctrl-C and 143 after SIGTERM (no outputs are written then, unless
+    ``--save-on-interrupt``)."""
+    from omnivae.train.interrupts import (
+        INTERRUPT_EXIT_CODE,
+        TERMINATE_EXIT_CODE,
+        TrainingTerminated,
+        sigterm_raises,
+    )
 
-            run_demo(args.out, n_cells=200 if args.quick and args.n_cells == 2000 else args.n_cells,
-                     max_epochs=args.max_epochs or (15 if args.quick else 150),
-                     n_latent=args.n_latent, batch_size=args.batch_size,
-                     accelerator=args.accelerator, seed=args.seed,
-                     progress_bar=not args.no_progress)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
-        message = err.args[0] if err.args else str(err)
-        print(f"omnivae {args.command}: error: {message}", file=sys.stderr)
+    args = build_parser().parse_args(argv)
+    command = f"omnivae {args.command}"
+    try:
+        with sigterm_raises():
+            _run(args)
+    except TrainingTerminated as err:
+        print(f"{command}: {err} {_after_interruption(args)}", file=sys.stderr)
+        return TERMINATE_EXIT_CODE
+    except KeyboardInterrupt as err:
+        print(f"{command}: {err or 'Interrupted (Ctrl-C).'} {_after_interruption(args)}",
+              file=sys.stderr)
+        return INTERRUPT_EXIT_CODE
+    except (ValueError, KeyError, OSError) as err:
+        message = err.args[-1] if isinstance(err, OSError) and err.args else (
+            err.args[0] if err.args else str(err))
+        print(f"{command}: error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _after_interruption(args: argparse.Namespace) -> str:
+    if getattr(args, "save_on_interrupt", False) and args.command != "demo":
+        return "Outputs written before the interruption are listed above."
+    checkpoint = getattr(args, "checkpoint_dir", None)
+    resume = (f" Continue with --checkpoint-dir {checkpoint} --resume." if checkpoint else
+              " Use --checkpoint-dir DIR to be able to resume, or --save-on-interrupt to "
+              "write the outputs of an interrupted run.")
+    return "Nothing was written." + (resume if args.command != "demo" else "")
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "fit":
+        _fit(args)
+    elif args.command == "map":
+        _map(args)
+    else:
+        from omnivae.demo import run_demo
+
+        run_demo(args.out, n_cells=200 if args.quick and args.n_cells == 2000 else args.n_cells,
+                 max_epochs=args.max_epochs or (15 if args.quick else 150),
+                 n_latent=args.n_latent, batch_size=args.batch_size,
+                 accelerator=args.accelerator, seed=args.seed,
+                 progress_bar=not args.no_progress)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,7 @@ def save_model_folder(path: Path, meta: dict[str, Any], state: dict[str, torch.T
     so a crash never leaves a half-written model behind.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+    check_model_destination(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -47,6 +46,88 @@ def save_model_folder(path: Path, meta: dict[str, Any], state: dict[str, torch.T
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_model_destination(path: str | Path, *, overwrite: bool) -> None:
+    """Raise unless a model folder may be written at ``path``: nothing there, an empty folder,
+    or, with ``overwrite``, a model folder omnivae wrote (``omnivae.json`` and ``weights.pt``
+    and nothing else). A file, or a folder holding anything else, is never replaced: a
+    replace would delete what omnivae did not write.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> check_model_destination(folder / "new", overwrite=False)  # nothing there
+    >>> (folder / "notes.txt").write_text("mine")
+    4
+    >>> check_model_destination(folder, overwrite=True)
+    Traceback (most recent call last):
+    ...
+    FileExistsError: ... is a folder that omnivae did not write (it holds notes.txt); ...
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir():
+        raise FileExistsError(
+            f"{path} is a file, not a model folder; omnivae never replaces a file with a model. "
+            "Name a new folder for the model.")
+    content = sorted(os.listdir(path))
+    if not content:
+        return
+    foreign = [name for name in content if name not in (_META, _WEIGHTS)]
+    if foreign or not _is_model_description(path / _META):
+        shown = ", ".join(foreign[:3] or content[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise FileExistsError(
+            f"{path} is a folder that omnivae did not write (it holds {shown}); omnivae "
+            f"replaces only a model folder it wrote ({_META} and {_WEIGHTS}, nothing else), "
+            "so nothing of yours is deleted. Name a new or empty folder for the model.")
+    if not overwrite:
+        raise FileExistsError(f"{path} holds a saved omnivae model; pass overwrite=True (on "
+                              "the command line: --overwrite) to replace it.")
+
+
+def _is_model_description(meta_file: Path) -> bool:
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
+
+
+def check_output_file(path: str | Path, *, overwrite: bool,
+                      inputs: tuple[str | Path, ...] = ()) -> Path:
+    """Raise unless a results file may be written at ``path``: not a folder, not one of
+    ``inputs`` (files the run reads), and absent unless ``overwrite``. Checked before any
+    work starts, so a long training never ends in a refused write.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> check_output_file(folder / "out.h5mu", overwrite=False).name
+    'out.h5mu'
+    >>> check_output_file(folder, overwrite=True)
+    Traceback (most recent call last):
+    ...
+    IsADirectoryError: The output ... is a folder; name a file in it, e.g. .../results.h5mu.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"The output {path} is a folder; name a file in it, e.g. "
+                                f"{path / 'results.h5mu'}.")
+    for source in inputs:
+        if path.exists() and Path(source).exists() and os.path.samefile(path, source):
+            raise FileExistsError(
+                f"The output {path} is the input file {source}; write the results to another "
+                "file (omnivae never replaces the data it reads).")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (on the command line: "
+                              "--overwrite) to replace it, or name another file.")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NotADirectoryError(f"Cannot write {path}: {path.parent} is a file, not a folder.")
+    return path
 
 
 def _sha256(path: Path) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import mudata as md
 
 from omnivae.data.setup import SetupInfo, obs_column
+from omnivae.module.arguments import check_int
 from omnivae.module.models import OBJECTIVES, resolve_model
 from omnivae.module.penalties import check_penalty_name
 from omnivae.module.priors import check_prior_name
@@ -83,9 +84,9 @@ def resolve_choices(
     """
     for name, value in (("n_latent", n_latent), ("n_hidden", n_hidden),
                         ("n_layers", n_layers)):
-        _check_int(name, value, 1)
-    _check_int("prior_components", prior_components, 0)
-    _check_int("seed", seed, 0)
+        check_int(name, value, 1)
+    check_int("prior_components", prior_components, 0)
+    check_int("seed", seed, 0)
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
     batch_penalty = resolve_batch_penalty(batch_penalty, mdata, batch_key, penalty_keys)
@@ -127,11 +128,6 @@ def objective_options(model: str, options: Mapping[str, Any] | None,
                 "mixture_sampling out (or 'stratified').")
         options["mixture_sampling"] = mixture_sampling.lower()
     return options
-
-
-def _check_int(name: str, value: Any, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}.")
 
 
 def _non_negative(value: float, name: str) -> float:

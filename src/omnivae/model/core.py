@@ -4,7 +4,6 @@ reference mapping on top."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -28,8 +27,10 @@ from omnivae.model.setup import (
     setup_new_cells,
 )
 from omnivae.model.training import train_module
+from omnivae.module.arguments import check_int, check_number
 from omnivae.module.vae import ModuleConfig, MultimodalVAE
 from omnivae.train.config import TrainConfig
+from omnivae.train.interrupts import TrainingInterrupted, TrainingTerminated
 from omnivae.train.plan import training_precision
 
 
@@ -95,6 +96,7 @@ class ModelCore:
             self.module.objective.check_training_mask(torch.from_numpy(self.cells.mask))
         self.history = pd.DataFrame()
         self.is_trained = False
+        self.interruption: str | None = None  # what stopped the last train(), if anything
         self.is_global_zero = True  # False in the other processes of a distributed train()
         self.num_threads: int | None = None  # torch CPU threads of train() and embedding
         self.calibrations: dict[str, Any] = {}  # target -> prediction.calibration.Calibration
@@ -141,6 +143,18 @@ class ModelCore:
             Any other keyword goes to :class:`lightning.pytorch.Trainer` (``callbacks`` are
             added to omnivae's own).
 
+        Raises
+        ------
+        omnivae.train.interrupts.TrainingInterrupted
+            Ctrl-C stopped training (a :class:`KeyboardInterrupt`: an uncaught one ends a
+            script with status 130). The model stays usable: it keeps the best weights so
+            far, its history and ``interruption`` (the message) are set.
+        omnivae.train.interrupts.TrainingTerminated
+            SIGTERM stopped training (a :class:`SystemExit` with status 143), the model as
+            after Ctrl-C. Resume from a checkpoint with ``checkpoint_dir=..., resume=True``.
+        ValueError
+            An option out of range (the message names it and the range).
+
         Examples
         --------
         >>> import omnivae
@@ -163,8 +177,12 @@ class ModelCore:
         self.is_trained = True
         if outcome.shrinkage is not None:
             self.shrinkage = outcome.shrinkage
-        if outcome.interruption is not None:
-            warnings.warn(outcome.interruption, RuntimeWarning, stacklevel=2)
+        self.interruption = outcome.interruption
+        if outcome.stopped_by == "SIGTERM":
+            raise TrainingTerminated(f"{outcome.interruption} Continue with train(..., "
+                                     "checkpoint_dir=DIR, resume=True) when it was given.")
+        if outcome.stopped_by is not None:
+            raise TrainingInterrupted(outcome.interruption)
 
     # inference ---------------------------------------------------------------------------
     def cell_data(self, mdata: md.MuData | None = None) -> CellData | BackedCellData:
@@ -199,6 +217,7 @@ class ModelCore:
         batch_size
             Cells per forward pass.
         """
+        check_int("batch_size", batch_size)
         return latent_mean(self.module, self.cell_data(mdata), batch_size=batch_size,
                            num_threads=self.num_threads)
 
@@ -249,6 +268,10 @@ class ModelCore:
                 f"Unknown target {target!r}; the model was trained on modalities "
                 f"{list(self.setup.modalities)}."
             )
+        check_int("n_samples", n_samples, 0)
+        check_int("batch_size", batch_size)
+        check_number("interval", interval, low=0, high=1, low_open=True, high_open=True,
+                     none="for no intervals")
         source = mdata if mdata is not None else self.mdata
         result = predicted_modality(
             self.module, self.cell_data(mdata), self.setup, target, obs_names=source.obs_names,
@@ -288,6 +311,7 @@ class ModelCore:
         """
         from omnivae.model.prediction.intervals import calibrate
 
+        check_int("n_samples", n_samples)
         source = mdata if mdata is not None else self.mdata
         result = calibrate(self.module, self.setup, self.cells, target, truth,
                            obs_names=source.obs_names,

@@ -26,6 +26,7 @@ from omnivae.model.mapping.query import (
 from omnivae.model.mapping.surgery import count_trainable, load_reference_weights
 from omnivae.model.persistence import read_model
 from omnivae.module.vae import ModuleConfig, MultimodalVAE
+from omnivae.train.interrupts import TrainingInterrupted, TrainingTerminated
 
 
 class Model(ModelCore):
@@ -239,13 +240,19 @@ class QueryModel(Model):
         kwargs["weight_decay"] = 0.0
         kwargs.setdefault("kl_warmup_epochs", 0.0)
         kwargs.setdefault("batch_probe_every", 0)
+        interrupted = None
         if self.n_trainable > 0:
             self.module.train()
-            super().train(max_epochs or 100, **kwargs)
+            try:
+                super().train(100 if max_epochs is None else max_epochs, **kwargs)
+            except TrainingInterrupted as err:  # Ctrl-C: finish a usable model, then say so
+                interrupted = err
         self.module.eval()
         assert isinstance(self.cells, CellData)  # query models are built in memory
         self.cells = fill_unmeasured(self.module, self.cells, self.measured, self.fill_steps)
         self.is_trained = True
+        if interrupted is not None:
+            raise interrupted
 
 
 def load_query(
@@ -353,7 +360,11 @@ def map_query(
     (('batch-0', 'batch-1', 'new_lab'), True)
     """
     model = load_query(reference, query_mdata)
-    model.train(max_epochs, **train_kwargs)
+    try:
+        model.train(max_epochs, **train_kwargs)
+    except (TrainingInterrupted, TrainingTerminated) as stopped:
+        stopped.model = model  # what was mapped so far
+        raise
     return model
 
 

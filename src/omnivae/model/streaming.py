@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from omnivae.data.files import check_output_file
 from omnivae.train.threads import pinned_threads
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def write_results(
     embedding_key: str = "X_omnivae",
     chunk_size: int = 4096,
     overwrite: bool = False,
+    uns: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the embedding (and predicted modalities) of every cell into a new file, one chunk
     of cells at a time: memory does not grow with the number of cells.
@@ -84,7 +86,9 @@ def write_results(
         Cells per forward pass and write; memory is about ``chunk_size`` x the largest
         target's features (float32).
     overwrite
-        Replace an existing ``output``.
+        Replace an existing ``output`` (never the file the cells are read from).
+    uns
+        Entries for the output's ``uns`` (e.g. a record that training was interrupted).
 
     Returns
     -------
@@ -102,9 +106,10 @@ def write_results(
     ((60, 4), (60, 30))
     >>> os.remove(out)
     """
-    output = Path(output)
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass overwrite=True to replace it.")
+    source = mdata if mdata is not None else model.mdata
+    read_from = getattr(source, "filename", None)  # a backed file the results must not replace
+    output = check_output_file(output, overwrite=overwrite,
+                               inputs=() if read_from is None else (read_from,))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
     unknown = [t for t in targets if t not in model.setup.modalities]
@@ -118,12 +123,11 @@ def write_results(
     if not as_anndata and not targets:
         raise ValueError(f"{output.name}: an .h5mu output holds predicted modalities; name "
                          "targets=[...], or write the embedding alone to an .h5ad file.")
-    source = mdata if mdata is not None else model.mdata
     data = model.cell_data(mdata)
     obs = source.obs.copy()
     tmp = _temporary_sibling(output)
     try:
-        _write_skeleton(tmp, model, obs, data.mask, targets, as_anndata)
+        _write_skeleton(tmp, model, obs, data.mask, targets, as_anndata, dict(uns or {}))
         with h5py.File(tmp, "r+") as handle:
             _stream_into(handle, model, data, targets, embedding_key, chunk_size, as_anndata)
         os.replace(tmp, output)
@@ -134,10 +138,10 @@ def write_results(
 
 
 def _write_skeleton(path: Path, model: Model, obs: pd.DataFrame, mask: np.ndarray,
-                    targets: Sequence[str], as_anndata: bool) -> None:
+                    targets: Sequence[str], as_anndata: bool, uns: dict[str, Any]) -> None:
     """The output file without its large arrays: cell table, feature tables, parameters."""
     if as_anndata:
-        ad.AnnData(obs=obs).write_h5ad(path)
+        ad.AnnData(obs=obs, uns=uns).write_h5ad(path)
         return
     mods = {}
     for target in targets:
@@ -150,6 +154,7 @@ def _write_skeleton(path: Path, model: Model, obs: pd.DataFrame, mask: np.ndarra
     for target in targets:
         result.uns[f"{target}_imputed"] = {"params": {
             "target": target, "n_samples": 0, "seed": 0, "normalization": NORMALIZATION}}
+    result.uns.update(uns)
     result.write_h5mu(path)
 
 

@@ -33,13 +33,16 @@ class TrainingOutcome:
         Per target, the cross-modal shrinkage fitted on the validation cells (``None`` when
         not asked for).
     interruption
-        ``None``, or what Ctrl-C interrupted and which weights the module kept.
+        ``None``, or what Ctrl-C or SIGTERM interrupted and which weights the module kept.
+    stopped_by
+        ``None``, ``"SIGINT"`` or ``"SIGTERM"``.
     """
 
     history: pd.DataFrame
     is_global_zero: bool
     shrinkage: dict[str, Shrinkage] | None
     interruption: str | None
+    stopped_by: str | None = None
 
 
 def train_module(module: MultimodalVAE, cells: CellData | BackedCellData, setup: SetupInfo,
@@ -66,9 +69,10 @@ def train_module(module: MultimodalVAE, cells: CellData | BackedCellData, setup:
     history = (pd.DataFrame(result.history).set_index("epoch") if result.history
                else pd.DataFrame())
     shrinkage = None
-    if fit_shrinkage:
+    if fit_shrinkage and result.stopped_by != "SIGTERM":  # a scheduler waits seconds, not more
         with pinned_threads(config.num_threads):  # weights from the cells training held out
             shrinkage = fit_every_target(
                 module, cells, result.train_cells, result.validation_cells, seed=seed,
                 device=next(module.parameters()).device)
-    return TrainingOutcome(history, result.is_global_zero, shrinkage, result.interruption)
+    return TrainingOutcome(history, result.is_global_zero, shrinkage, result.interruption,
+                           result.stopped_by)

@@ -11,10 +11,11 @@ from typing import Any
 
 import mudata as md
 
-from omnivae.model.model import Model
+from omnivae.model.model import Model, QueryModel
 from omnivae.tl.clustering import cluster
 from omnivae.tl.de import differential_expression
 from omnivae.tl.imputation import predict
+from omnivae.train.interrupts import TrainingInterrupted, TrainingTerminated
 
 __all__ = ["cluster", "differential_expression", "impute", "integrate", "map_query", "predict"]
 
@@ -78,8 +79,12 @@ def integrate(
     fitted = Model(target, modalities=modalities, likelihoods=likelihoods, layer=layer,
                    batch_key=batch_key, model=model, fusion=fusion, n_latent=n_latent,
                    seed=seed)
-    fitted.train(max_epochs, batch_size=batch_size, accelerator=accelerator,
-                 progress_bar=progress_bar, **train_kwargs)
+    try:
+        fitted.train(max_epochs, batch_size=batch_size, accelerator=accelerator,
+                     progress_bar=progress_bar, **train_kwargs)
+    except (TrainingInterrupted, TrainingTerminated) as stopped:
+        stopped.model = fitted  # the weights trained so far
+        raise
     target.obsm[key_added] = fitted.get_latent_representation()
     target.uns[key_added] = {"params": {
         "modalities": list(fitted.setup.modalities), "likelihoods": dict(fitted.setup.likelihoods),
@@ -166,12 +171,19 @@ def map_query(
     model = map_onto(reference, target, max_epochs=max_epochs, progress_bar=progress_bar,
                      **train_kwargs)
     target.obsm[key_added] = model.get_latent_representation()
-    target.uns[key_added] = {"params": {
+    target.uns[key_added] = {"params": mapping_params(model)}
+    if copy:
+        return (target, model) if return_model else target
+    return model if return_model else None
+
+
+def mapping_params(model: QueryModel) -> dict[str, Any]:
+    """What :func:`map_query` records in ``uns[key_added]["params"]``: the reference's and
+    the new batches, the parameters fitted, the epochs trained and the cells that measured
+    each modality."""
+    return {
         "reference_batches": list(model.setup.batch_categories[:model.n_reference_batches]),
         "new_batches": list(model.setup.batch_categories[model.n_reference_batches:]),
         "n_trainable": model.n_trainable, "epochs_trained": len(model.history),
         "measured": {m: int(v.sum()) for m, v in model.measured.items()},
-    }}
-    if copy:
-        return (target, model) if return_model else target
-    return model if return_model else None
+    }

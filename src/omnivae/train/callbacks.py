@@ -33,7 +33,7 @@ class BestAfterWarmup(pl.Callback):
     During warm-up the KL weight is below one, so the weights are not yet those of the model
     being fitted and a validation ELBO from that phase is not a fair candidate. From
     ``start_epoch`` on, the weights with the lowest ``monitor`` are kept in memory and
-    restored when training ends, and also when it is interrupted (Ctrl-C); with ``patience``
+    restored when training ends, and also when it is interrupted (Ctrl-C, SIGTERM); with ``patience``
     set, training stops after that many epochs without improvement. The stop decision is
     reduced over all processes (DDP-safe). The state is saved in checkpoints, so a resumed run
     keeps the best weights and the patience count of the interrupted one.
@@ -67,7 +67,7 @@ class BestAfterWarmup(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and self.state is not None:
+        if isinstance(exception, (KeyboardInterrupt, SystemExit)) and self.state is not None:
             pl_module.load_state_dict(self.state)
 
     def state_dict(self) -> dict[str, Any]:

@@ -26,6 +26,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from omnivae.train.interrupts import TrainingTerminated
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -132,24 +135,29 @@ def _short(value: Any) -> str:
 
 
 def fit(trainer: pl.Trainer, plan: pl.LightningModule, train_loader: Any, val_loader: Any,
-        ckpt_path: Path | None) -> bool:
-    """``trainer.fit`` that survives Ctrl-C; returns True when training was interrupted.
+        ckpt_path: Path | None) -> str | None:
+    """``trainer.fit`` that survives Ctrl-C and SIGTERM; returns what stopped training:
+    ``None`` (it ended), ``"SIGINT"`` (Ctrl-C) or ``"SIGTERM"``.
 
     Lightning answers a KeyboardInterrupt by calling the callbacks' ``on_exception`` (where
     :class:`~omnivae.train.callbacks.BestAfterWarmup` restores the best weights), ignoring SIGINT and
-    exiting the process. Here the exit is turned back into a return and the SIGINT handler is
-    restored, so a notebook or script keeps the model and stays interruptible.
+    exiting the process; a SIGTERM by raising its ``SIGTERMException`` (a ``SystemExit`` with
+    status 0) at the next step. Both become a return here, the SIGINT handler is restored,
+    and the caller raises :class:`~omnivae.train.interrupts.TrainingInterrupted` or
+    :class:`~omnivae.train.interrupts.TrainingTerminated`, which tell the truth.
     """
     in_main = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT) if in_main else None
     try:
         trainer.fit(plan, train_loader, val_loader,
                     ckpt_path=None if ckpt_path is None else str(ckpt_path), weights_only=True)
+    except (SIGTERMException, TrainingTerminated):
+        return "SIGTERM"
     except SystemExit as exit_:
         if not isinstance(exit_.__context__, KeyboardInterrupt):
             raise
-        return True
+        return "SIGINT"
     finally:
         if in_main and handler is not None:
             signal.signal(signal.SIGINT, handler)
-    return False
+    return None

@@ -13,6 +13,7 @@ from typing import Any
 
 from lightning.pytorch.strategies import Strategy
 
+from omnivae.module.arguments import check_int, check_number
 from omnivae.train.loggers import Logger
 
 
@@ -23,7 +24,9 @@ class TrainConfig:
     Parameters
     ----------
     max_epochs
-        ``None``: :func:`~omnivae.train.plan.default_max_epochs` of the number of cells.
+        An integer >= 1, or ``None``: :func:`~omnivae.train.plan.default_max_epochs` of the
+        number of cells. Every numeric field is checked when the config is made; a
+        ValueError names the field, the value and the range it accepts.
     batch_size, lr, weight_decay
         Minibatch size and AdamW settings.
     kl_warmup_epochs
@@ -131,8 +134,20 @@ class TrainConfig:
     trainer_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}.")
+        check_int("max_epochs", self.max_epochs, 1, none="to choose from the number of cells")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or (
+                self.batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_number("kl_warmup_epochs", self.kl_warmup_epochs, low=0,
+                     none="for a quarter of max_epochs")
+        check_number("validation_fraction", self.validation_fraction, low=0, high=1,
+                     high_open=True)
+        check_int("patience", self.patience, 0)
+        check_int("batch_probe_every", self.batch_probe_every, 0)
+        check_number("gradient_clip_val", self.gradient_clip_val, low=0, low_open=True,
+                     none="for no clipping")
         if self.num_nodes < 1:
             raise ValueError(f"num_nodes must be a positive integer, got {self.num_nodes}.")
         if isinstance(self.devices, int) and self.devices < 1 and self.devices != -1:

@@ -50,8 +50,12 @@ class FitResult:
     is_global_zero
         ``False`` only in processes 1..N-1 of a distributed run.
     interruption
-        ``None``, or when Ctrl-C stopped training, a message saying in which epoch and which
-        weights the module kept (:meth:`omnivae.Model.train` warns with it).
+        ``None``, or when Ctrl-C or SIGTERM stopped training, a message saying in which epoch
+        and which weights the module kept.
+    stopped_by
+        ``None``, ``"SIGINT"`` (Ctrl-C) or ``"SIGTERM"``: :meth:`omnivae.Model.train` raises
+        :class:`~omnivae.train.interrupts.TrainingInterrupted` or
+        :class:`~omnivae.train.interrupts.TrainingTerminated` with the message.
     train_cells, validation_cells
         Row indices of the cells training fitted on and the ones it held out (early stopping
         watches them; :mod:`omnivae.model.prediction.shrinkage` fits its weights on them).
@@ -62,6 +66,7 @@ class FitResult:
     interruption: str | None
     train_cells: np.ndarray
     validation_cells: np.ndarray
+    stopped_by: str | None = None
 
 
 def fit(
@@ -143,19 +148,21 @@ def fit(
             warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
             # the block loader (backed data) never uses workers, so its __len__ is exact
             warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__` defined.*")
-            interrupted = checkpoints.fit(trainer, plan, train_loader, val_loader, ckpt_path)
+            stopped_by = checkpoints.fit(trainer, plan, train_loader, val_loader, ckpt_path)
     finally:
         for log, level in zip(lightning_logs, previous_levels, strict=True):
             log.setLevel(level)
     module.to("cpu").eval()
     interruption = None
-    if interrupted:
+    if stopped_by is not None:
         kept = (f"the best weights so far (epoch {best.best_epoch})"
                 if best is not None and best.state is not None else "the current weights")
-        interruption = (f"Training interrupted (Ctrl-C) in epoch {trainer.current_epoch}; the "
-                        f"model keeps {kept}.")
+        how = "interrupted (Ctrl-C)" if stopped_by == "SIGINT" else "terminated (SIGTERM)"
+        interruption = (f"Training {how} in epoch {trainer.current_epoch} of {max_epochs}; "
+                        f"the model keeps {kept}.")
     return FitResult(history=history.rows, is_global_zero=trainer.is_global_zero,
-                     interruption=interruption, train_cells=train_idx, validation_cells=val_idx)
+                     interruption=interruption, stopped_by=stopped_by, train_cells=train_idx,
+                     validation_cells=val_idx)
 
 
 def _make_trainer(
