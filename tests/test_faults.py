@@ -25,8 +25,8 @@ def sim():
                                      missing_fraction=0.1, seed=1)
 
 
-def _model(sim, seed=3):
-    return omnivae.Model(sim, batch_key="batch", n_latent=4, n_hidden=16, seed=seed)
+def _model(sim, seed=3, n_latent=4):
+    return omnivae.Model(sim, batch_key="batch", n_latent=n_latent, n_hidden=16, seed=seed)
 
 
 class StopAt(pl.Callback):
@@ -177,11 +177,24 @@ def test_resume_refuses_other_settings_and_starts_fresh_without_checkpoint(sim, 
     with pytest.raises(ValueError, match=r"different training run \(batch_size: checkpoint 64 "
                                          r"vs now 32.*resume=False"):
         _model(sim).train(checkpoint_dir=tmp_path, resume=True, **{**SETTINGS, "batch_size": 32})
+    with pytest.raises(ValueError, match=r"different training run \(module.n_latent: "
+                                         r"checkpoint 4 vs now 5\)"):
+        _model(sim, n_latent=5).train(checkpoint_dir=tmp_path, resume=True,
+                                      **{**SETTINGS, "max_epochs": 2})
     fresh, plain = _model(sim), _model(sim)
     fresh.train(checkpoint_dir=tmp_path / "empty", resume=True, **{**SETTINGS, "max_epochs": 2})
     plain.train(**{**SETTINGS, "max_epochs": 2})
     np.testing.assert_array_equal(fresh.get_latent_representation(),
                                   plain.get_latent_representation())
+
+
+def test_a_truncated_checkpoint_is_named_before_resuming(sim, tmp_path):
+    _model(sim).train(checkpoint_dir=tmp_path, **{**SETTINGS, "max_epochs": 2})
+    last = tmp_path / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a copy cut short
+    with pytest.raises(ValueError, match=rf"Checkpoint {last} is damaged \(truncated.*"
+                                         r"resume=False\) to start afresh"):
+        _model(sim).train(checkpoint_dir=tmp_path, resume=True, **SETTINGS)
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

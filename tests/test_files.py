@@ -31,6 +31,7 @@ def _rehash(folder):
     """Make omnivae.json's checksum agree with weights.pt (to reach the checks behind it)."""
     meta = json.loads((folder / "omnivae.json").read_text())
     meta["weights_sha256"] = hashlib.sha256((folder / "weights.pt").read_bytes()).hexdigest()
+    meta["description_sha256"] = _io._description_sha256(meta)
     (folder / "omnivae.json").write_text(json.dumps(meta))
 
 
@@ -156,3 +157,82 @@ def test_a_save_interrupted_between_the_two_renames_points_to_the_previous_model
     os.replace(folder, folder.with_name(".m.old"))  # the one moment the folder is absent
     with pytest.raises(FileNotFoundError, match=r"previous model is in .*\.m\.old; rename it"):
         omnivae.Model.load(folder, sim)
+
+
+def test_an_edited_description_is_refused(sim, saved):
+    """Swapping two feature names would load a different model silently: the description
+    is covered by its own checksum."""
+    _, folder = saved
+    meta = json.loads((folder / "omnivae.json").read_text())
+    names = meta["setup"]["var_names"]["rna"]
+    names[0], names[1] = names[1], names[0]
+    (folder / "omnivae.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"omnivae.json was changed after the model was saved"):
+        omnivae.Model.load(folder, sim)
+    with pytest.raises(ValueError, match=r"omnivae.json was changed after the model was saved"):
+        omnivae.Model.load_query(folder, sim)  # mapping runs the same checks
+
+
+@pytest.mark.parametrize("edit", ["missing key", "wrong type"])
+def test_a_broken_description_names_the_file_and_entry(sim, saved, edit):
+    _, folder = saved
+    meta = json.loads((folder / "omnivae.json").read_text())
+    if edit == "missing key":
+        del meta["module"]["modalities"]
+    else:
+        meta["module"]["n_latent"] = "twenty"
+    meta["description_sha256"] = _io._description_sha256(meta)  # edited by a program
+    (folder / "omnivae.json").write_text(json.dumps(meta))
+    words = (r"lacks the entry 'modalities'" if edit == "missing key" else
+             r"holds a value of the wrong kind \(ValueError: n_latent must be an integer")
+    with pytest.raises(ValueError, match=rf"omnivae.json {words}.*save the model again"):
+        omnivae.Model.load(folder, sim)
+
+
+def test_weights_edited_to_fit_are_checked_when_mapping(sim, saved):
+    """load_reference (omnivae map) runs the state check Model.load runs: a clear error,
+    not a failure inside load_state_dict."""
+    from omnivae.model.model import load_reference
+
+    _, folder = saved
+    state = torch.load(folder / "weights.pt", weights_only=True)
+    state.pop(next(iter(state)))
+    torch.save(state, folder / "weights.pt")
+    _rehash(folder)
+    with pytest.raises(ValueError, match=r"do not match the model described"):
+        load_reference(folder)
+
+
+def test_mapping_onto_a_never_trained_reference_warns(sim, tmp_path):
+    model = omnivae.Model(sim, n_latent=3)
+    with pytest.warns(UserWarning, match=r"reference model was never trained"):
+        omnivae.Model.load_query(model, sim)
+    model.save(tmp_path / "m")
+    with pytest.warns(UserWarning, match=r"reference model was never trained"):
+        omnivae.Model.load_query(tmp_path / "m", sim)
+
+
+def test_save_never_deletes_what_omnivae_did_not_write(sim, tmp_path):
+    model = omnivae.Model(sim, n_latent=3)
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "notebook.ipynb").write_text("{}")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match=r"folder that omnivae did not write.*notebook"):
+            model.save(folder, overwrite=overwrite)
+    assert (folder / "notebook.ipynb").read_text() == "{}"
+    data = tmp_path / "cells.h5mu"
+    data.write_bytes(b"counts")
+    with pytest.raises(FileExistsError, match=r"is a file, not a model folder"):
+        model.save(data, overwrite=True)
+    assert data.read_bytes() == b"counts"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    model.save(empty)  # an empty folder is fine
+    with pytest.raises(FileExistsError, match=r"holds a saved omnivae model; pass overwrite"):
+        model.save(empty)
+    model.save(empty, overwrite=True)  # a model folder omnivae wrote is replaced
+    (empty / "mine.txt").write_text("x")  # ... unless something else was put in it
+    with pytest.raises(FileExistsError, match=r"did not write.*mine.txt"):
+        model.save(empty, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["cells.h5mu", "empty", "work"]  # no leftovers

@@ -35,7 +35,9 @@ def save_model_folder(path: Path, meta: dict[str, Any], state: dict[str, torch.T
         document = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                     "torch_version": torch.__version__,
                     "weights_sha256": _sha256(tmp / _WEIGHTS), **meta}
-        (tmp / _META).write_text(json.dumps(document, indent=2, default=str))
+        document = json.loads(json.dumps(document, default=str))  # as it will read back
+        document["description_sha256"] = _description_sha256(document)
+        (tmp / _META).write_text(json.dumps(document, indent=2))
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -130,6 +132,12 @@ def check_output_file(path: str | Path, *, overwrite: bool,
     return path
 
 
+def _description_sha256(document: dict[str, Any]) -> str:
+    """SHA-256 of a model description without its own checksum (key order does not count)."""
+    content = {k: v for k, v in document.items() if k != "description_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -141,8 +149,9 @@ def _sha256(path: Path) -> str:
 def load_model_folder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read a folder written by :func:`save_model_folder` (tensors only, no pickled code).
 
-    The format version and the weights' SHA-256 are checked: a model from a newer omnivae, a
-    missing, truncated or edited file each give an error saying which file and what to do.
+    The format version, the weights' SHA-256 and the description's own SHA-256 (feature names,
+    batches, settings) are checked: a model from a newer omnivae, a missing, truncated or
+    edited file each give an error saying which file and what to do.
     """
     path = Path(path)
     meta_file, weights_file = path / _META, path / _WEIGHTS
@@ -165,6 +174,13 @@ def load_model_folder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
             f"{path} was saved in model format version {version} by a newer omnivae; this "
             f"omnivae reads versions up to {FORMAT_VERSION}. Upgrade omnivae to load it."
         )
+    saved_sum = meta.get("description_sha256")  # absent in files of omnivae <= 0.1
+    if saved_sum is not None and saved_sum != _description_sha256(meta):
+        raise ValueError(
+            f"{meta_file} was changed after the model was saved (its contents differ from the "
+            "checksum saved with it): the feature names, batches and settings in it are what "
+            "the weights were trained with, and an edited copy would load a different model "
+            "silently. Restore the file from a backup or save the model again.")
     if not weights_file.is_file():
         raise FileNotFoundError(f"{path} has no {_WEIGHTS}; the model folder is incomplete. "
                                 "Save the model again or restore the folder from a backup.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +295,12 @@ def load_query(
     """
     if not isinstance(reference, Model):
         reference = load_reference(reference)
+    if not reference.is_trained:
+        warnings.warn(
+            "The reference model was never trained (is_trained is False): the query is mapped "
+            "onto random weights, so its embedding and predictions mean nothing. Train the "
+            "reference first (reference.train()), or load the trained one.", UserWarning,
+            stacklevel=2)
     data, setup, measured = setup_query(query_mdata, reference.setup)
     config = query_config(reference.config, setup, fill_steps)
     model = _query_model(query_mdata, setup, config, data, measured,
@@ -389,6 +396,8 @@ def load_reference(path: str | Path) -> Model:
     model = Model.__new__(Model)
     model.setup, model.config = saved.setup, saved.config
     model.module = MultimodalVAE(saved.config)
+    check_state_matches(model.module, saved.state, Path(path))  # the checks Model.load runs
     model.module.load_state_dict(saved.state)
     model.shrinkage = saved.shrinkage
+    model.is_trained, model.history = saved.is_trained, saved.history
     return model

@@ -67,10 +67,19 @@ def read_model(path: str | Path) -> SavedModel:
     (False, {}, ['rna'])
     """
     meta, state = _io.load_model_folder(Path(path))
-    history = pd.DataFrame(meta.get("history") or {})
-    return SavedModel(
-        setup=SetupInfo.from_dict(meta["setup"]), config=ModuleConfig.from_dict(meta["module"]),
-        state=state, is_trained=bool(meta.get("is_trained", False)),
-        history=history.set_index("epoch") if "epoch" in history else history,
-        shrinkage={t: Shrinkage.from_dict(v) for t, v in (meta.get("shrinkage") or {}).items()},
-    )
+    try:
+        history = pd.DataFrame(meta.get("history") or {})
+        return SavedModel(
+            setup=SetupInfo.from_dict(meta["setup"]),
+            config=ModuleConfig.from_dict(meta["module"]),
+            state=state, is_trained=bool(meta.get("is_trained", False)),
+            history=history.set_index("epoch") if "epoch" in history else history,
+            shrinkage={t: Shrinkage.from_dict(v)
+                       for t, v in (meta.get("shrinkage") or {}).items()},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        what = f"lacks the entry {err.args[0]!r}" if isinstance(err, KeyError) else (
+            f"holds a value of the wrong kind ({type(err).__name__}: {str(err)[:160]})")
+        raise ValueError(
+            f"{Path(path) / 'omnivae.json'} {what}: it was edited or written by another "
+            "program. Restore it from a backup or save the model again.") from None

@@ -14,6 +14,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from omnivae.module.arguments import check_int, check_number
 from omnivae.module.collapse import collapse_terms
 from omnivae.module.confidence import evidence_penalty
 from omnivae.module.fusion import Mixture, check_fusion_name
@@ -85,6 +86,14 @@ class ModuleConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("n_latent", "n_hidden", "n_layers", "n_batches"):
+            check_int(name, getattr(self, name), 1)
+        for name in ("prior_components", "seed", "fill_steps", "penalty_n_labels"):
+            check_int(name, getattr(self, name), 0)
+        check_int("n_reference_batches", self.n_reference_batches, 0, none="for a reference")
+        check_number("dropout", self.dropout, low=0, high=1, high_open=True)
+        check_number("confidence_penalty", self.confidence_penalty, low=0)
+        check_number("penalty_weight", self.penalty_weight, low=0)
         check_fusion_name(self.fusion)
         objective = OBJECTIVES[check_model_name(self.model)]
         if objective.fusions and self.fusion not in objective.fusions:

@@ -17,6 +17,7 @@ import random
 import signal
 import tempfile
 import threading
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -72,7 +73,38 @@ def resume_path(checkpoint_dir: str | Path | None, resume: bool) -> Path | None:
     if checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir=..., the folder the checkpoints go to.")
     path = Path(checkpoint_dir) / LAST_CHECKPOINT
-    return path if path.is_file() else None
+    if not path.is_file():
+        return None
+    check_readable(path)
+    return path
+
+
+def check_readable(path: Path) -> None:
+    """Raise a ValueError naming ``path`` unless it is a complete checkpoint archive (every
+    member present, every checksum right), before Lightning reads it.
+
+    Examples
+    --------
+    >>> import tempfile, torch, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "last.ckpt"
+    >>> torch.save({"epoch": 3}, path)
+    >>> check_readable(path)
+    >>> _ = path.write_bytes(path.read_bytes()[:40])
+    >>> check_readable(path)
+    Traceback (most recent call last):
+    ...
+    ValueError: Checkpoint ... is damaged (truncated or partly written: ...); ...
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        problem = None if bad is None else f"member {bad} fails its checksum"
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        problem = f"{type(err).__name__}: {err}"
+    if problem is not None:
+        raise ValueError(
+            f"Checkpoint {path} is damaged (truncated or partly written: {problem}); resume "
+            "from a backup copy of it, or delete it (or pass resume=False) to start afresh.")
 
 
 def rng_state(shuffle_generator: torch.Generator | None) -> dict[str, Any]:
@@ -117,6 +149,7 @@ def _to_tuples(value: Any) -> Any:
 
 def check_signature(saved: Mapping[str, Any], current: Mapping[str, Any], path: Any) -> None:
     """Raise a ValueError naming every setting in which a checkpoint differs from this run."""
+    saved, current = _flatten(saved), _flatten(current)
     keys = sorted(set(saved) | set(current))
     differ = [k for k in keys if saved.get(k) != current.get(k)]
     if differ:
@@ -127,6 +160,18 @@ def check_signature(saved: Mapping[str, Any], current: Mapping[str, Any], path: 
             "with the same data and settings, or pass resume=False (or another checkpoint_dir) "
             "to start afresh."
         )
+
+
+def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted names (``module.n_latent``), so a difference is named by the
+    setting itself, not by the whole section it sits in."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _short(value: Any) -> str:
