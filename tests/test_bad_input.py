@@ -293,3 +293,46 @@ def test_bad_training_arguments():
 def test_architecture_sizes_out_of_range_name_the_argument(argument, value, message):
     with pytest.raises(ValueError, match=message):
         omnivae.Model(_mdata(), batch_key="batch", **{**TINY, argument: value})
+
+
+@pytest.mark.parametrize("backed", [False, True])
+def test_a_modality_without_any_count_warns(tmp_path, backed):
+    mdata = _mdata()
+    adt = mdata.mod["adt"]
+    adt.X = adt.X * 0
+    source = mdata
+    if backed:
+        source = tmp_path / "zero.h5mu"
+        mdata.write_h5mu(source)
+    with pytest.warns(UserWarning, match=r"Modality 'adt' \(X\) has no counts at all.*layer="):
+        omnivae.Model(source, **TINY)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"max_epochs": 0}, r"max_epochs must be an integer >= 1 \(or None to choose"),
+    ({"max_epochs": -1}, r"max_epochs must be an integer >= 1 .*got -1"),
+    ({"max_epochs": 1.5}, r"max_epochs must be an integer >= 1 .*got 1.5"),
+    ({"max_epochs": True}, r"max_epochs must be an integer >= 1 .*got True"),
+    ({"lr": 0}, r"lr must be a number > 0, got 0"),
+    ({"lr": float("nan")}, r"lr must be a number > 0, got nan"),
+    ({"weight_decay": -1.0}, r"weight_decay must be a number >= 0"),
+    ({"kl_warmup_epochs": -2}, r"kl_warmup_epochs must be a number >= 0"),
+    ({"patience": -1}, r"patience must be an integer >= 0"),
+    ({"gradient_clip_val": 0}, r"gradient_clip_val must be a number > 0 \(or None for no"),
+    ({"batch_size": 2.5}, r"batch_size must be a positive integer, got 2.5"),
+])
+def test_training_numbers_out_of_range_name_the_argument_and_range(options, message):
+    model = omnivae.Model(_mdata(), **TINY)
+    with pytest.raises(ValueError, match=message):
+        model.train(progress_bar=False, **options)
+    assert not model.is_trained
+
+
+def test_inference_numbers_out_of_range_name_the_argument_and_range():
+    model = omnivae.Model(_mdata(), **TINY)
+    with pytest.raises(ValueError, match=r"batch_size must be an integer >= 1, got 0"):
+        model.get_latent_representation(batch_size=0)
+    with pytest.raises(ValueError, match=r"n_samples must be an integer >= 0, got -1"):
+        model.predict("adt", n_samples=-1)
+    with pytest.raises(ValueError, match=r"interval must be a number in \(0, 1\) .*got 90"):
+        model.predict("adt", interval=90)

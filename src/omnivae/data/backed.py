@@ -26,6 +26,7 @@ from omnivae.data.checks import (
     check_no_empty_cells,
     resolve_modalities,
     training_features,
+    warn_if_no_counts,
 )
 from omnivae.data.setup import SetupInfo, default_likelihood, setup_info
 from omnivae.data.store import CountsReader, contiguous_runs, store_node
@@ -263,6 +264,8 @@ def setup_backed(
         mask[:, m] = local_rows[name] >= 0
         lib, sample = _stream_summaries(readers[name], adata.obs_names, features, lik, where,
                                         options)
+        if reference is None:
+            warn_if_no_counts(name, float(lib.sum()), len(lib), where)
         scale = reference.library_scale[name] if reference else max(float(np.median(lib)), 1.0)
         lib = np.maximum(lib, 1.0).astype(np.float32)
         library[name] = np.ones(n, dtype=np.float32)

@@ -6,6 +6,7 @@ wrong and how to fix it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import anndata as ad
@@ -243,3 +244,24 @@ def training_features(adata: ad.AnnData, ref: list[str], name: str) -> ad.AnnDat
         f"mdata.mod[{name!r}] = mdata.mod[{name!r}][:, model.var_names[{name!r}]], after "
         "adding any missing features (as zero counts if they were not measured)."
     )
+
+
+def warn_if_no_counts(name: str, total: float, n_cells: int, where: str) -> None:
+    """Warn when modality ``name`` holds no counts at all: the model can learn nothing from
+    it, which usually means the wrong layer or an empty export.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_if_no_counts("adt", 0.0, 5, "X")
+    >>> str(caught[0].message).split(":")[0]
+    "Modality 'adt' (X) has no counts at all"
+    """
+    if total == 0 and n_cells > 0:
+        warnings.warn(
+            f"Modality {name!r} ({where}) has no counts at all: every value of its {n_cells} "
+            "cells is 0, so the model learns nothing from it. Check that the raw counts are "
+            "there (layer='counts' if they are in a layer), or leave the modality out with "
+            "modalities=[...].", UserWarning, stacklevel=4)

@@ -26,6 +26,7 @@ from omnivae.data.checks import (
     counts_matrix,
     resolve_modalities,
     training_features,
+    warn_if_no_counts,
 )
 from omnivae.module.likelihoods import check_likelihood_name
 
@@ -226,8 +227,10 @@ def setup_mudata(
         if reference is not None and list(adata.var_names) != reference.var_names[name]:
             adata = training_features(adata, reference.var_names[name], name)
         matrix = counts_matrix(adata, layers.get(name), name)
-        check_counts(matrix, name, lik, adata.obs_names, f"layer {layers.get(name)!r}"
-                     if layers.get(name) else "X", adata.var_names)
+        where = f"layer {layers.get(name)!r}" if layers.get(name) else "X"
+        check_counts(matrix, name, lik, adata.obs_names, where, adata.var_names)
+        if reference is None:  # training data; new cells may well lack counts
+            warn_if_no_counts(name, float(abs(matrix).sum()), matrix.shape[0], where)
         rows = obs_names.get_indexer(adata.obs_names)
         if (rows < 0).any():
             raise ValueError(f"Modality {name!r} has cells not in mdata.obs_names; call mdata.update().")
