@@ -258,3 +258,27 @@ def test_no_input_changes_and_no_exit_0_without_the_outputs(
             assert omnivae.Model.load(model_dir, md.read_h5mu(cells)).config.n_latent == 2
     else:  # nothing changed but what was refused
         assert after == before
+
+
+@pytest.mark.parametrize(("command", "option", "value", "words"), [
+    ("fit", "--max-epochs", "0", "max_epochs must be an integer >= 1"),
+    ("fit", "--max-epochs", "-1", "max_epochs must be an integer >= 1"),
+    ("fit", "--batch-size", "0", "batch_size must be a positive integer"),
+    ("fit", "--n-latent", "0", "n_latent must be an integer >= 1"),
+    ("demo", "--max-epochs", "0", "max_epochs must be an integer >= 1"),
+])
+def test_numbers_out_of_range_exit_2_with_the_range(cells, tmp_path, capsys, command, option,
+                                                     value, words):
+    args = (["fit", str(cells), "-o", str(tmp_path / "out.h5mu"), "--no-progress"]
+            if command == "fit" else ["demo", "--quick", "--out", str(tmp_path / "demo"),
+                                      "--no-progress"])
+    assert main([*args, option, value]) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "out.h5mu").exists() and not (tmp_path / "demo" / "demo.h5mu").exists()
+
+
+def test_a_truncated_backed_input_is_a_clear_error(cells, tmp_path):
+    bad = tmp_path / "cut.h5mu"
+    bad.write_bytes(cells.read_bytes()[:5000])
+    with pytest.raises(ValueError, match=r"cut.h5mu cannot be read as an .h5mu file.*complete"):
+        omnivae.Model(bad)

@@ -427,7 +427,8 @@ def _run(args: argparse.Namespace) -> None:
         from omnivae.demo import run_demo
 
         run_demo(args.out, n_cells=200 if args.quick and args.n_cells == 2000 else args.n_cells,
-                 max_epochs=args.max_epochs or (15 if args.quick else 150),
+                 max_epochs=(args.max_epochs if args.max_epochs is not None
+                             else 15 if args.quick else 150),
                  n_latent=args.n_latent, batch_size=args.batch_size,
                  accelerator=args.accelerator, seed=args.seed,
                  progress_bar=not args.no_progress)

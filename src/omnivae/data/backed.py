@@ -93,7 +93,12 @@ def open_backed(path: str | Path) -> md.MuData:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; pass the path of an .h5mu file.")
-    return md.read_h5mu(path, backed=True)
+    try:
+        return md.read_h5mu(path, backed=True)
+    except (OSError, KeyError) as err:
+        raise ValueError(f"{path} cannot be read as an .h5mu file ({type(err).__name__}: "
+                         f"{str(err)[:160]}); is it complete (not truncated by an interrupted "
+                         "copy) and written by MuData?") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -118,7 +118,7 @@ def fit(
     trainer_kwargs = config.lightning_trainer_kwargs()
     trainer_kwargs["precision"] = training_precision(config.precision, config.accelerator)
     n = data.n_cells
-    max_epochs = config.max_epochs or default_max_epochs(n)
+    max_epochs = default_max_epochs(n) if config.max_epochs is None else config.max_epochs
     warmup = max_epochs / 4 if config.kl_warmup_epochs is None else config.kl_warmup_epochs
     train_idx, val_idx = split_cells(n, config.validation_fraction, seed)
     batch_size = config.batch_size
