@@ -155,7 +155,9 @@ def summarise(rows: list[dict]) -> str:
              "Mean over seeds of each score; `baseline` is the defaults, every other candidate "
              "differs from them in the arguments named in `benchmarks/studies/tune_defaults.py`. The "
              "confirmation datasets are never scored here. `seeds` lists every seed a candidate "
-             "ran; a column may hold fewer (each row, with its seed, is in raw/tuning.jsonl).",
+             "ran; a column may hold fewer (each row, with its seed, is in raw/tuning.jsonl). "
+             "Which files tune and which confirm, and when a change is adopted: "
+             "`benchmarks/PROTOCOL.md`.",
              "", "Adopted:", "", *(f"- {line}" for line in ADOPTED),
              "", "Measured, not adopted:", "", *(f"- {line}" for line in NOT_ADOPTED)]
     labels = sorted(table["defaults"].unique(),
