@@ -125,6 +125,67 @@ def serve(root: Path) -> Iterator[tuple[str, list[str]]]:
         server.server_close()
 
 
+# ----------------------------------------------------------------------------- test fixture
+class Sources:
+    """Source files of the registered datasets, served over HTTP on 127.0.0.1 from ``root``.
+
+    Two trees: ``rebuilt/`` always holds files rebuilt from ``../shared/data`` (what CI can
+    run); ``auto/`` holds the real public files when the snapshot :data:`REAL_SOURCES` has them,
+    else rebuilt ones. Each dataset is laid out on first use; :meth:`entry` returns the registry
+    entry to use with it (the real one, or one whose sources carry the rebuilt files' sha256).
+    """
+
+    def __init__(self, root: Path, base_url: str, requests: list[str], shared: Path) -> None:
+        from omnivae import datasets
+
+        self.root, self.base_url, self.requests, self.shared = root, base_url, requests, shared
+        self.registry = dict(datasets._registry())
+        self._entries: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def mirror(self, tree: str) -> str:
+        return f"{self.base_url}{tree}/"
+
+    def kind(self, name: str, tree: str) -> str:
+        """``"real"`` or ``"rebuilt"``: what ``tree`` serves for ``name``."""
+        return "real" if tree == "auto" and real_sources_present(self.registry[name]) else "rebuilt"
+
+    def entry(self, name: str, tree: str = "auto") -> dict[str, Any]:
+        """Lay out ``name``'s sources in ``tree`` (once) and return its registry entry; skip the
+        test when neither the real sources nor the prepared file are available."""
+        import pytest
+
+        key = (name, tree)
+        if key not in self._entries:
+            entry = self.registry[name]
+            if self.kind(name, tree) == "real":
+                for src in entry["sources"]:
+                    target = self.root / tree / relpath(src["url"])
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.symlink_to(REAL_SOURCES / relpath(src["url"]))
+            else:
+                prepared = self.shared / entry["filename"]
+                if not prepared.is_file():
+                    pytest.skip(f"cannot serve the sources of {name!r}: neither the public source "
+                                f"files under {REAL_SOURCES} nor the prepared {prepared} exist")
+                entry = rebuild_sources(entry, prepared, self.root / tree)
+            self._entries[key] = entry
+        return self._entries[key]
+
+    def offline(self, monkeypatch: Any, folder: Path, names: list[str], tree: str = "auto") -> None:
+        """Simulate a machine without ``../shared/data`` whose downloads of ``names`` come from
+        this server: ``OMNIVAE_DATA`` an empty ``folder``, an empty cache, the mirror set and
+        the registry holding the entries of the served files."""
+        from omnivae import datasets
+
+        entries = {name: self.entry(name, tree) for name in names}
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder.parent / "cache").mkdir(exist_ok=True)
+        monkeypatch.setenv("OMNIVAE_DATA", str(folder))
+        monkeypatch.setenv("XDG_CACHE_HOME", str(folder.parent / "cache"))
+        monkeypatch.setenv("OMNIVAE_DATA_MIRROR", self.mirror(tree))
+        monkeypatch.setattr(datasets, "_registry", lambda: {**self.registry, **entries})
+
+
 # ----------------------------------------------------------------------------- comparison
 def _frame_differences(tag: str, a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
     out = []

@@ -10,6 +10,7 @@ order, the same features, labels and raw integer counts (float32 CSR in each ``X
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import mudata as md
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from anndata import OldFormatWarning
 
 __all__ = ["CONVERTERS", "ConversionError", "content_sha256", "convert"]
 
@@ -66,7 +68,9 @@ def _openproblems_h5ad(files: Mapping[str, Path], entry: Mapping[str, Any]) -> m
     (``rna`` and ``adt`` or ``atac``)."""
     mods: dict[str, ad.AnnData] = {}
     for mod in entry["modalities"]:
-        source = ad.read_h5ad(files[mod])
+        with warnings.catch_warnings():  # files written by anndata < 0.7: read as intended
+            warnings.filterwarnings("ignore", category=OldFormatWarning)
+            source = ad.read_h5ad(files[mod])
         counts = _counts(source.layers["counts"] if "counts" in source.layers else source.X)
         if not np.array_equal(counts.data, np.round(counts.data)) or (counts.data < 0).any():
             raise ConversionError(f"{files[mod]} has no layers['counts'] and its X does not hold "
@@ -162,7 +166,8 @@ def convert(files: Mapping[str, Path], entry: Mapping[str, Any]) -> md.MuData:
 
 def content_sha256(mdata: md.MuData, label_keys: Sequence[str] = ()) -> str:
     """Fingerprint of what a dataset is: cells (in order), each modality's cells and features
-    (in order) and counts, and the given label columns of each modality's ``obs``.
+    (in order) and counts, the given label columns of each modality's ``obs`` (as text) and
+    every ``obs``/``var`` column of each modality (names, order and values).
 
     Independent of how the file was written (HDF5 layout, compression, library versions), so a
     file converted from the public sources is recognised as the prepared dataset.
@@ -200,4 +205,7 @@ def content_sha256(mdata: md.MuData, label_keys: Sequence[str] = ()) -> str:
             if key in adata.obs:
                 add_names(f"label {key}", adata.obs[key].astype(object).where(
                     adata.obs[key].notna(), "<NA>"))
+        for tag, frame in (("obs", adata.obs), ("var", adata.var)):
+            for col in frame.columns:  # every other column too, by value
+                add_names(f"{tag} column {col}", [repr(v) for v in frame[col].tolist()])
     return h.hexdigest()
