@@ -102,7 +102,7 @@ def rebuild_sources(entry: dict[str, Any], prepared: Path, root: Path) -> dict[s
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     requests: list[str]
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:  # the stdlib signature
         pass
 
     def do_GET(self) -> None:

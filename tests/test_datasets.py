@@ -516,7 +516,7 @@ def test_wrong_conversion_is_refused_and_leaves_nothing(source_server, tmp_path,
     source_server.offline(monkeypatch, tmp_path / "user", [SMALL], tree="rebuilt")
     entry = {**source_server.entry(SMALL, "rebuilt"), "content_sha256": "f" * 64}
     monkeypatch.setattr(datasets, "_registry", lambda: {**REGISTRY, SMALL: entry})
-    with pytest.raises(ConversionError, match="content fingerprint expected f{64}, got [0-9a-f]{64}"):
+    with pytest.raises(ConversionError, match=r"content fingerprint expected f{64}, got [0-9a-f]{64}"):
         load(SMALL, progress=False)
     assert list((tmp_path / "user").iterdir()) == []
 

@@ -84,7 +84,7 @@ def _content_sha256(path: Path, entry: dict[str, Any]) -> str | None:
         try:
             with md.set_options(pull_on_update=False):
                 found = content_sha256(md.read_h5mu(path), keys)
-        except Exception:  # noqa: BLE001 - any unreadable file is simply not the dataset
+        except Exception:  # any unreadable file is simply not the dataset
             return None
         _HASH_CACHE[key] = found
     return _HASH_CACHE[key]
