@@ -29,7 +29,7 @@ from omnivae.datasets import (
     sources,
 )
 from omnivae.datasets.convert import CONVERTERS, content_sha256
-from omnivae.datasets.download import mark_converted
+from omnivae.datasets.download import converted_fingerprint, mark_converted
 from tests.dataset_sources import REAL_SOURCES, differences, real_sources_present
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -549,3 +549,14 @@ def test_real_sources_convert_exactly(name, tmp_path, monkeypatch):
     path = locate(name, mirror=REAL_SOURCES, progress=False)
     assert path == tmp_path / "user" / entry["filename"]
     assert differences(_read(path), _read(prepared)) == []
+    # byte for byte the prepared file (same library versions), or marked as converted
+    same_bytes = hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+    assert same_bytes or converted_fingerprint(path) == entry["content_sha256"]
+
+
+def test_docs_page_lists_every_source_and_checksum():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    for name, entry in REGISTRY.items():
+        assert f"`{name}`" in page and entry["sha256"] in page
+        for src in entry["sources"]:
+            assert src["url"] in page and src["sha256"] in page
