@@ -29,7 +29,7 @@ from omnivae.datasets import (
     sources,
 )
 from omnivae.datasets.convert import CONVERTERS, content_sha256
-from omnivae.datasets.download import converted_fingerprint, mark_converted
+from omnivae.datasets.download import converted_fingerprint, fetch_file, mark_converted
 from tests.dataset_sources import REAL_SOURCES, differences, real_sources_present
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -360,15 +360,15 @@ def test_download_file_url_is_atomic(tmp_path):
     src.write_bytes(b"omnivae" * 1000)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     dest = tmp_path / "dl" / "payload.bin"
-    assert datasets._download(src.as_uri(), dest, digest) == dest
+    assert fetch_file(src.as_uri(), dest, digest) == dest
     assert dest.read_bytes() == src.read_bytes()
     dest.write_bytes(b"previous")
     with pytest.raises(ChecksumError, match="expected sha256"):
-        datasets._download(src.as_uri(), dest, "0" * 64)
+        fetch_file(src.as_uri(), dest, "0" * 64)
     assert dest.read_bytes() == b"previous"  # untouched on failure
     assert sorted(p.name for p in dest.parent.iterdir()) == ["payload.bin"]  # no partial file
     with pytest.raises(OSError):
-        datasets._download((tmp_path / "missing").as_uri(), tmp_path / "dl" / "x.bin")
+        fetch_file((tmp_path / "missing").as_uri(), tmp_path / "dl" / "x.bin")
     assert sorted(p.name for p in dest.parent.iterdir()) == ["payload.bin"]
 
 
@@ -489,8 +489,8 @@ def test_second_call_uses_the_cache_offline(source_server, tmp_path, monkeypatch
     assert locate(SMALL) == path and load(SMALL).n_obs == REGISTRY[SMALL]["n_cells"]
     assert len(source_server.requests) == before  # nothing downloaded again
     monkeypatch.setenv("OMNIVAE_DATA", str(tmp_path / "empty"))
-    with pytest.raises(OSError):  # the mirror really is unreachable
-        locate(SMALL, progress=False)
+    with pytest.raises(OSError, match=re.escape("Could not download http://127.0.0.1:9/unreachable/")):
+        locate(SMALL, progress=False)  # the mirror really is unreachable
     assert list((tmp_path / "empty").iterdir()) == []
 
 

@@ -21,7 +21,7 @@ import mudata as md
 import numpy as np
 import pandas as pd
 
-from omnivae.datasets.convert import ConversionError, content_sha256
+from omnivae.datasets.convert import ConversionError, content_sha256, label_keys
 from omnivae.datasets.download import (
     ChecksumError,
     build,
@@ -79,11 +79,9 @@ def _content_sha256(path: Path, entry: dict[str, Any]) -> str | None:
     st = path.stat()
     key = ("content", str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASH_CACHE:
-        keys = [k for k in (entry.get("batch_key"), entry.get("label_key"),
-                            *entry.get("extra_label_keys", [])) if k]
         try:
             with md.set_options(pull_on_update=False):
-                found = content_sha256(md.read_h5mu(path), keys)
+                found = content_sha256(md.read_h5mu(path), label_keys(entry))
         except Exception:  # any unreadable file is simply not the dataset
             return None
         _HASH_CACHE[key] = found
@@ -140,11 +138,6 @@ def _search_dirs(data_dir: str | os.PathLike[str] | None) -> list[Path]:
     for d in dirs:
         unique.setdefault(os.path.abspath(d), d)
     return list(unique.values())
-
-
-def _download(url: str, dest: str | os.PathLike[str], sha256: str | None = None) -> Path:
-    """Download ``url`` to ``dest`` atomically (see :func:`omnivae.datasets.download.fetch_file`)."""
-    return fetch_file(url, dest, sha256)
 
 
 def sources(name: str, *, mirror: str | os.PathLike[str] | None = None) -> list[tuple[str, str]]:
@@ -291,9 +284,7 @@ def load(name: str, *, data_dir: str | os.PathLike[str] | None = None,
                   mirror=mirror)
     with md.set_options(pull_on_update=False):
         mdata = md.read_h5mu(path)
-    keys = [k for k in (entry.get("batch_key"), entry.get("label_key"),
-                        *entry.get("extra_label_keys", [])) if k]
-    _normalise_obs(mdata, keys)
+    _normalise_obs(mdata, label_keys(entry))
     mdata.uns["dataset"] = {"name": entry["name"], "sha256": entry["sha256"],
                             **{k: entry[k] for k in ("batch_key", "label_key") if entry.get(k)}}
     return mdata

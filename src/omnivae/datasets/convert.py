@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import OldFormatWarning
 
-__all__ = ["CONVERTERS", "ConversionError", "content_sha256", "convert"]
+__all__ = ["CONVERTERS", "ConversionError", "content_sha256", "convert", "label_keys"]
 
 
 class ConversionError(ValueError):
@@ -56,7 +56,8 @@ def _mudata(mods: dict[str, ad.AnnData], keys: Sequence[str]) -> md.MuData:
     return mdata
 
 
-def _label_keys(entry: Mapping[str, Any]) -> list[str]:
+def label_keys(entry: Mapping[str, Any]) -> list[str]:
+    """The batch and label columns a registry entry names (those the fingerprint reads)."""
     return [k for k in (entry.get("batch_key"), entry.get("label_key"),
                         *entry.get("extra_label_keys", [])) if k]
 
@@ -155,7 +156,7 @@ def convert(files: Mapping[str, Path], entry: Mapping[str, Any]) -> md.MuData:
     mdata = CONVERTERS[fmt](files, entry)
     expected = entry.get("content_sha256")
     if expected is not None:
-        found = content_sha256(mdata, _label_keys(entry))
+        found = content_sha256(mdata, label_keys(entry))
         if found != expected:
             raise ConversionError(
                 f"The source files of {entry['name']!r} converted to other content than "

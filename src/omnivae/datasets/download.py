@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Mapping
@@ -126,12 +127,19 @@ def fetch_file(url: str, dest: str | os.PathLike[str], sha256: str | None = None
     tmp = Path(tmp_name)
     try:
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            for block in iter(lambda: resp.read(_BLOCK), b""):
-                out.write(block)
-                h.update(block)
-                if bar is not None:
-                    bar.update(len(block))
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as resp:
+                    for block in iter(lambda: resp.read(_BLOCK), b""):
+                        out.write(block)
+                        h.update(block)
+                        if bar is not None:
+                            bar.update(len(block))
+            except urllib.error.URLError as err:
+                raise OSError(
+                    f"Could not download {url}: {err.reason}. Check the internet connection, "
+                    f"or point mirror= or {MIRROR_ENV} at a copy of the source files, or put "
+                    f"the prepared file in a folder named by OMNIVAE_DATA.") from err
             out.flush()
             os.fsync(out.fileno())
         if sha256 is not None and h.hexdigest() != sha256:
