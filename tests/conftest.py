@@ -55,3 +55,26 @@ def small_sim():
 
     return omnivae.datasets.simulate(300, modalities=("rna", "atac", "adt"), n_batches=2,
                                      n_cell_types=4, missing_fraction=0.1, seed=1)
+
+
+@pytest.fixture(scope="session")
+def source_server(tmp_path_factory):
+    """The registered datasets' source files served on 127.0.0.1 (see tests/dataset_sources.py):
+    the real public files where a snapshot of them exists, else files rebuilt from
+    ../shared/data in each source format."""
+    from tests.dataset_sources import Sources, serve
+
+    root = tmp_path_factory.mktemp("served")
+    with serve(root) as (url, requests):
+        yield Sources(root, url, requests, SHARED_DATA)
+
+
+@pytest.fixture
+def offline_data(source_server, tmp_path, monkeypatch):
+    """``offline_data(*names)``: this test runs as on a machine without ../shared/data:
+    ``OMNIVAE_DATA`` is an empty folder and ``names`` download from the local server."""
+
+    def use(*names: str) -> None:
+        source_server.offline(monkeypatch, tmp_path / "user-data", list(names))
+
+    return use

@@ -1,8 +1,10 @@
-"""Simulator realism and mosaic layout; registry, checksummed loading, search order, download."""
+"""Simulator realism and mosaic layout; registry, checksummed loading, search order, download
+of the public sources (served locally, never from the internet) and their conversion."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +18,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
 from omnivae import datasets
-from omnivae.datasets import ChecksumError, UnknownDatasetError, available, load, locate, simulate
+from omnivae.datasets import (
+    ChecksumError,
+    ConversionError,
+    UnknownDatasetError,
+    available,
+    load,
+    locate,
+    simulate,
+    sources,
+)
+from omnivae.datasets.convert import CONVERTERS, content_sha256
+from omnivae.datasets.download import converted_fingerprint, fetch_file, mark_converted
+from tests.dataset_sources import REAL_SOURCES, differences, real_sources_present
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REGISTRY = datasets._registry()
@@ -194,21 +208,53 @@ def test_simulate_100k_rna_only():
 
 
 # ----------------------------------------------------------------------------- registry
+ROLES = {"openproblems_h5ad": None, "scmomat_npz": {"rna", "atac", "meta", "genes", "regions"},
+         "totalvi_csv": {"rna", "adt"}, "prepared_h5mu": {"mudata"}}
+RAW_URL = re.compile(r"https://raw\.githubusercontent\.com/[\w.-]+/[\w.-]+/[0-9a-f]{40}/\S+")
+
+
 def test_registry_entries_are_complete():
     fields = {"name", "filename", "description", "n_cells", "modalities", "modality_cells",
-              "batch_key", "label_key", "licence", "source", "url", "source_urls",
-              "prepared_url", "sha256"}
+              "batch_key", "label_key", "licence", "source", "url", "format", "sources",
+              "prepared_url", "sha256", "content_sha256"}
     assert len(REGISTRY) == 6
     for name, entry in REGISTRY.items():
         assert fields <= set(entry) and entry["name"] == name
         assert entry["filename"] == f"{name}.h5mu"
-        assert len(entry["sha256"]) == 64 and int(entry["sha256"], 16) >= 0
-        assert entry["source_urls"] and all(
-            u.startswith("https://raw.githubusercontent.com/") for u in entry["source_urls"])
+        for digest in (entry["sha256"], entry["content_sha256"]):
+            assert re.fullmatch(r"[0-9a-f]{64}", digest)
+        assert entry["format"] in CONVERTERS
+        roles = {s["role"] for s in entry["sources"]}
+        assert roles == (ROLES[entry["format"]] or set(entry["modalities"]))
+        for src in entry["sources"]:
+            assert RAW_URL.fullmatch(src["url"]), src["url"]  # full 40-hex commits
+            assert re.fullmatch(r"[0-9a-f]{64}", src["sha256"]) and src["size_bytes"] > 0
+            commit = src["url"].split("/")[5]
+            assert commit[:8] in entry["source"] and commit in entry["url"]
+        assert sum(s["size_bytes"] for s in entry["sources"]) < 8_000_000  # small downloads
         assert entry["prepared_url"] is None
     table = available()
     assert list(table.index) == sorted(REGISTRY)
-    assert {"n_cells", "batch_key", "label_key", "licence", "source", "path"} <= set(table.columns)
+    assert {"n_cells", "batch_key", "label_key", "licence", "source", "path",
+            "download_bytes"} <= set(table.columns)
+    assert (table["download_bytes"] > 0).all()
+
+
+def test_sources_lists_url_and_sha256(monkeypatch):
+    monkeypatch.delenv("OMNIVAE_DATA_MIRROR", raising=False)
+    for name, entry in REGISTRY.items():
+        pairs = sources(name)
+        assert pairs == [(s["url"], s["sha256"]) for s in entry["sources"]]
+        assert all(isinstance(u, str) and len(d) == 64 for u, d in pairs)
+    url = sources("quickstart_pbmc_mosaic")[0][0]
+    tail = url.removeprefix("https://raw.githubusercontent.com/")
+    assert tail == ("labomics/midas/5f0f57973bd6bea6f9ed034fffb4d9b3aa703777/"
+                    "src/scmidas/data/quickstart_pbmc_mosaic.h5mu")
+    assert sources("quickstart_pbmc_mosaic", mirror="http://h:1/m")[0][0] == f"http://h:1/m/{tail}"
+    monkeypatch.setenv("OMNIVAE_DATA_MIRROR", "/srv/mirror/")
+    assert sources("quickstart_pbmc_mosaic.h5mu")[0][0] == f"file:///srv/mirror/{tail}"
+    with pytest.raises(UnknownDatasetError):
+        sources("no_such_dataset")
 
 
 def test_unknown_name_lists_names_and_suggests():
@@ -229,23 +275,28 @@ def isolated(tmp_path, monkeypatch):
     entry = {"name": "toy", "filename": "toy.h5mu", "description": "toy", "n_cells": 60,
              "modalities": {"rna": 20, "adt": 30}, "batch_key": "batch", "label_key": "cell_type",
              "licence": "MIT", "source": "example/repo @ abc1234 : toy", "url": None,
-             "source_urls": ["https://raw.githubusercontent.com/example/repo/abc1234/toy.csv"],
-             "prepared_url": None, "sha256": hashlib.sha256(toy.read_bytes()).hexdigest()}
+             "sources": [{"role": "mudata", "sha256": "0" * 64, "size_bytes": 1,
+                          "url": "https://raw.githubusercontent.com/example/repo/abc1234/toy.csv"}],
+             "format": "prepared_h5mu", "prepared_url": None,
+             "sha256": hashlib.sha256(toy.read_bytes()).hexdigest(),
+             "content_sha256": content_sha256(md.read_h5mu(toy), ["batch", "cell_type"])}
     monkeypatch.setattr(datasets, "_registry", lambda: {**REGISTRY, "toy": entry})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("OMNIVAE_DATA", raising=False)
+    monkeypatch.delenv("OMNIVAE_DATA_MIRROR", raising=False)
     monkeypatch.chdir(tmp_path)
     return toy, entry
 
 
 def test_not_found_message_names_every_place(isolated, tmp_path):
     with pytest.raises(FileNotFoundError) as err:
-        load("toy", data_dir=tmp_path / "nowhere")
+        load("toy", data_dir=tmp_path / "nowhere", download=False)
     text = str(err.value)
     assert "'toy'" in text and "OMNIVAE_DATA" in text
     assert str(tmp_path / "nowhere" / "toy.h5mu") in text
     assert str(tmp_path / "cache" / "omnivae" / "toy.h5mu") in text
     assert "https://raw.githubusercontent.com/example/repo/abc1234/toy.csv" in text
+    assert "download=True" in text
 
 
 def test_search_order_data_dir_then_env(isolated, tmp_path, monkeypatch):
@@ -275,26 +326,56 @@ def test_checksum_mismatch_is_reported(isolated, tmp_path):
     assert hashlib.sha256(bytes(data)).hexdigest() in text
 
 
+def test_converted_file_is_accepted_by_content_not_bytes(isolated, tmp_path):
+    """A converted file (marked so) written differently (here compressed, as by other library
+    versions) with the registered content is accepted; unmarked, or with one count or one obs
+    value changed, it is refused, naming both the sha256 and the content fingerprint."""
+    toy, entry = isolated
+    mdata = md.read_h5mu(toy)
+
+    def write(folder: str, mark: bool = True) -> Path:
+        path = tmp_path / folder / "toy.h5mu"
+        path.parent.mkdir()
+        mdata.write_h5mu(path, compression="gzip")
+        if mark:
+            mark_converted(path, entry["content_sha256"])
+        return path
+
+    same = write("same")
+    assert hashlib.sha256(same.read_bytes()).hexdigest() != entry["sha256"]
+    assert locate("toy", data_dir=same.parent) == same
+    with pytest.raises(ChecksumError) as err:
+        locate("toy", data_dir=write("unmarked", mark=False).parent)
+    assert entry["content_sha256"] not in str(err.value)
+    mdata["rna"].obs.iloc[0, 0] = mdata["rna"].obs.iloc[1, 0]
+    with pytest.raises(ChecksumError, match=entry["content_sha256"]):
+        locate("toy", data_dir=write("obs").parent)
+    mdata["rna"].X.data[0] += 1
+    with pytest.raises(ChecksumError, match=entry["content_sha256"]):
+        locate("toy", data_dir=write("changed").parent)
+
+
 def test_download_file_url_is_atomic(tmp_path):
     src = tmp_path / "payload.bin"
     src.write_bytes(b"omnivae" * 1000)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     dest = tmp_path / "dl" / "payload.bin"
-    assert datasets._download(src.as_uri(), dest, digest) == dest
+    assert fetch_file(src.as_uri(), dest, digest) == dest
     assert dest.read_bytes() == src.read_bytes()
     dest.write_bytes(b"previous")
     with pytest.raises(ChecksumError, match="expected sha256"):
-        datasets._download(src.as_uri(), dest, "0" * 64)
+        fetch_file(src.as_uri(), dest, "0" * 64)
     assert dest.read_bytes() == b"previous"  # untouched on failure
     assert sorted(p.name for p in dest.parent.iterdir()) == ["payload.bin"]  # no partial file
     with pytest.raises(OSError):
-        datasets._download((tmp_path / "missing").as_uri(), tmp_path / "dl" / "x.bin")
+        fetch_file((tmp_path / "missing").as_uri(), tmp_path / "dl" / "x.bin")
     assert sorted(p.name for p in dest.parent.iterdir()) == ["payload.bin"]
 
 
 def test_load_downloads_prepared_url_into_cache(isolated, tmp_path, monkeypatch):
     toy, entry = isolated
     entry["prepared_url"] = toy.as_uri()
+    entry["sources"] = []
     with pytest.raises(FileNotFoundError, match="download=True"):
         load("toy", download=False)
     mdata = load("toy")
@@ -357,3 +438,125 @@ def test_real_file_via_env_and_corrupted_copy(tmp_path, monkeypatch):
     monkeypatch.setenv("OMNIVAE_DATA", str(bad))
     with pytest.raises(ChecksumError, match=REGISTRY[SMALL]["sha256"]):
         load(SMALL)
+
+
+# ----------------------------------------------------------------------------- download
+# CI runs these against source files rebuilt from ../shared/data in each source format (tree
+# "rebuilt"; their sha256 replace the registered ones, the content fingerprint stays): that
+# proves download, checks, conversion, cache and progress. The conversion of the real public
+# files is checked by test_real_sources_convert_exactly, which needs a snapshot of them.
+SLOW_CSV = {"pbmc10k_protein_v3_rna4000_adt14"}  # 4000 x 6855 dense CSV: ~10-30 s to convert
+
+
+def _names(slow: set[str]) -> list:
+    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in sorted(REGISTRY)]
+
+
+def _served_paths(server, entry) -> set[str]:
+    return {"/rebuilt/" + s["url"].removeprefix("https://raw.githubusercontent.com/")
+            for s in entry["sources"]}
+
+
+def _read(path: Path) -> md.MuData:
+    with md.set_options(pull_on_update=False):
+        return md.read_h5mu(path)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", _names(SLOW_CSV))
+def test_download_converts_served_sources(name, source_server, tmp_path, monkeypatch, capfd):
+    """OMNIVAE_DATA empty, no shared data: load() downloads every source file over HTTP, checks
+    it, converts it to exactly the prepared file, caches it, and shows a progress bar."""
+    source_server.offline(monkeypatch, tmp_path / "user", [name], tree="rebuilt")
+    entry = source_server.entry(name, "rebuilt")
+    before = len(source_server.requests)
+    mdata = load(name)
+    assert set(source_server.requests[before:]) == _served_paths(source_server, entry)
+    cached = tmp_path / "user" / entry["filename"]
+    assert sorted(p.name for p in cached.parent.iterdir()) == [entry["filename"]]  # no leftovers
+    assert differences(_read(cached), _read(source_server.shared / entry["filename"])) == []
+    assert mdata.n_obs == entry["n_cells"] and mdata.uns["dataset"]["name"] == name
+    assert f"omnivae: downloading {name}" in capfd.readouterr().err
+
+
+@pytest.mark.realdata
+def test_second_call_uses_the_cache_offline(source_server, tmp_path, monkeypatch, capfd):
+    source_server.offline(monkeypatch, tmp_path / "user", [SMALL], tree="rebuilt")
+    path = locate(SMALL, progress=False)
+    assert "omnivae: downloading" not in capfd.readouterr().err  # quiet
+    before = len(source_server.requests)
+    monkeypatch.setenv("OMNIVAE_DATA_MIRROR", "http://127.0.0.1:9/unreachable")
+    assert locate(SMALL) == path and load(SMALL).n_obs == REGISTRY[SMALL]["n_cells"]
+    assert len(source_server.requests) == before  # nothing downloaded again
+    monkeypatch.setenv("OMNIVAE_DATA", str(tmp_path / "empty"))
+    with pytest.raises(OSError, match=re.escape("Could not download http://127.0.0.1:9/unreachable/")):
+        locate(SMALL, progress=False)  # the mirror really is unreachable
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+@pytest.mark.realdata
+def test_source_checksum_mismatch_is_clear_and_leaves_nothing(source_server, tmp_path, monkeypatch):
+    source_server.offline(monkeypatch, tmp_path / "user", [SMALL], tree="rebuilt")
+    entry = source_server.entry(SMALL, "rebuilt")
+    bad = {**entry, "sources": [dict(s) for s in entry["sources"]]}
+    bad["sources"][1]["sha256"] = "0" * 64
+    monkeypatch.setattr(datasets, "_registry", lambda: {**REGISTRY, SMALL: bad})
+    with pytest.raises(ChecksumError) as err:
+        load(SMALL, progress=False)
+    text = str(err.value)
+    url = source_server.mirror("rebuilt") + bad["sources"][1]["url"].removeprefix(
+        "https://raw.githubusercontent.com/")
+    assert url in text and "expected sha256 " + "0" * 64 in text
+    assert f"got {entry['sources'][1]['sha256']}" in text
+    assert list((tmp_path / "user").iterdir()) == []  # no partial file, no source folder
+
+
+@pytest.mark.realdata
+def test_wrong_conversion_is_refused_and_leaves_nothing(source_server, tmp_path, monkeypatch):
+    source_server.offline(monkeypatch, tmp_path / "user", [SMALL], tree="rebuilt")
+    entry = {**source_server.entry(SMALL, "rebuilt"), "content_sha256": "f" * 64}
+    monkeypatch.setattr(datasets, "_registry", lambda: {**REGISTRY, SMALL: entry})
+    with pytest.raises(ConversionError, match=r"content fingerprint expected f{64}, got [0-9a-f]{64}"):
+        load(SMALL, progress=False)
+    assert list((tmp_path / "user").iterdir()) == []
+
+
+@pytest.mark.realdata
+def test_download_false_never_downloads(source_server, tmp_path, monkeypatch):
+    source_server.offline(monkeypatch, tmp_path / "user", [SMALL], tree="rebuilt")
+    before = len(source_server.requests)
+    with pytest.raises(FileNotFoundError) as err:
+        load(SMALL, download=False)
+    assert source_server.mirror("rebuilt") in str(err.value)  # names where the sources are
+    assert len(source_server.requests) == before and list((tmp_path / "user").iterdir()) == []
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", _names(SLOW_CSV))
+def test_real_sources_convert_exactly(name, tmp_path, monkeypatch):
+    """The real public source files (from a snapshot of the repositories at the registered
+    commits, served as file://) download, match the registered sha256, and convert into the
+    prepared file of ../shared/data: same cells, order, features, labels, counts, columns."""
+    entry = REGISTRY[name]
+    if not real_sources_present(entry):
+        pytest.skip(f"no snapshot of the public source files of {name!r} under {REAL_SOURCES} "
+                    "(set OMNIVAE_SOURCES_DIR)")
+    prepared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / entry["filename"]
+    if not prepared.is_file():
+        pytest.skip(f"prepared file {prepared} not available")
+    monkeypatch.setenv("OMNIVAE_DATA", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = locate(name, mirror=REAL_SOURCES, progress=False)
+    assert path == tmp_path / "user" / entry["filename"]
+    assert differences(_read(path), _read(prepared)) == []
+    # byte for byte the prepared file (same library versions), or marked as converted
+    same_bytes = hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+    assert same_bytes or converted_fingerprint(path) == entry["content_sha256"]
+
+
+def test_docs_page_lists_every_source_and_checksum():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    for name, entry in REGISTRY.items():
+        assert f"`{name}`" in page and entry["sha256"] in page
+        for src in entry["sources"]:
+            assert src["url"] in page and src["sha256"] in page

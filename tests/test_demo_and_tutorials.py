@@ -1,4 +1,6 @@
-"""The bundled demo and the tutorials run end to end (quick mode) and write what they promise."""
+"""The bundled demo and the tutorials run end to end (quick mode) and write what they promise;
+the tutorials on a machine without ../shared/data (their dataset is downloaded from a local
+server and converted)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import mudata as md
 import pytest
 
 from omnivae.cli import main
-from tests.conftest import ROOT, shared_file
+from tests.conftest import ROOT
 
 
 def test_demo_quick_writes_h5mu_umap_and_report(tmp_path):
@@ -24,8 +26,8 @@ def test_demo_quick_writes_h5mu_umap_and_report(tmp_path):
 
 
 @pytest.mark.realdata
-def test_cite_tutorial_runs_in_quick_mode(tmp_path, monkeypatch):
-    shared_file("neurips2021_bmmc_cite_starter")
+def test_cite_tutorial_runs_in_quick_mode(tmp_path, monkeypatch, offline_data):
+    offline_data("neurips2021_bmmc_cite_starter")
     monkeypatch.setenv("OMNIVAE_TUTORIAL_QUICK", "1")
     monkeypatch.setenv("OMNIVAE_TUTORIAL_FIGURES", str(tmp_path))
     runpy.run_path(str(ROOT / "tutorials" / "01_cite_seq_quickstart.py"), run_name="__main__")
@@ -42,10 +44,11 @@ def test_cite_tutorial_runs_in_quick_mode(tmp_path, monkeypatch):
      ("mosaic_umap.png", "mosaic_reference_and_query_umap.png")),
 ])
 def test_multiome_and_mosaic_tutorials_run_in_quick_mode(tmp_path, monkeypatch, script,
-                                                         dataset, figures):
-    shared_file(dataset)
+                                                         dataset, figures, offline_data):
+    offline_data(dataset)
     monkeypatch.setenv("OMNIVAE_TUTORIAL_QUICK", "1")
     monkeypatch.setenv("OMNIVAE_TUTORIAL_FIGURES", str(tmp_path))
     runpy.run_path(str(ROOT / "tutorials" / script), run_name="__main__")
     for name in figures:
         assert (tmp_path / name).stat().st_size > 10_000, name
+    assert (tmp_path / "user-data" / f"{dataset}.h5mu").is_file()  # downloaded, not found

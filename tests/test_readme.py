@@ -1,4 +1,5 @@
 """The README's Python quick start runs as written (fewer epochs and draws), in a fresh folder,
+on a machine without ../shared/data (the dataset is downloaded from a local server and converted),
 and produces what it promises: clusters, a UMAP, imputed proteins, a mapped query."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import re
 import matplotlib
 import pytest
 
-from tests.conftest import ROOT, shared_file
+from tests.conftest import ROOT
 
 FAST = {  # the only edits: shorter training, fewer posterior draws
     "return_model=True)": "return_model=True, max_epochs=3)",
@@ -28,8 +29,8 @@ def _quick_start() -> str:
 
 
 @pytest.mark.realdata
-def test_readme_quick_start_runs_in_a_fresh_folder(tmp_path, monkeypatch):
-    shared_file("neurips2021_bmmc_cite_starter")
+def test_readme_quick_start_runs_in_a_fresh_folder(tmp_path, monkeypatch, offline_data):
+    offline_data("neurips2021_bmmc_cite_starter")  # OMNIVAE_DATA empty: load() downloads
     matplotlib.use("Agg")
     code = _quick_start()
     for old, new in FAST.items():
@@ -45,6 +46,7 @@ def test_readme_quick_start_runs_in_a_fresh_folder(tmp_path, monkeypatch):
     assert {"std", "lower", "upper"} <= set(mdata["adt_imputed"].layers)
     assert (tmp_path / "umap.png").stat().st_size > 0
     assert (tmp_path / "results.h5mu").is_file() and (tmp_path / "my_model").is_dir()
+    assert (tmp_path / "user-data" / "neurips2021_bmmc_cite_starter.h5mu").is_file()  # downloaded
     query = namespace["query_mdata"]
     assert namespace["z_query"].shape == (query.n_obs, 20)
     assert query["adt_imputed"].n_obs == query.n_obs

@@ -1,5 +1,6 @@
-"""Datasets: checksummed loaders for real public subsets, and the simulator
-(:mod:`omnivae.datasets.simulation`, re-exported here as :func:`simulate`).
+"""Datasets: checksummed loaders for real public subsets (downloaded and converted from their
+public sources when not on disk), and the simulator (:mod:`omnivae.datasets.simulation`,
+re-exported here as :func:`simulate`).
 
 Mosaic convention: a cell that lacks a modality is absent from that modality's AnnData
 (MuData membership); it is never represented by an all-zero row.
@@ -11,8 +12,6 @@ import difflib
 import hashlib
 import json
 import os
-import tempfile
-import urllib.request
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -22,9 +21,18 @@ import mudata as md
 import numpy as np
 import pandas as pd
 
+from omnivae.datasets.convert import ConversionError, content_sha256, label_keys
+from omnivae.datasets.download import (
+    ChecksumError,
+    build,
+    converted_fingerprint,
+    fetch_file,
+    mirror_url,
+)
 from omnivae.datasets.simulation import simulate
 
-__all__ = ["ChecksumError", "UnknownDatasetError", "available", "load", "locate", "simulate"]
+__all__ = ["ChecksumError", "ConversionError", "UnknownDatasetError", "available", "load",
+           "locate", "simulate", "sources"]
 
 
 class UnknownDatasetError(KeyError, ValueError):
@@ -34,11 +42,7 @@ class UnknownDatasetError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-class ChecksumError(ValueError):
-    """Raised when a data file's SHA-256 differs from the registered one."""
-
-
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+_HASH_CACHE: dict[tuple[str, str, int, int], str] = {}
 
 
 @lru_cache(maxsize=1)
@@ -60,7 +64,7 @@ def _entry(name: str) -> dict[str, Any]:
 def _sha256(path: Path) -> str:
     """SHA-256 of a file, cached in-process per (path, size, mtime)."""
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = ("bytes", str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASH_CACHE:
         h = hashlib.sha256()
         with path.open("rb") as fh:
@@ -70,60 +74,112 @@ def _sha256(path: Path) -> str:
     return _HASH_CACHE[key]
 
 
+def _content_sha256(path: Path, entry: dict[str, Any]) -> str | None:
+    """Content fingerprint of an ``.h5mu`` (None if unreadable), cached like :func:`_sha256`."""
+    st = path.stat()
+    key = ("content", str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        try:
+            with md.set_options(pull_on_update=False):
+                found = content_sha256(md.read_h5mu(path), label_keys(entry))
+        except Exception:  # any unreadable file is simply not the dataset
+            return None
+        _HASH_CACHE[key] = found
+    return _HASH_CACHE[key]
+
+
+def _verify(path: Path, entry: dict[str, Any]) -> None:
+    """Accept the prepared file byte for byte, or a file that :func:`load` converted from the
+    sources (marked so) whose content has the registered fingerprint; else raise
+    :class:`ChecksumError`."""
+    found = _sha256(path)
+    if found == entry["sha256"]:
+        return
+    expected = entry.get("content_sha256")
+    marked = converted_fingerprint(path)
+    if expected is not None and marked == expected and _content_sha256(path, entry) == expected:
+        return
+    converted = (f" (or, for a file converted from the public sources, content fingerprint "
+                 f"{expected})" if marked is not None else "")
+    raise ChecksumError(f"Checksum mismatch for {path}: expected sha256 {entry['sha256']}"
+                        f"{converted}, found {found}. Delete or replace the file.")
+
+
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "omnivae"
 
 
+def _env_dirs() -> list[Path]:
+    return [Path(p).expanduser() for p in os.environ.get("OMNIVAE_DATA", "").split(os.pathsep) if p]
+
+
+def _user_dir(data_dir: str | os.PathLike[str] | None) -> Path:
+    """Where a download is written: ``data_dir``, else the first ``$OMNIVAE_DATA`` folder,
+    else the cache."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    return next(iter(_env_dirs()), _cache_dir())
+
+
 def _search_dirs(data_dir: str | os.PathLike[str] | None) -> list[Path]:
-    """Folders searched, in order: argument, $OMNIVAE_DATA, shared/data near the project, cache."""
+    """Folders searched, in order: argument, $OMNIVAE_DATA (if unset: shared/data near the
+    project), cache."""
     dirs: list[Path] = [] if data_dir is None else [Path(data_dir).expanduser()]
-    dirs += [Path(p).expanduser() for p in os.environ.get("OMNIVAE_DATA", "").split(os.pathsep) if p]
+    env = _env_dirs()
+    dirs += env
     root = next((p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists()), None)
-    if root is not None:
+    if not env and root is not None:
         dirs.append(root.parent / "shared" / "data")
-    dirs += [Path.cwd() / ".." / "shared" / "data", Path.cwd() / "shared" / "data", _cache_dir()]
+    if not env:
+        dirs += [Path.cwd() / ".." / "shared" / "data", Path.cwd() / "shared" / "data"]
+    dirs.append(_cache_dir())
     unique: dict[str, Path] = {}
     for d in dirs:
         unique.setdefault(os.path.abspath(d), d)
     return list(unique.values())
 
 
-def _download(url: str, dest: str | os.PathLike[str], sha256: str | None = None) -> Path:
-    """Download ``url`` to ``dest`` atomically, verifying the SHA-256 when given.
+def sources(name: str, *, mirror: str | os.PathLike[str] | None = None) -> list[tuple[str, str]]:
+    """The public source files of a registered dataset, as ``(url, sha256)`` pairs.
 
-    The data go to a temporary file beside ``dest`` that replaces ``dest`` only once complete
-    and verified; on any failure the temporary file is removed and ``dest`` is left untouched.
+    These are the files :func:`load` downloads (then converts into the prepared ``.h5mu``) when
+    the dataset is not on disk: GitHub raw URLs at full commits, each with the SHA-256 it must
+    have. With ``mirror`` (or the environment variable ``OMNIVAE_DATA_MIRROR``), the URLs point
+    at that root instead of ``https://raw.githubusercontent.com/``.
+
+    Parameters
+    ----------
+    name
+        Registered name (see :func:`available`).
+    mirror
+        Root URL (``http(s)://`` or ``file://``) or folder replacing the GitHub prefix.
+
+    Returns
+    -------
+    list of tuple of str
+        ``(url, sha256)`` per source file, in the registry's order.
+
+    Examples
+    --------
+    >>> url, digest = sources("quickstart_pbmc_mosaic")[0]
+    >>> url.startswith("https://raw.githubusercontent.com/labomics/midas/"), len(digest)
+    (True, 64)
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            for block in iter(lambda: resp.read(1 << 20), b""):
-                out.write(block)
-                h.update(block)
-            out.flush()
-            os.fsync(out.fileno())
-        if sha256 is not None and h.hexdigest() != sha256:
-            raise ChecksumError(f"Checksum mismatch for download {url} -> {dest}: "
-                                f"expected sha256 {sha256}, found {h.hexdigest()}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+    entry = _entry(name)
+    return [(mirror_url(s["url"], mirror), s["sha256"]) for s in entry.get("sources", [])]
 
 
 def locate(name: str, *, data_dir: str | os.PathLike[str] | None = None,
-           download: bool = True) -> Path:
-    """Path of a registered dataset's verified ``.h5mu`` file (see :func:`load` for the search).
+           download: bool = True, progress: bool = True,
+           mirror: str | os.PathLike[str] | None = None) -> Path:
+    """Path of a registered dataset's verified ``.h5mu`` file, downloading and converting the
+    public sources when it is not on disk (see :func:`load` for the search and parameters).
 
     Examples
     --------
     >>> try:
-    ...     locate("neurips2021_bmmc_multiome_starter").suffix
+    ...     locate("neurips2021_bmmc_multiome_starter", download=False).suffix
     ... except FileNotFoundError:
     ...     ".h5mu"
     '.h5mu'
@@ -133,22 +189,21 @@ def locate(name: str, *, data_dir: str | os.PathLike[str] | None = None,
     for d in searched:
         path = d / entry["filename"]
         if path.is_file():
-            found = _sha256(path)
-            if found != entry["sha256"]:
-                raise ChecksumError(f"Checksum mismatch for {path}: expected sha256 "
-                                    f"{entry['sha256']}, found {found}. Delete or replace the file.")
+            _verify(path, entry)
             return path
+    target = _user_dir(data_dir) / entry["filename"]
     if download and entry.get("prepared_url"):
-        return _download(entry["prepared_url"], _cache_dir() / entry["filename"], entry["sha256"])
+        return fetch_file(mirror_url(entry["prepared_url"], mirror), target, entry["sha256"])
+    if download and entry.get("sources"):
+        return build(entry, target, mirror=mirror, progress=progress)
     places = "\n".join(f"  - {d / entry['filename']}" for d in searched)
-    urls = "\n".join(f"  - {u}" for u in entry.get("source_urls", [])) or f"  - {entry.get('url')}"
-    hosted = (f"A prepared file is hosted at {entry['prepared_url']} (use download=True). "
-              if entry.get("prepared_url") else "No prepared file is hosted yet. ")
+    urls = "\n".join(f"  - {u}" for u, _ in sources(name, mirror=mirror)) or f"  - {entry.get('url')}"
     raise FileNotFoundError(
         f"Dataset {entry['name']!r} ({entry['filename']}) was not found. Searched:\n{places}\n"
-        f"Put the prepared file in one of these folders, pass data_dir=..., or set the "
-        f"OMNIVAE_DATA environment variable to its folder. {hosted}The original data "
-        f"({entry['source']}) are public at:\n{urls}")
+        f"Call load/locate with download=True to download its public source files (below) "
+        f"and convert them into {target}, put the prepared file in one of these folders, pass "
+        f"data_dir=..., or set the OMNIVAE_DATA environment variable to its folder. The "
+        f"original data ({entry['source']}) are public at:\n{urls}")
 
 
 def _normalise_obs(mdata: md.MuData, keys: Sequence[str]) -> None:
@@ -168,17 +223,22 @@ def _normalise_obs(mdata: md.MuData, keys: Sequence[str]) -> None:
 
 
 def load(name: str, *, data_dir: str | os.PathLike[str] | None = None,
-         download: bool = True) -> md.MuData:
+         download: bool = True, progress: bool = True,
+         mirror: str | os.PathLike[str] | None = None) -> md.MuData:
     """Load a registered real dataset as MuData (raw integer counts in each modality's ``X``).
 
     The prepared ``<name>.h5mu`` file is searched in order in: ``data_dir``; the folder(s) in
-    the ``OMNIVAE_DATA`` environment variable; ``../shared/data`` beside the project root
-    (also ``./../shared/data`` and ``./shared/data`` from the working directory); the cache
-    ``$XDG_CACHE_HOME/omnivae`` (default ``~/.cache/omnivae``). The file must match the
-    registered SHA-256. If absent everywhere and ``download`` is true, a registered
-    ``prepared_url`` is downloaded into the cache; otherwise ``FileNotFoundError`` explains
-    where to get the data. Counts are not modified; the batch and label columns are made
-    available in ``mdata.obs`` for all cells (and in each modality's obs), and
+    the ``OMNIVAE_DATA`` environment variable, or, when it is unset, ``../shared/data`` beside
+    the project root (also ``./../shared/data`` and ``./shared/data`` from the working
+    directory); the cache ``$XDG_CACHE_HOME/omnivae`` (default ``~/.cache/omnivae``). The file
+    must match the registered SHA-256 (or, for a file converted from the sources, the
+    registered content fingerprint). If it is absent everywhere and ``download`` is true, the
+    dataset's public source files (:func:`sources`) are downloaded, each checked against its
+    SHA-256, converted into exactly the prepared dataset (same cells, features, labels and
+    counts, checked by a content fingerprint) and written atomically into the user data
+    folder: ``data_dir``, else the first ``OMNIVAE_DATA`` folder, else the cache. Later calls
+    find it there and need no network. Counts are not modified; the batch and label columns
+    are made available in ``mdata.obs`` for all cells (and in each modality's obs), and
     ``mdata.uns["dataset"]`` records the name and keys.
 
     Parameters
@@ -186,38 +246,53 @@ def load(name: str, *, data_dir: str | os.PathLike[str] | None = None,
     name
         Registered name (see :func:`available`).
     data_dir
-        Folder searched first.
+        Folder searched first, and where a download is written.
     download
-        Whether to download a hosted prepared file when none is found locally.
+        Whether to download (and convert) the public sources when no file is found locally;
+        if false, ``FileNotFoundError`` says where the data can be found.
+    progress
+        Show a progress bar (on stderr) while downloading; ``False`` for quiet.
+    mirror
+        Root URL (``http(s)://`` or ``file://``) or folder replacing the GitHub prefix
+        ``https://raw.githubusercontent.com/`` of the source URLs (default: the environment
+        variable ``OMNIVAE_DATA_MIRROR``, else GitHub).
 
     Returns
     -------
     mudata.MuData
         The dataset; cells missing a modality are absent from that modality.
 
+    Raises
+    ------
+    ChecksumError
+        A file on disk, or a downloaded source file, does not have the registered SHA-256
+        (the message names the file or URL and both hashes; nothing partial is kept).
+    ConversionError
+        The sources did not convert into the registered content.
+
     Examples
     --------
     >>> try:
-    ...     mdata = load("neurips2021_bmmc_multiome_starter")
+    ...     mdata = load("neurips2021_bmmc_multiome_starter", download=False)
     ...     print(mdata.n_obs, "batch" in mdata.obs, "cell_type" in mdata.obs)
     ... except FileNotFoundError:
     ...     print(500, True, True)
     500 True True
     """
     entry = _entry(name)
-    path = locate(entry["name"], data_dir=data_dir, download=download)
+    path = locate(entry["name"], data_dir=data_dir, download=download, progress=progress,
+                  mirror=mirror)
     with md.set_options(pull_on_update=False):
         mdata = md.read_h5mu(path)
-    keys = [k for k in (entry.get("batch_key"), entry.get("label_key"),
-                        *entry.get("extra_label_keys", [])) if k]
-    _normalise_obs(mdata, keys)
+    _normalise_obs(mdata, label_keys(entry))
     mdata.uns["dataset"] = {"name": entry["name"], "sha256": entry["sha256"],
                             **{k: entry[k] for k in ("batch_key", "label_key") if entry.get(k)}}
     return mdata
 
 
 def available() -> pd.DataFrame:
-    """Table of the registered datasets, with the local path where each is found (or None).
+    """Table of the registered datasets: description, size, keys, licence, source, the bytes a
+    download of its public sources takes, and the local path where it is found (or None).
 
     Examples
     --------
@@ -233,6 +308,7 @@ def available() -> pd.DataFrame:
             "modalities": ", ".join(f"{m} {n}" for m, n in e["modalities"].items()),
             "batch_key": e.get("batch_key"), "label_key": e.get("label_key"),
             "licence": e["licence"], "source": e["source"], "url": e.get("url"),
+            "download_bytes": sum(int(src.get("size_bytes", 0)) for src in e.get("sources", [])),
             "path": None if path is None else str(path),
         })
     return pd.DataFrame(rows).set_index("name")
