@@ -6,6 +6,7 @@ Public API
 - :mod:`omnivae.tl` — scanpy-style ``integrate``, ``predict``/``impute``,
   ``differential_expression``, ``cluster`` (CMVAE), ``map_query``, writing into MuData.
 - :mod:`omnivae.pl` — plots: training history, latent UMAP, predicted vs observed.
+- :mod:`omnivae.data` — ``read_input``/``as_mudata``: AnnData, 10x ``.h5``, ``.h5ad`` to MuData.
 - :mod:`omnivae.datasets` — ``simulate`` multi-omics counts; ``load`` real public datasets.
 - :mod:`omnivae.metrics` — clustering agreement, prediction scores, baselines.
 - :mod:`omnivae.models` — the multimodal VAE family (``Model(mdata, model=name)``), an alias
@@ -26,16 +27,17 @@ from typing import TYPE_CHECKING, Any
 from omnivae import _compat
 
 __version__ = "0.1.0"
-__all__ = ["Model", "datasets", "metrics", "models", "pl", "tl"]
+__all__ = ["Model", "data", "datasets", "metrics", "models", "pl", "tl"]
 
 _LAZY = {"Model": ("omnivae.model", "Model"), "datasets": ("omnivae.datasets", None),
+         "data": ("omnivae.data", None),
          "metrics": ("omnivae.metrics", None), "tl": ("omnivae.tl", None),
          "models": ("omnivae.module.models", None), "pl": ("omnivae.pl", None)}
 
 _compat.install()
 
 if TYPE_CHECKING:
-    from omnivae import datasets, metrics, pl, tl
+    from omnivae import data, datasets, metrics, pl, tl
     from omnivae.model import Model
     from omnivae.module import models
 

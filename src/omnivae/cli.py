@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("input", type=Path, help="Input .h5mu file with raw counts.")
     fit.add_argument("-o", "--output", type=Path, required=True, help="Output .h5mu file (written atomically).")
+    fit.add_argument("--protein-key", default=None,
+                     help="For an .h5ad input: obsm key of protein counts (e.g. "
+                          "protein_expression), used as modality 'adt'.")
     fit.add_argument("--modalities", nargs="+", default=None,
                      help="Modalities to use (default: every modality in the file).")
     fit.add_argument("--batch-key", default=None,
@@ -159,8 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fit(args: argparse.Namespace) -> None:
-    import mudata as md
-
     import omnivae
 
     if not args.input.is_file():
@@ -168,7 +169,9 @@ def _fit(args: argparse.Namespace) -> None:
     if args.backed:
         _fit_backed(args)
         return
-    mdata = md.read_h5mu(args.input)
+    from omnivae.data.inputs import read_input  # .h5mu, .h5ad or 10x .h5
+
+    mdata = read_input(args.input, protein_key=args.protein_key)
     model = omnivae.Model(mdata, modalities=args.modalities, batch_key=args.batch_key,
                           layer=args.layer, likelihoods=_likelihood_pairs(args.likelihood),
                           model=args.model, fusion=args.fusion, n_latent=args.n_latent, seed=args.seed,

@@ -217,7 +217,10 @@ def _from_anndata(adata: ad.AnnData, options: InputOptions) -> md.MuData:
     elif options.protein_names is not None:
         raise ValueError("protein_names needs protein_key (the obsm key of the protein counts).")
     obsm = {k: v for k, v in adata.obsm.items() if k != options.protein_key}
-    with md.set_options(pull_on_update=False):  # keeps obs_names in cell order
+    with md.set_options(pull_on_update=False), warnings.catch_warnings():  # cells in order
+        # a gene and a protein may share a name (CD4): features are per modality, as in refresh
+        warnings.filterwarnings("ignore", ".*var_names are intersecting.*")
+        warnings.filterwarnings("ignore", ".*var_names are not unique.*")
         mdata = md.MuData(modalities, obs=adata.obs.copy())
     for key, value in obsm.items():
         mdata.obsm[key] = value
