@@ -142,6 +142,19 @@ def test_10x_multi_feature_anndata_splits_by_feature_types(cite):
     assert list(whole.mod) == ["rna"] and whole["rna"].n_vars == adata.n_vars
 
 
+def test_cells_without_any_protein_counts_are_warned_about(cite):
+    """totalVI's layout stores a batch without protein as zeros; omnivae reads membership, so
+    it says what it does with such cells and how to mark them as unmeasured."""
+    adata = _totalvi(cite, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # real counts: no warning
+        as_mudata(adata, protein_key=PROTEIN_KEY)
+    adata.obsm[PROTEIN_KEY].iloc[:10] = 0
+    with pytest.warns(UserWarning, match=r"10 of 40 cells have no 'adt' counts at all"):
+        mdata = as_mudata(adata, protein_key=PROTEIN_KEY)
+    assert mdata["adt"].n_obs == 40  # still measured zeros: membership is explicit
+
+
 def test_unknown_feature_types_are_an_error_unless_named(cite):
     adata = _tenx(cite, 30)
     types = adata.var["feature_types"].astype(str).to_numpy()

@@ -6,7 +6,7 @@ The conversion keeps every cell, its ``obs_names`` and its ``obs`` columns (batc
 they go to the MuData's ``obs``), and the AnnData's ``obsm`` and ``uns``. Each modality it
 makes holds every cell: a 10x matrix, or a protein matrix in ``obsm``, measures every modality
 for every cell (to say that some cells lack a modality, build a MuData whose modality leaves
-them out).
+them out; cells with no counts at all in one of several modalities are warned about).
 
 Which 10x feature type becomes which modality is the table :data:`FEATURE_TYPE_MODALITIES`
 (case-insensitive): ``Gene Expression`` -> ``rna``, ``Antibody Capture`` -> ``adt``,
@@ -216,6 +216,9 @@ def _from_anndata(adata: ad.AnnData, options: InputOptions) -> md.MuData:
                                                         options.protein_names)
     elif options.protein_names is not None:
         raise ValueError("protein_names needs protein_key (the obsm key of the protein counts).")
+    if len(modalities) > 1:
+        for name, part in modalities.items():
+            _warn_empty_cells(part, name)
     obsm = {k: v for k, v in adata.obsm.items() if k != options.protein_key}
     with md.set_options(pull_on_update=False), warnings.catch_warnings():  # cells in order
         # a gene and a protein may share a name (CD4): features are per modality, as in refresh
@@ -227,6 +230,21 @@ def _from_anndata(adata: ad.AnnData, options: InputOptions) -> md.MuData:
     mdata.uns.update(dict(adata.uns))
     assert mdata.obs_names.equals(adata.obs_names)
     return mdata
+
+
+def _warn_empty_cells(part: ad.AnnData, name: str) -> None:
+    """Warn about cells with no counts at all in one of several modalities: they count as
+    measured zeros, which is wrong when the modality was not measured for them (a batch
+    without protein, which totalVI's layout stores as zeros)."""
+    x = part.X
+    empty = (x.getnnz(axis=1) == 0) if sp.issparse(x) else ~np.any(np.asarray(x) != 0, axis=1)
+    if empty.any():
+        warnings.warn(
+            f"{int(empty.sum())} of {part.n_obs} cells have no {name!r} counts at all (e.g. "
+            f"{part.obs_names[empty][:3].tolist()}); omnivae takes them as measured zeros. If "
+            f"{name!r} was not measured for them, make a MuData with as_mudata(adata, ...) and "
+            f"leave them out of that modality: mdata.mod[{name!r}] = mdata[{name!r}][has].copy(), "
+            "then omnivae.data.refresh(mdata).", UserWarning, stacklevel=4)
 
 
 def split_feature_types(

@@ -153,8 +153,9 @@ class Model(ModelCore):
 
     From an AnnData with RNA counts in ``X`` and protein counts in ``obsm``:
 
-    >>> adata = sim["rna"].copy()
-    >>> adata.obsm["protein_expression"] = sim["adt"].to_df().reindex(adata.obs_names, fill_value=0)
+    >>> cite = omnivae.datasets.simulate(100, modalities=("rna", "adt"), missing_fraction=0)
+    >>> adata = cite["rna"].copy()
+    >>> adata.obsm["protein_expression"] = cite["adt"].to_df().loc[adata.obs_names]
     >>> omnivae.Model(adata, protein_key="protein_expression").setup.modalities
     ('rna', 'adt')
     """
