@@ -142,6 +142,23 @@ def test_10x_multi_feature_anndata_splits_by_feature_types(cite):
     assert list(whole.mod) == ["rna"] and whole["rna"].n_vars == adata.n_vars
 
 
+def test_10x_multiome_anndata_splits_into_rna_and_atac():
+    """Gene Expression + Peaks (10x Multiome) -> rna (NB) + atac (Bernoulli), exact counts."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        multiome = md.read_h5mu(shared_file("neurips2021_bmmc_multiome_starter"))
+    rna, atac = multiome["rna"], multiome["atac"][multiome["rna"].obs_names]
+    var = pd.DataFrame({"feature_types": ["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars},
+                       index=list(rna.var_names) + list(atac.var_names))
+    adata = ad.AnnData(sp.hstack([rna.X, atac.X]).tocsr(), obs=pd.DataFrame(index=rna.obs_names),
+                       var=var)
+    mdata = as_mudata(adata)
+    assert list(mdata.mod) == ["rna", "atac"]
+    assert _same_counts(mdata["atac"].X, atac.X) and _same_counts(mdata["rna"].X, rna.X)
+    model = omnivae.Model(adata, n_latent=3)
+    assert model.setup.likelihoods == {"rna": "nb", "atac": "bernoulli"}
+
+
 def test_cells_without_any_protein_counts_are_warned_about(cite):
     """totalVI's layout stores a batch without protein as zeros; omnivae reads membership, so
     it says what it does with such cells and how to mark them as unmeasured."""
