@@ -148,7 +148,8 @@ def test_10x_multiome_anndata_splits_into_rna_and_atac():
         warnings.simplefilter("ignore")
         multiome = md.read_h5mu(shared_file("neurips2021_bmmc_multiome_starter"))
     rna, atac = multiome["rna"], multiome["atac"][multiome["rna"].obs_names]
-    var = pd.DataFrame({"feature_types": ["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars},
+    types = ["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars
+    var = pd.DataFrame({"feature_types": types},
                        index=list(rna.var_names) + list(atac.var_names))
     adata = ad.AnnData(sp.hstack([rna.X, atac.X]).tocsr(), obs=pd.DataFrame(index=rna.obs_names),
                        var=var)

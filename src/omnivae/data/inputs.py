@@ -204,7 +204,8 @@ def _from_anndata(adata: ad.AnnData, options: InputOptions) -> md.MuData:
                          "training (see docs/large_data.md).")
     if not adata.obs_names.is_unique:
         dup = adata.obs_names[adata.obs_names.duplicated()][:3].tolist()
-        raise ValueError(f"Cell names are not unique (e.g. {dup}); call adata.obs_names_make_unique().")
+        raise ValueError(f"Cell names are not unique (e.g. {dup}); call "
+                         "adata.obs_names_make_unique().")
     modalities = split_feature_types(adata, options.feature_types)
     if options.protein_key is not None:
         if PROTEIN_MODALITY in modalities:

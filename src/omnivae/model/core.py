@@ -180,11 +180,12 @@ class ModelCore:
             warnings.warn(outcome.interruption, RuntimeWarning, stacklevel=2)
 
     # inference ---------------------------------------------------------------------------
-    def cell_data(self, mdata: md.MuData | ad.AnnData | None = None) -> CellData | BackedCellData:
+    def cell_data(self, mdata: md.MuData | ad.AnnData | None = None,
+                  ) -> CellData | BackedCellData:
         """The arrays the network reads for ``mdata`` (default: the training cells, ``cells``):
         new cells are checked and coded on the training setup (an AnnData is read as the
         training AnnData was: :func:`~omnivae.model.setup.setup_new_cells`)."""
-        if mdata is None or mdata is self.mdata or (mdata is self.adata):
+        if mdata is None or mdata is self.mdata or mdata is self.adata:
             return self.cells
         return setup_new_cells(mdata, self.setup, self.backed, self.inputs)
 
@@ -281,8 +282,9 @@ class ModelCore:
             result.uns["omnivae"]["interval"] = info
         return result
 
-    def calibrate(self, target: str, truth: ad.AnnData, *, mdata: md.MuData | ad.AnnData | None = None,
-                  n_samples: int = 200, per_feature: bool = True, seed: int = 0) -> Any:
+    def calibrate(self, target: str, truth: ad.AnnData, *,
+                  mdata: md.MuData | ad.AnnData | None = None, n_samples: int = 200,
+                  per_feature: bool = True, seed: int = 0) -> Any:
         """Calibrate ``target``'s prediction intervals conformally on held-out cells.
 
         ``truth`` holds the true ``target`` counts of cells whose ``target`` was withheld from
@@ -311,7 +313,8 @@ class ModelCore:
         self.calibrations[target] = result
         return result
 
-    def diagnostics(self, mdata: md.MuData | ad.AnnData | None = None, *, warn: bool = True) -> pd.DataFrame:
+    def diagnostics(self, mdata: md.MuData | ad.AnnData | None = None, *,
+                    warn: bool = True) -> pd.DataFrame:
         """Posterior-collapse diagnostics per modality (KL, active units, precision share,
         decoder use of z), warning on collapse; see :func:`omnivae.model.diagnostics.diagnostics`.
 

@@ -1,7 +1,6 @@
 """How :class:`omnivae.Model` turns a MuData (or an AnnData, or a file) into its inputs: the
 data setup (in memory or backed; new cells on the training setup) and the columns of the batch
-probe. The user's other
-choices are resolved in :mod:`omnivae.model.choices`.
+probe. The user's other choices are resolved in :mod:`omnivae.model.choices`.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from omnivae.data.setup import SetupInfo, setup_mudata
 
 def model_input(
     data: md.MuData | ad.AnnData | str | Path, options: InputOptions, *,
-    layer: str | Mapping[str, str | None] | None, backed: object,
+    layer: str | Mapping[str, str | None] | None, backed: bool | BackedOptions | None,
 ) -> tuple[md.MuData | str | Path, str | Mapping[str, str | None] | None]:
     """What a :class:`omnivae.Model` is given, as the MuData (or ``.h5mu`` path, opened by
     :func:`~omnivae.data.backed.resolve_backed`) it trains on, and its ``layer`` option: an

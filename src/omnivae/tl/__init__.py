@@ -99,9 +99,9 @@ def integrate(
     """
     target = mdata.copy() if copy else mdata
     fitted = Model(target, protein_key=protein_key, protein_names=protein_names,
-                   feature_types=feature_types, modalities=modalities, likelihoods=likelihoods, layer=layer,
-                   batch_key=batch_key, model=model, fusion=fusion, n_latent=n_latent,
-                   seed=seed)
+                   feature_types=feature_types, modalities=modalities, likelihoods=likelihoods,
+                   layer=layer, batch_key=batch_key, model=model, fusion=fusion,
+                   n_latent=n_latent, seed=seed)
     fitted.train(max_epochs, batch_size=batch_size, accelerator=accelerator,
                  progress_bar=progress_bar, **train_kwargs)
     target.obsm[key_added] = fitted.get_latent_representation()
