@@ -192,6 +192,11 @@ def test_h5ad_file_round_trip(cite, tmp_path):
         assert list(mdata[name].var_names) == list(cite[name].var_names)
         assert _same_counts(mdata[name].X, cite[name].X)
     assert mdata.obs_names.equals(cite.obs_names)
+    # a path to a Model: read into memory (backed training reads .h5mu files only)
+    model = omnivae.Model(str(path), protein_key=PROTEIN_KEY, n_latent=3)
+    assert model.backed is None and model.cells.n_cells == cite.n_obs
+    with pytest.raises(ValueError, match=r"backed training reads \.h5mu files only"):
+        omnivae.Model(path, protein_key=PROTEIN_KEY, backed=True)
 
 
 def test_10x_h5_file_is_read_by_scanpy_and_split(cite, tmp_path):
