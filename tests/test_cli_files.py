@@ -99,7 +99,7 @@ def test_an_unreadable_input_is_a_clear_error(cells, tmp_path, capsys, content):
                     b"gene,count\n" if content == "not hdf5" else data)
     assert main(["fit", str(bad), "-o", str(tmp_path / "out.h5mu"), *FAST]) == 2
     err = capsys.readouterr().err
-    words = "is not an .h5mu file" if content == "wrong suffix" else "cannot be read as an .h5mu"
+    words = "unknown suffix '.txt'" if content == "wrong suffix" else "cannot be read as a .h5mu"
     assert words in err and str(bad) in err and "Traceback" not in err
 
 

@@ -6,6 +6,7 @@ Public API
 - :mod:`omnivae.tl` — scanpy-style ``integrate``, ``predict``/``impute``,
   ``differential_expression``, ``cluster`` (CMVAE), ``map_query``, writing into MuData.
 - :mod:`omnivae.pl` — plots: training history, latent UMAP, predicted vs observed.
+- :mod:`omnivae.data` — ``read_input``/``as_mudata``: AnnData, 10x ``.h5``, ``.h5ad`` to MuData.
 - :mod:`omnivae.datasets` — ``simulate`` multi-omics counts; ``load`` real public datasets.
 - :mod:`omnivae.metrics` — clustering agreement, prediction scores, baselines.
 - :class:`omnivae.TrainingInterrupted` / :class:`omnivae.TrainingTerminated` — what
@@ -28,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 from omnivae import _compat
 
 __version__ = "0.1.0"
-__all__ = ["Model", "TrainingInterrupted", "TrainingTerminated", "datasets", "metrics",
+__all__ = ["Model", "TrainingInterrupted", "TrainingTerminated", "data", "datasets", "metrics",
            "models", "pl", "tl"]
 
 _LAZY = {"Model": ("omnivae.model", "Model"), "datasets": ("omnivae.datasets", None),
+         "data": ("omnivae.data", None),
          "metrics": ("omnivae.metrics", None), "tl": ("omnivae.tl", None),
          "models": ("omnivae.module.models", None), "pl": ("omnivae.pl", None),
          "TrainingInterrupted": ("omnivae.train.interrupts", "TrainingInterrupted"),
@@ -40,7 +42,7 @@ _LAZY = {"Model": ("omnivae.model", "Model"), "datasets": ("omnivae.datasets", N
 _compat.install()
 
 if TYPE_CHECKING:
-    from omnivae import datasets, metrics, pl, tl
+    from omnivae import data, datasets, metrics, pl, tl
     from omnivae.model import Model
     from omnivae.module import models
     from omnivae.train.interrupts import TrainingInterrupted, TrainingTerminated

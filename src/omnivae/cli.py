@@ -66,10 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "modalities) and write OUT.h5mu with obsm['X_omnivae'], obs['omnivae_leiden'] "
                     "and one '<modality>_imputed' modality per modality, covering every cell.",
     )
-    fit.add_argument("input", type=Path, help="Input .h5mu file with raw counts (never changed).")
+    fit.add_argument("input", type=Path,
+                     help="Input file with raw counts (never changed): .h5mu, .h5ad (RNA in X, "
+                          "or a 10x multi-feature AnnData) or a 10x .h5.")
     fit.add_argument("-o", "--output", type=Path, required=True,
                      help="Output .h5mu file (written atomically; an existing file only with "
                           "--overwrite, never the input).")
+    fit.add_argument("--protein-key", default=None,
+                     help="For an .h5ad input: obsm key of protein counts (e.g. "
+                          "protein_expression), used as modality 'adt'.")
     fit.add_argument("--modalities", nargs="+", default=None,
                      help="Modalities to use (default: every modality in the file).")
     fit.add_argument("--batch-key", default=None,
@@ -184,7 +189,7 @@ def _fit(args: argparse.Namespace) -> None:
     if args.backed:
         _fit_backed(args)
         return
-    mdata = _read_input(args.input)
+    mdata = _read_input(args.input, protein_key=args.protein_key)
     model = omnivae.Model(mdata, **_model_options(args))
     stopped = _train(model, args)
     if not model.is_global_zero:
@@ -230,20 +235,17 @@ def _distinct(option: str, path: Path, others: dict[str, Path]) -> None:
             raise ValueError(f"{option} {path} is {name}; give it a place of its own.")
 
 
-def _read_input(path: Path) -> Any:
-    """The MuData in ``path``; a file that is not a readable ``.h5mu`` is a clear error."""
-    import mudata as md
+def _read_input(path: Path, protein_key: str | None = None) -> Any:
+    """The MuData of ``path`` (``.h5mu``, ``.h5ad`` or 10x ``.h5``); a file that cannot be
+    read is a clear error."""
+    from omnivae.data.inputs import read_input
 
-    if path.suffix != ".h5mu":
-        raise ValueError(f"{path} is not an .h5mu file; omnivae fit and map read MuData "
-                         "(.h5mu). Convert it first, e.g. mudata.MuData({'rna': adata})"
-                         ".write_h5mu(...).")
     try:
-        return md.read_h5mu(path)
-    except (OSError, KeyError, ValueError) as err:
-        raise ValueError(f"{path} cannot be read as an .h5mu file ({type(err).__name__}: "
+        return read_input(path, protein_key=protein_key)
+    except OSError as err:
+        raise ValueError(f"{path} cannot be read as a {path.suffix} file ({type(err).__name__}: "
                          f"{str(err)[:160]}); is it complete (not truncated by an interrupted "
-                         "copy) and written by MuData?") from None
+                         "copy)?") from None
 
 
 def _train(model: Any, args: argparse.Namespace) -> BaseException | None:
@@ -305,7 +307,6 @@ def _fit_backed(args: argparse.Namespace) -> None:
                          "predicted modalities, or with --no-impute an .h5ad file with the "
                          f"embedding alone; got {args.output.name}"
                          f"{' with' if args.no_impute else ' without'} --no-impute.")
-    _read_input(args.input)  # a clear error for a file that is not a complete .h5mu
     options = BackedOptions(chunk_size=args.chunk_size, block_size=args.block_size,
                             buffer_blocks=args.buffer_blocks)
     model = omnivae.Model(args.input, backed=options, **_model_options(args))

@@ -17,12 +17,14 @@ import torch
 
 from omnivae.data.backed import BackedCellData, BackedOptions, resolve_backed
 from omnivae.data.cells import CellData
+from omnivae.data.inputs import InputOptions
 from omnivae.data.setup import SetupInfo
 from omnivae.model.choices import module_config, resolve_choices
 from omnivae.model.inference import latent_mean, predicted_modality
 from omnivae.model.persistence import SavedModel, save_model
 from omnivae.model.prediction.shrinkage import Shrinkage
 from omnivae.model.setup import (
+    model_input,
     setup_model_data,
     setup_new_cells,
 )
@@ -39,8 +41,11 @@ class ModelCore:
 
     def __init__(
         self,
-        mdata: md.MuData | str | Path,
+        mdata: md.MuData | ad.AnnData | str | Path,
         *,
+        protein_key: str | None = None,
+        protein_names: Sequence[str] | None = None,
+        feature_types: bool | Mapping[str, str] | None = None,
         modalities: Sequence[str] | None = None,
         likelihoods: Mapping[str, str] | None = None,
         layer: str | Mapping[str, str | None] | None = None,
@@ -66,7 +71,10 @@ class ModelCore:
         _config: ModuleConfig | None = None,
         _data: CellData | None = None,
     ) -> None:
-        mdata, self.backed = resolve_backed(mdata, backed)
+        self.inputs = InputOptions(protein_key, protein_names, feature_types)
+        self.adata = mdata if isinstance(mdata, ad.AnnData) else None  # outputs go back to it
+        data, layer = model_input(mdata, self.inputs, layer=layer, backed=backed)
+        mdata, self.backed = resolve_backed(data, backed)
         self.mdata = mdata
         self.cells: CellData | BackedCellData
         choices = resolve_choices(
@@ -116,6 +124,11 @@ class ModelCore:
     def var_names(self) -> dict[str, list[str]]:
         """Feature names per modality, as seen in training."""
         return self.setup.var_names
+
+    # the AnnData a model was built from and how it was read (class defaults: models made
+    # without __init__, e.g. omnivae.model.model.load_reference)
+    adata: ad.AnnData | None = None
+    inputs: InputOptions = InputOptions()
 
     # whether train() fits the cross-modal shrinkage on its validation cells (a query model
     # keeps its reference's instead: omnivae.model.model.QueryModel)
@@ -185,12 +198,14 @@ class ModelCore:
             raise TrainingInterrupted(outcome.interruption)
 
     # inference ---------------------------------------------------------------------------
-    def cell_data(self, mdata: md.MuData | None = None) -> CellData | BackedCellData:
+    def cell_data(self, mdata: md.MuData | ad.AnnData | None = None,
+                  ) -> CellData | BackedCellData:
         """The arrays the network reads for ``mdata`` (default: the training cells, ``cells``):
-        new cells are checked and coded on the training setup."""
-        if mdata is None or mdata is self.mdata:
+        new cells are checked and coded on the training setup (an AnnData is read as the
+        training AnnData was: :func:`~omnivae.model.setup.setup_new_cells`)."""
+        if mdata is None or mdata is self.mdata or mdata is self.adata:
             return self.cells
-        return setup_new_cells(mdata, self.setup, self.backed)
+        return setup_new_cells(mdata, self.setup, self.backed, self.inputs)
 
     @property
     def device(self) -> torch.device:
@@ -199,7 +214,7 @@ class ModelCore:
 
     @torch.no_grad()
     def get_latent_representation(
-        self, mdata: md.MuData | None = None, *, batch_size: int = 2048
+        self, mdata: md.MuData | ad.AnnData | None = None, *, batch_size: int = 2048
     ) -> np.ndarray:
         """Posterior mean of the joint latent for every cell, ``(n_cells, n_latent)``.
 
@@ -213,7 +228,8 @@ class ModelCore:
             as in training: one batch for a model without ``batch_key``, else their labels,
             which must be known ones (cells of a new batch, or with a smaller panel of a
             modality, need reference mapping: :meth:`load_query`). Modalities the model was
-            not trained on are ignored with a warning.
+            not trained on are ignored with a warning. An AnnData is read as the training
+            AnnData was (``protein_key`` etc.; cells without ``obsm[protein_key]`` lack protein).
         batch_size
             Cells per forward pass.
         """
@@ -223,7 +239,7 @@ class ModelCore:
 
     @torch.no_grad()
     def predict(
-        self, target: str, *, mdata: md.MuData | None = None, n_samples: int = 0,
+        self, target: str, *, mdata: md.MuData | ad.AnnData | None = None, n_samples: int = 0,
         batch_size: int = 1024, seed: int = 0, interval: float | None = None,
         calibrate_on: ad.AnnData | None = None, shrink: bool = True,
     ) -> ad.AnnData:
@@ -289,8 +305,9 @@ class ModelCore:
             result.uns["omnivae"]["interval"] = info
         return result
 
-    def calibrate(self, target: str, truth: ad.AnnData, *, mdata: md.MuData | None = None,
-                  n_samples: int = 200, per_feature: bool = True, seed: int = 0) -> Any:
+    def calibrate(self, target: str, truth: ad.AnnData, *,
+                  mdata: md.MuData | ad.AnnData | None = None, n_samples: int = 200,
+                  per_feature: bool = True, seed: int = 0) -> Any:
         """Calibrate ``target``'s prediction intervals conformally on held-out cells.
 
         ``truth`` holds the true ``target`` counts of cells whose ``target`` was withheld from
@@ -320,7 +337,8 @@ class ModelCore:
         self.calibrations[target] = result
         return result
 
-    def diagnostics(self, mdata: md.MuData | None = None, *, warn: bool = True) -> pd.DataFrame:
+    def diagnostics(self, mdata: md.MuData | ad.AnnData | None = None, *,
+                    warn: bool = True) -> pd.DataFrame:
         """Posterior-collapse diagnostics per modality (KL, active units, precision share,
         decoder use of z), warning on collapse; see :func:`omnivae.model.diagnostics.diagnostics`.
 

@@ -1,17 +1,20 @@
-"""The user-facing model: MuData in, embedding and predictions out, save/load."""
+"""The user-facing model: MuData (or AnnData) in, embedding and predictions out, save/load."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import anndata as ad
 import mudata as md
 import numpy as np
 import torch
 
 from omnivae.data.cells import CellData
 from omnivae.data.files import check_state_matches
+from omnivae.data.inputs import InputOptions, as_mudata
 from omnivae.data.setup import SetupInfo
 from omnivae.model.choices import DEFAULT_BATCH_PENALTY as DEFAULT_BATCH_PENALTY  # re-exported
 from omnivae.model.choices import DEFAULT_PENALTY_WEIGHTS as DEFAULT_PENALTY_WEIGHTS  # re-exported
@@ -38,7 +41,17 @@ class Model(ModelCore):
     mdata
         Raw counts per modality (``X`` or ``layer``). Cells may lack any modality: a cell
         absent from ``mdata.mod[m]`` lacks ``m``. A path to an ``.h5mu`` file (or a MuData opened with
-        ``backed=True``) keeps the counts on disk: see ``backed``.
+        ``backed=True``) keeps the counts on disk: see ``backed``. An AnnData (or an
+        ``.h5ad`` or 10x ``.h5`` path, read into memory) is converted by
+        :func:`omnivae.data.inputs.as_mudata`: ``X`` is RNA, or split into ``rna``/``adt``/
+        ``atac`` by ``var["feature_types"]``, plus proteins from ``obsm[protein_key]``;
+        every cell then has every modality. With RNA alone the model is a one-modality VAE
+        with the same methods.
+    protein_key, protein_names, feature_types
+        How an AnnData is read (see :func:`omnivae.data.inputs.as_mudata`): the ``obsm`` key
+        of protein counts (e.g. ``"protein_expression"``, totalVI's convention; modality
+        ``"adt"``), their names for an array, and how ``X`` is split by feature type. Kept
+        in ``inputs`` and applied to AnnData of new cells. Not for a MuData.
     modalities
         Modalities to use (default: all).
     likelihoods
@@ -118,6 +131,11 @@ class Model(ModelCore):
     is_global_zero
         ``False`` only in processes 1..N-1 of a distributed :meth:`train` (``strategy="ddp"``):
         write files and reports ``if model.is_global_zero:``.
+    adata
+        The AnnData the model was built from (``None`` for a MuData): :mod:`omnivae.tl`
+        functions write their outputs into it (``obsm``).
+    inputs
+        The :class:`~omnivae.data.inputs.InputOptions` (``protein_key`` ...) it was read with.
     cells
         The training cells' arrays (:class:`~omnivae.data.cells.CellData`, or its backed
         counterpart): counts, masks of which cells have which modality, batch codes.
@@ -134,6 +152,14 @@ class Model(ModelCore):
     >>> model.train(max_epochs=2, progress_bar=False)
     >>> model.get_latent_representation().shape
     (200, 5)
+
+    From an AnnData with RNA counts in ``X`` and protein counts in ``obsm``:
+
+    >>> cite = omnivae.datasets.simulate(100, modalities=("rna", "adt"), missing_fraction=0)
+    >>> adata = cite["rna"].copy()
+    >>> adata.obsm["protein_expression"] = cite["adt"].to_df().loc[adata.obs_names]
+    >>> omnivae.Model(adata, protein_key="protein_expression").setup.modalities
+    ('rna', 'adt')
     """
 
     @classmethod
@@ -170,12 +196,19 @@ class Model(ModelCore):
         return map_query(self, query_mdata, max_epochs=max_epochs, **train_kwargs)
 
     @classmethod
-    def load(cls, path: str | Path, mdata: md.MuData) -> Model:
+    def load(cls, path: str | Path, mdata: md.MuData | ad.AnnData, *,
+             protein_key: str | None = None, protein_names: Sequence[str] | None = None,
+             feature_types: bool | Mapping[str, str] | None = None) -> Model:
         """Load a saved model and attach it to ``mdata`` (features and batches are checked).
 
         A saved query model (reference mapping) loads onto its query cells, which may measure
-        fewer features than the reference (its unmeasured ones are filled again).
+        fewer features than the reference (its unmeasured ones are filled again). An AnnData
+        is read with ``protein_key``, ``protein_names`` and ``feature_types`` as in
+        :class:`Model`.
         """
+        source, inputs = mdata, InputOptions(protein_key, protein_names, feature_types)
+        mdata = as_mudata(mdata, protein_key=protein_key, protein_names=protein_names,
+                          feature_types=feature_types)
         saved = read_model(path)
         if is_query_config(saved.config):  # a reference-mapped query model
             model: Model = _restore_query_model(mdata, saved.setup, saved.config, saved.state,
@@ -188,6 +221,8 @@ class Model(ModelCore):
         model.is_trained = saved.is_trained
         model.shrinkage = saved.shrinkage
         model.history = saved.history
+        model.adata = source if isinstance(source, ad.AnnData) else None
+        model.inputs = inputs
         return model
 
 

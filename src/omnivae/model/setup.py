@@ -1,19 +1,64 @@
-"""How :class:`omnivae.Model` turns a MuData into its inputs: the data setup (in memory or
-backed; new cells on the training setup) and the columns of the batch probe. The user's other
-choices are resolved in :mod:`omnivae.model.choices`.
+"""How :class:`omnivae.Model` turns a MuData (or an AnnData, or a file) into its inputs: the
+data setup (in memory or backed; new cells on the training setup) and the columns of the batch
+probe. The user's other choices are resolved in :mod:`omnivae.model.choices`.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 
+import anndata as ad
 import mudata as md
 
 from omnivae.data.backed import BackedCellData, BackedOptions, setup_backed
 from omnivae.data.cells import CellData
 from omnivae.data.checks import is_prediction_modality
+from omnivae.data.inputs import InputOptions, as_mudata, input_layers, read_input
 from omnivae.data.setup import SetupInfo, setup_mudata
+
+
+def model_input(
+    data: md.MuData | ad.AnnData | str | Path, options: InputOptions, *,
+    layer: str | Mapping[str, str | None] | None, backed: bool | BackedOptions | None,
+) -> tuple[md.MuData | str | Path, str | Mapping[str, str | None] | None]:
+    """What a :class:`omnivae.Model` is given, as the MuData (or ``.h5mu`` path, opened by
+    :func:`~omnivae.data.backed.resolve_backed`) it trains on, and its ``layer`` option: an
+    AnnData is converted by :func:`~omnivae.data.inputs.as_mudata` (one layer name then applies
+    to the modalities split from ``X``, not to proteins from ``obsm``); ``.h5ad`` and 10x
+    ``.h5`` files are read into memory by :func:`~omnivae.data.inputs.read_input`.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> adata = ad.AnnData(np.ones((4, 3), np.float32))
+    >>> adata.obsm["protein_expression"] = np.ones((4, 2))
+    >>> mdata, layer = model_input(adata, InputOptions(protein_key="protein_expression"),
+    ...                            layer="counts", backed=None)
+    >>> list(mdata.mod), layer
+    (['rna', 'adt'], {'rna': 'counts', 'adt': None})
+    """
+    if isinstance(data, (str, Path)):
+        if Path(data).suffix.lower() == ".h5mu":
+            if options.given:
+                raise ValueError(
+                    f"protein_key, protein_names and feature_types describe an AnnData; "
+                    f"{Path(data).name} is a MuData file, whose modalities are given (proteins "
+                    "as a modality, e.g. 'adt'). Leave these options out.")
+            return data, layer
+        if backed not in (None, False):
+            raise ValueError(
+                f"backed training reads .h5mu files only; {Path(data).name} is read into "
+                "memory without backed=..., or convert it once for training on disk: "
+                "omnivae.data.read_input(path).write_h5mu('cells.h5mu').")
+        data = read_input(data, protein_key=options.protein_key,
+                          protein_names=options.protein_names, feature_types=options.feature_types)
+    else:
+        data = as_mudata(data, protein_key=options.protein_key,
+                         protein_names=options.protein_names, feature_types=options.feature_types)
+    return data, input_layers(layer, data, options)
 
 
 def setup_model_data(
@@ -49,7 +94,8 @@ def setup_model_data(
     )
 
 
-def setup_new_cells(mdata: md.MuData, setup: SetupInfo, backed: BackedOptions | None,
+def setup_new_cells(mdata: md.MuData | ad.AnnData, setup: SetupInfo,
+                    backed: BackedOptions | None, inputs: InputOptions | None = None,
                     ) -> CellData | BackedCellData:
     """Cells other than a model's training data as its inputs, checked against the training
     ``setup`` (features, batches), with the training rules: which cells have which modality
@@ -63,6 +109,8 @@ def setup_new_cells(mdata: md.MuData, setup: SetupInfo, backed: BackedOptions | 
     hold every modality of the model), in memory otherwise (cells lacking whole modalities:
     :func:`~omnivae.model.mapping.data.setup_known_cells`). Modalities the model was not trained on
     are ignored with a warning (omnivae's own predictions, e.g. ``adt_imputed``, silently).
+    An AnnData is converted with the model's ``inputs`` (:func:`~omnivae.data.inputs.as_mudata`),
+    less ``protein_key`` when its ``obsm`` lacks that key (cells without protein).
 
     Examples
     --------
@@ -75,6 +123,12 @@ def setup_new_cells(mdata: md.MuData, setup: SetupInfo, backed: BackedOptions | 
     >>> [setup_new_cells(cells, setup, None).n_cells for cells in (sim[:10].copy(), rna_only)]
     [10, 20]
     """
+    if isinstance(mdata, ad.AnnData):
+        inputs = inputs or InputOptions()
+        if inputs.protein_key is not None and inputs.protein_key not in mdata.obsm:
+            inputs = replace(inputs, protein_key=None, protein_names=None)
+        mdata = as_mudata(mdata, protein_key=inputs.protein_key,
+                          protein_names=inputs.protein_names, feature_types=inputs.feature_types)
     unknown = [m for m in mdata.mod
                if m not in setup.modalities and not is_prediction_modality(mdata, m)]
     if unknown:

@@ -1,5 +1,9 @@
 """Scanpy-style functions: data object first, keyword-only options, results written into it.
 
+The data object is a MuData or an AnnData (read by :func:`omnivae.data.inputs.as_mudata`:
+RNA in ``X``, or ``X`` split by ``var["feature_types"]``, proteins in ``obsm[protein_key]``);
+outputs go into it: ``obsm[key_added]`` for embeddings, and predictions as a modality of a
+MuData or ``obsm`` DataFrames of an AnnData (:func:`predict`).
 Parameters of each call are recorded in ``mdata.uns[key_added]["params"]``.
 """
 
@@ -9,8 +13,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import anndata as ad
 import mudata as md
 
+from omnivae.data.inputs import InputOptions, as_mudata
 from omnivae.model.model import Model, QueryModel
 from omnivae.tl.clustering import cluster
 from omnivae.tl.de import differential_expression
@@ -21,8 +27,11 @@ __all__ = ["cluster", "differential_expression", "impute", "integrate", "map_que
 
 
 def integrate(
-    mdata: md.MuData,
+    mdata: md.MuData | ad.AnnData,
     *,
+    protein_key: str | None = None,
+    protein_names: Sequence[str] | None = None,
+    feature_types: bool | Mapping[str, str] | None = None,
     modalities: Sequence[str] | None = None,
     batch_key: str | None = None,
     layer: str | Mapping[str, str | None] | None = None,
@@ -39,13 +48,17 @@ def integrate(
     copy: bool = False,
     return_model: bool = False,
     **train_kwargs: Any,
-) -> md.MuData | Model | tuple[md.MuData, Model] | None:
+) -> md.MuData | ad.AnnData | Model | tuple[md.MuData | ad.AnnData, Model] | None:
     """Train an omnivae model and write the joint embedding to ``mdata.obsm[key_added]``.
 
     Parameters
     ----------
     mdata
-        MuData with raw counts per modality (cells may lack modalities).
+        MuData with raw counts per modality (cells may lack modalities), or an AnnData: RNA
+        counts in ``X``, a 10x multi-feature ``X`` (split by ``var["feature_types"]``),
+        proteins in ``obsm[protein_key]``; the embedding is written into it.
+    protein_key, protein_names, feature_types
+        How an AnnData is read, as in :class:`omnivae.Model`.
     modalities, batch_key, layer, likelihoods, model, fusion, n_latent
         As in :class:`omnivae.Model`.
     max_epochs, batch_size, accelerator
@@ -74,11 +87,22 @@ def integrate(
     >>> omnivae.tl.integrate(sim, batch_key="batch", n_latent=4, max_epochs=2, progress_bar=False)
     >>> sim.obsm["X_omnivae"].shape, sim.uns["X_omnivae"]["params"]["fusion"]
     ((150, 4), 'mopoe')
+
+    An AnnData with protein counts in ``obsm`` (totalVI's layout) gets the embedding too:
+
+    >>> cite = omnivae.datasets.simulate(100, modalities=("rna", "adt"), missing_fraction=0)
+    >>> adata = cite["rna"].copy()
+    >>> adata.obsm["protein_expression"] = cite["adt"].to_df().loc[adata.obs_names]
+    >>> omnivae.tl.integrate(adata, protein_key="protein_expression", n_latent=4, max_epochs=1,
+    ...                      progress_bar=False)
+    >>> adata.obsm["X_omnivae"].shape, adata.uns["X_omnivae"]["params"]["modalities"]
+    ((100, 4), ['rna', 'adt'])
     """
     target = mdata.copy() if copy else mdata
-    fitted = Model(target, modalities=modalities, likelihoods=likelihoods, layer=layer,
-                   batch_key=batch_key, model=model, fusion=fusion, n_latent=n_latent,
-                   seed=seed)
+    fitted = Model(target, protein_key=protein_key, protein_names=protein_names,
+                   feature_types=feature_types, modalities=modalities, likelihoods=likelihoods,
+                   layer=layer, batch_key=batch_key, model=model, fusion=fusion,
+                   n_latent=n_latent, seed=seed)
     try:
         fitted.train(max_epochs, batch_size=batch_size, accelerator=accelerator,
                      progress_bar=progress_bar, **train_kwargs)
@@ -98,16 +122,16 @@ def integrate(
 
 
 def impute(
-    mdata: md.MuData,
+    mdata: md.MuData | ad.AnnData,
     model: Model,
     *,
     target: str,
     n_samples: int = 0,
     key_added: str | None = None,
     **kwargs: Any,
-) -> md.MuData | None:
+) -> md.MuData | ad.AnnData | None:
     """Predict modality ``target`` for every cell and add it as modality ``key_added``
-    (the same as :func:`predict`, which explains every option).
+    (``obsm`` entries of an AnnData; the same as :func:`predict`, which explains every option).
 
     Examples
     --------
@@ -124,16 +148,19 @@ def impute(
 
 
 def map_query(
-    query_mdata: md.MuData,
+    query_mdata: md.MuData | ad.AnnData,
     reference: Model | str | Path,
     *,
+    protein_key: str | None = None,
+    protein_names: Sequence[str] | None = None,
+    feature_types: bool | Mapping[str, str] | None = None,
     max_epochs: int | None = None,
     key_added: str = "X_omnivae",
     progress_bar: bool = True,
     copy: bool = False,
     return_model: bool = False,
     **train_kwargs: Any,
-) -> md.MuData | Model | tuple[md.MuData, Model] | None:
+) -> md.MuData | ad.AnnData | Model | tuple[md.MuData | ad.AnnData, Model] | None:
     """Map query cells onto a trained reference model and write their embedding to
     ``query_mdata.obsm[key_added]`` (scanpy style; see :mod:`omnivae.model.mapping.query` for the method).
 
@@ -141,7 +168,11 @@ def map_query(
     ----------
     query_mdata
         The new cells: any subset of the reference's modalities and features, the
-        reference's batch column (new batch labels get new parameters).
+        reference's batch column (new batch labels get new parameters). An AnnData is read
+        as in :func:`integrate` and gets the embedding; the query model then writes
+        :func:`predict` outputs into it too.
+    protein_key, protein_names, feature_types
+        How an AnnData is read, as in :class:`omnivae.Model`.
     reference
         A trained :class:`omnivae.Model` or the folder it was saved to.
     max_epochs
@@ -168,8 +199,13 @@ def map_query(
     from omnivae.model.model import map_query as map_onto
 
     target = query_mdata.copy() if copy else query_mdata
-    model = map_onto(reference, target, max_epochs=max_epochs, progress_bar=progress_bar,
+    inputs = InputOptions(protein_key, protein_names, feature_types)
+    data = as_mudata(target, protein_key=protein_key, protein_names=protein_names,
+                     feature_types=feature_types)
+    model = map_onto(reference, data, max_epochs=max_epochs, progress_bar=progress_bar,
                      **train_kwargs)
+    if isinstance(target, ad.AnnData):  # tl.predict(target, model) writes into it
+        model.adata, model.inputs = target, inputs
     target.obsm[key_added] = model.get_latent_representation()
     target.uns[key_added] = {"params": mapping_params(model)}
     if copy:

@@ -1,11 +1,15 @@
-"""``omnivae.tl.predict``: a modality for every cell, as a MuData modality, with intervals."""
+"""``omnivae.tl.predict``: a modality for every cell, as a MuData modality (or ``obsm``
+DataFrames of an AnnData), with intervals."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anndata as ad
 import mudata as md
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from omnivae.data.setup import refresh
@@ -17,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def predict(
-    mdata: md.MuData,
+    mdata: md.MuData | ad.AnnData,
     model: Model,
     *,
     target: str,
@@ -28,13 +32,15 @@ def predict(
     batch_size: int = 1024,
     seed: int = 0,
     copy: bool = False,
-) -> md.MuData | None:
-    """Predict modality ``target`` for every cell and add it as modality ``key_added``.
+) -> md.MuData | ad.AnnData | None:
+    """Predict modality ``target`` for every cell and add it as modality ``key_added``
+    (to a MuData) or as ``obsm`` entries (to an AnnData).
 
     Parameters
     ----------
     mdata
-        The cells (those the model was trained on, or new ones with the same features).
+        The cells (those the model was trained on, or new ones with the same features): a
+        MuData, or an AnnData read as the model's training AnnData was (``protein_key`` ...).
     model
         A trained :class:`omnivae.Model` (or a query model from reference mapping).
     target
@@ -67,6 +73,12 @@ def predict(
     cells that measured ``target``; a cell that has ``target`` is predicted from its other
     modalities when it has any, so the prediction is a genuine cross-modal one.
 
+    For an AnnData the same arrays go to ``obsm`` as DataFrames (cells by ``target``'s
+    feature names): ``obsm[key_added]`` (the proportions), and with draws
+    ``obsm[f"{key_added}_std"]``, ``obsm[f"{key_added}_lower"]``,
+    ``obsm[f"{key_added}_upper"]`` (entries of an earlier call that this one does not make
+    are removed); the cells that measured ``target`` are those the AnnData holds it for.
+
     Examples
     --------
     >>> import omnivae
@@ -79,6 +91,15 @@ def predict(
     (True, ['lower', 'std', 'upper'])
     >>> bool((imputed.layers["lower"] <= imputed.layers["upper"]).all())
     True
+
+    An AnnData (RNA in ``X``, proteins in ``obsm``) gets ``obsm`` DataFrames:
+
+    >>> adata = sim["rna"].copy()   # e.g. cells measured without protein
+    >>> omnivae.tl.predict(adata, model, target="adt", n_samples=5)
+    >>> list(adata.obsm["adt_imputed"].columns) == list(sim["adt"].var_names)
+    True
+    >>> sorted(k for k in adata.obsm if k.startswith("adt_imputed"))
+    ['adt_imputed', 'adt_imputed_std']
     """
     if interval is not None and not (0.0 < interval < 1.0 and n_samples > 0):
         raise ValueError(f"interval={interval} needs 0 < interval < 1 and n_samples > 0 "
@@ -115,10 +136,27 @@ def predict(
         for name in ("std", "lower", "upper"):
             if stats[name]:
                 result.layers[name] = np.concatenate(stats[name])
-    out.mod[key] = result
-    refresh(out)  # the imputed modality shares the target's feature names: no warning
+    if isinstance(out, ad.AnnData):
+        _write_obsm(out, key, result)
+    else:
+        out.mod[key] = result
+        refresh(out)  # the imputed modality shares the target's feature names: no warning
     out.uns[key] = {"params": {
         "target": target, "n_samples": n_samples, "interval": interval or 0.0,
         "predictive": predictive, "seed": seed,
         "normalization": "proportions summing to 1 per cell"}}
     return out if copy else None
+
+
+def _write_obsm(adata: ad.AnnData, key: str, result: ad.AnnData) -> None:
+    """``result``'s ``X`` and its layers ``std``, ``lower``, ``upper`` as DataFrames in
+    ``adata.obsm`` (``key``, ``f"{key}_std"``, ...); stale ones of an earlier call go."""
+    columns = pd.Index([str(v) for v in result.var_names])
+    arrays = {key: result.X, **{f"{key}_{name}": result.layers.get(name)
+                                 for name in ("std", "lower", "upper")}}
+    for name, values in arrays.items():
+        if values is None:
+            adata.obsm.pop(name, None)
+            continue
+        dense = values.toarray() if sp.issparse(values) else np.asarray(values)
+        adata.obsm[name] = pd.DataFrame(dense, index=adata.obs_names, columns=columns)
