@@ -156,14 +156,16 @@ def read_input(
                          "write it with adata.write_h5ad('cells.h5ad')).")
     if not path.is_file():
         raise FileNotFoundError(f"Input file {path} does not exist.")
-    if suffix == ".h5mu":
-        return as_mudata(md.read_h5mu(path), protein_key=protein_key,
-                         protein_names=protein_names, feature_types=feature_types)
-    if suffix == ".h5ad":
-        adata = ad.read_h5ad(path)
-    else:
-        adata = read_10x(path)
-    return as_mudata(adata, protein_key=protein_key, protein_names=protein_names,
+    try:
+        data: md.MuData | ad.AnnData = (md.read_h5mu(path) if suffix == ".h5mu" else
+                                        ad.read_h5ad(path) if suffix == ".h5ad" else
+                                        read_10x(path))
+    except (OSError, ValueError, KeyError) as err:  # truncated, not HDF5, another layout
+        raise ValueError(
+            f"{path} cannot be read as a {suffix} file ({INPUT_SUFFIXES[suffix]}; "
+            f"{type(err).__name__}: {str(err)[:160]}); is it complete (not truncated by an "
+            "interrupted copy) and of that kind?") from None
+    return as_mudata(data, protein_key=protein_key, protein_names=protein_names,
                      feature_types=feature_types)
 
 
