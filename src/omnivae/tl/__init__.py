@@ -14,9 +14,11 @@ import mudata as md
 from omnivae.model.model import Model
 from omnivae.tl.clustering import cluster
 from omnivae.tl.de import differential_expression
+from omnivae.tl.embedding import umap
 from omnivae.tl.imputation import predict
 
-__all__ = ["cluster", "differential_expression", "impute", "integrate", "map_query", "predict"]
+__all__ = ["cluster", "differential_expression", "impute", "integrate", "map_query", "predict",
+           "umap"]
 
 
 def integrate(
