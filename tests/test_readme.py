@@ -41,7 +41,7 @@ def test_readme_quick_start_runs_in_a_fresh_folder(tmp_path, monkeypatch, offlin
     exec(compile(code, "README.md quick start", "exec"), namespace)
     mdata = namespace["mdata"]
     assert mdata.obs["leiden"].nunique() > 1
-    assert {"X_omnivae", "X_omnivae_umap"} <= set(mdata.obsm)
+    assert {"X_omnivae", "X_umap"} <= set(mdata.obsm)
     assert mdata["adt_imputed"].n_obs == mdata.n_obs
     assert {"std", "lower", "upper"} <= set(mdata["adt_imputed"].layers)
     assert (tmp_path / "umap.png").stat().st_size > 0

@@ -55,20 +55,23 @@ model = omnivae.tl.integrate(masked, batch_key="batch", max_epochs=5 if QUICK el
                              progress_bar=not QUICK, return_model=True)
 print(model)
 print(model.history[["train_elbo", "validation_elbo"]].tail())
-omnivae.pl.history(model, path=FIGURES / "cite_history.png")
+omnivae.pl.history(model, save=FIGURES / "cite_history.png")
 
 # %% [markdown]
 # ## Clusters and UMAP
-# The embedding is an ordinary `obsm` entry: scanpy's neighbours graph and Leiden work on it.
+# The embedding is an ordinary `obsm` entry: scanpy's neighbours graph, Leiden and UMAP work on
+# it. Plots only draw: `latent_umap` shows `obsm["X_umap"]` (in a notebook each plot is shown
+# once; `save=` writes it to a file).
 
 # %%
 sc.pp.neighbors(masked, use_rep="X_omnivae")
 sc.tl.leiden(masked, key_added="leiden", flavor="igraph", n_iterations=2, directed=False)
+sc.tl.umap(masked)  # obsm["X_umap"], from the neighbours graph of the embedding
 labels = obs_column(masked, "cell_type").astype(str).to_numpy()
 agreement = metrics.leiden_agreement(masked.obsm["X_omnivae"], labels)
 print(f"Leiden vs annotated cell types: ARI {agreement['ari']:.3f}, NMI {agreement['nmi']:.3f}")
 omnivae.pl.latent_umap(masked, color=["cell_type", "batch", "leiden"],
-                       path=FIGURES / "cite_umap.png")
+                       save=FIGURES / "cite_umap.png")
 
 # %% [markdown]
 # ## Predict protein for every cell, with 90 % intervals
@@ -90,7 +93,7 @@ assert np.isfinite(predicted).all()
 check = masked.copy()
 check.mod["adt"] = withheld  # the truth of the withheld cells, to compare against
 omnivae.pl.predicted_vs_observed(check, modality="adt", cells=list(withheld.obs_names),
-                                 path=FIGURES / "cite_predicted_vs_observed.png")
+                                 save=FIGURES / "cite_predicted_vs_observed.png")
 
 # %% [markdown]
 # ## Differential expression with the model's uncertainty

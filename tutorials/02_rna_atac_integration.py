@@ -32,7 +32,7 @@ model = omnivae.tl.integrate(mdata, batch_key="batch", n_latent=16,
                              max_epochs=5 if QUICK else None, progress_bar=not QUICK,
                              return_model=True)
 print(model)
-omnivae.pl.history(model, path=FIGURES / "multiome_history.png")
+omnivae.pl.history(model, save=FIGURES / "multiome_history.png")
 
 # %% [markdown]
 # ## Clusters and UMAP
@@ -41,7 +41,8 @@ omnivae.pl.history(model, path=FIGURES / "multiome_history.png")
 labels = obs_column(mdata, "cell_type").astype(str).to_numpy()
 agreement = metrics.leiden_agreement(mdata.obsm["X_omnivae"], labels)
 print(f"Leiden vs annotated cell types: ARI {agreement['ari']:.3f}, NMI {agreement['nmi']:.3f}")
-omnivae.pl.latent_umap(mdata, color=["cell_type", "batch"], path=FIGURES / "multiome_umap.png")
+omnivae.tl.umap(mdata)  # obsm["X_umap"] from obsm["X_omnivae"]
+omnivae.pl.latent_umap(mdata, color=["cell_type", "batch"], save=FIGURES / "multiome_umap.png")
 
 # %% [markdown]
 # ## Gene expression from chromatin alone
@@ -58,7 +59,7 @@ check = atac_only.copy()
 check.mod["rna"] = mdata["rna"]
 refresh(check)
 omnivae.pl.predicted_vs_observed(check, modality="rna", imputed_key="rna_from_atac",
-                                 path=FIGURES / "multiome_rna_from_atac.png")
+                                 save=FIGURES / "multiome_rna_from_atac.png")
 
 # %% [markdown]
 # ## Differential expression between two cell types

@@ -46,7 +46,8 @@ for donor in sorted(set(reference.obs["batch"])):
 model = omnivae.tl.integrate(reference, batch_key="batch", n_latent=16,
                              max_epochs=5 if QUICK else None, progress_bar=not QUICK,
                              return_model=True)
-omnivae.pl.latent_umap(reference, color=["celltype", "batch"], path=FIGURES / "mosaic_umap.png")
+omnivae.tl.umap(reference)  # obsm["X_umap"] from obsm["X_omnivae"]
+omnivae.pl.latent_umap(reference, color=["celltype", "batch"], save=FIGURES / "mosaic_umap.png")
 
 # %% [markdown]
 # ## Protein for the RNA-only donor
@@ -114,5 +115,6 @@ joint = ad.AnnData(
     }, index=[*reference.obs_names, *query.obs_names]),
     obsm={"X_omnivae": np.concatenate([reference.obsm["X_omnivae"], query.obsm["X_omnivae"]])},
 )
+omnivae.tl.umap(joint)
 omnivae.pl.latent_umap(joint, color=["celltype", "dataset"],
-                       path=FIGURES / "mosaic_reference_and_query_umap.png")
+                       save=FIGURES / "mosaic_reference_and_query_umap.png")

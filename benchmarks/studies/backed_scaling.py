@@ -80,9 +80,6 @@ def run(path: Path, mode: str) -> dict:
 
 
 def plot(table: pd.DataFrame, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))

@@ -161,9 +161,6 @@ def choose_default(table: pd.DataFrame) -> tuple[tuple[str, float] | None, pd.Da
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     datasets = sorted(table["dataset"].unique())

@@ -26,8 +26,6 @@ import time
 import warnings
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -43,8 +41,6 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 DATASETS = {"neurips2021_bmmc_cite_starter": ("adt", "rna"),
             "neurips2021_bmmc_multiome_starter": ("atac", "rna")}
 
-
-matplotlib.use("Agg")  # figures are only written to files
 
 def split_truth(truth, seed: int = 0):
     order = np.random.default_rng(seed).permutation(truth.n_obs)
@@ -110,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
                 })
     result = pd.concat(tables, ignore_index=True)
     RESULTS.mkdir(exist_ok=True)
-    plt.close(plot_calibration(result, by="dataset", path=RESULTS / "calibration.png"))
+    plot_calibration(result, by="dataset", save=RESULTS / "calibration.png", show=False)
     text = [
         "# Calibrated prediction intervals (benchmarks/run.py --study calibration)", "",
         "Target withheld from half of the paired cells; those split into calibration and test "

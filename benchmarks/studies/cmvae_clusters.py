@@ -139,9 +139,6 @@ def report(rows: list[dict], note: str) -> str:
 def plot(rows: list[dict], path: Path) -> None:
     """Bar chart: ARI against the cell types per method (mean over seeds, sd as error bars),
     one panel per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     table = pd.DataFrame(rows)

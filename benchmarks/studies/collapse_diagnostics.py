@@ -18,9 +18,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: suite, studies
 
 import omnivae
@@ -30,8 +27,6 @@ from suite.report import markdown_table
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 DATASETS = ("neurips2021_bmmc_cite_starter", "neurips2021_bmmc_multiome_starter")
 
-
-matplotlib.use("Agg")  # figures are only written to files
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -58,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         collapse = [str(w.message) for w in caught if "Collapse" in type(w.message).__name__]
         short = name.split("_")[2]
         png = f"collapse_diagnostics_{short}.png"
-        plt.close(plot_diagnostics(model.history, path=RESULTS / png))
+        plot_diagnostics(model.history, save=RESULTS / png, show=False)
         rows = table.reset_index().to_dict(orient="records")
         text += [f"## {name} ({mdata.n_obs} cells, {len(model.history)} epochs)", "",
                  markdown_table(rows), "",

@@ -95,9 +95,6 @@ def run(epochs: int) -> list[dict]:
 
 
 def write(rows: list[dict], load: tuple[float, float, float], started: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
 

@@ -169,9 +169,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def plot(figures, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from suite.report import save_figure

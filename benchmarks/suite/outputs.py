@@ -141,9 +141,6 @@ def write_speed(out: Path, rows: list[dict], pairs: dict[str, str], note: str, s
 
 
 def write_scaling(out: Path, rows: list[dict], note: str, settings: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from .report import save_figure

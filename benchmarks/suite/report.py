@@ -268,9 +268,6 @@ def table(frame: pd.DataFrame, index: Sequence[str], columns: Sequence[str],
 def bar_grid(frame: pd.DataFrame, panels: Sequence[str], value: str, title: str,
              path: Path, order: Sequence[str]) -> None:
     """One horizontal bar chart per panel (mean over seeds, error bar = sd), systems as bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     groups = list(frame.groupby(list(panels), sort=False))
@@ -300,9 +297,6 @@ def bar_grid(frame: pd.DataFrame, panels: Sequence[str], value: str, title: str,
 
 def scatter_bio_batch(frame: pd.DataFrame, title: str, path: Path, order: Sequence[str]) -> None:
     """Batch correction vs bio conservation per dataset, one point per system (mean over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     frame = frame.dropna(subset=["batch correction"])

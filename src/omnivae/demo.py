@@ -11,9 +11,9 @@ from omnivae.data.setup import obs_column
 from omnivae.data.splits import withhold_modality
 from omnivae.datasets import simulate
 from omnivae.model.model import Model
-from omnivae.pl import plot_umap
+from omnivae.pl import latent_umap
 from omnivae.tl import impute
-from omnivae.tl.embedding import cluster_embedding, umap_coordinates
+from omnivae.tl.embedding import cluster_embedding, umap
 
 
 def run_demo(
@@ -52,7 +52,6 @@ def run_demo(
                 progress_bar=progress_bar)
 
     labels = obs_column(mdata, "cell_type").astype(str).to_numpy()
-    batches = obs_column(mdata, "batch").astype(str).to_numpy()
     z = model.get_latent_representation()
     mdata.obsm["X_omnivae"] = z
     mdata.obs["omnivae_leiden"] = cluster_embedding(z, seed=seed)
@@ -80,11 +79,8 @@ def run_demo(
         "adt_pearson_knn": metrics.mean_feature_pearson(knn, truth.X),
         "epochs": float(len(model.history)), "seconds": time.time() - started,
     }
-    coords = umap_coordinates(z, seed=seed)
-    mdata.obsm["X_umap"] = coords
-    plot_umap(coords, {"cell type": labels, "batch": batches, "omnivae leiden":
-                       mdata.obs["omnivae_leiden"]}, out / "umap.png",
-              title=f"omnivae joint embedding of {mdata.n_obs} simulated cells")
+    umap(mdata, use_rep="X_omnivae", seed=seed)  # obsm["X_umap"]
+    latent_umap(mdata, color=["cell_type", "batch", "omnivae_leiden"], save=out / "umap.png")
     write_h5mu_atomic(mdata, out / "demo.h5mu")
     _write_report(out, mdata, model, scores)
     if verbose:

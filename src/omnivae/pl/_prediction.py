@@ -10,13 +10,14 @@ import mudata as md
 import numpy as np
 import scipy.sparse as sp
 
-from omnivae.pl._utils import finish
+from omnivae.pl._utils import AxesArg, finish, panels
 
 
 def predicted_vs_observed(
     mdata: md.MuData, *, modality: str, imputed_key: str | None = None,
     features: Sequence[str] | None = None, n_features: int = 6, layer: str | None = None,
-    cells: Sequence[str] | None = None, path: str | Path | None = None,
+    cells: Sequence[str] | None = None, ax: AxesArg | None = None, show: bool | None = None, save: str | Path | None = None,
+    return_fig: bool = False, path: str | Path | None = None,
 ) -> Any:
     """Scatter of predicted against measured expression, one panel per feature.
 
@@ -35,8 +36,20 @@ def predicted_vs_observed(
     cells
         Cells to show (default: every cell that measured ``modality``); pass e.g. withheld
         cells to judge genuine predictions.
+    ax
+        Draw into this Axes (one feature), or these Axes (one per feature), instead of a
+        new figure (three panels a row).
+    show, save, return_fig
+        As in scanpy: show the figure (default: when matplotlib is interactive, e.g. in
+        Jupyter), save it to a path (format from the suffix), return the Figure. The full
+        rule: :mod:`omnivae.pl`.
     path
-        Save the figure there too.
+        Deprecated name of ``save`` (returns the open Figure, as it used to).
+
+    Returns
+    -------
+    The Figure with ``return_fig=True``; the Axes (a list for several panels) with
+    ``show=False`` or ``ax=``; otherwise None (the figure is closed).
 
     Examples
     --------
@@ -45,12 +58,11 @@ def predicted_vs_observed(
     >>> model = omnivae.Model(sim, n_latent=4)
     >>> model.train(max_epochs=2, progress_bar=False)
     >>> omnivae.tl.predict(sim, model, target="adt")
-    >>> fig = omnivae.pl.predicted_vs_observed(sim, modality="adt", n_features=3)
+    >>> fig = omnivae.pl.predicted_vs_observed(sim, modality="adt", n_features=3,
+    ...                                        return_fig=True)
     >>> len(fig.axes), fig.axes[0].get_xlabel()
     (3, 'observed (proportion)')
     """
-    import matplotlib.pyplot as plt
-
     key = imputed_key or f"{modality}_imputed"
     for name in (modality, key):
         if name not in mdata.mod:
@@ -75,17 +87,17 @@ def predicted_vs_observed(
     n = len(features)
     ncols = min(n, 3)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.3 * nrows), squeeze=False)
-    for ax, feature in zip(axes.ravel(), features, strict=False):
+    fig, axes, owned = panels(ax, n, what="predicted_vs_observed", nrows=nrows, ncols=ncols,
+                              figsize=(3.6 * ncols, 3.3 * nrows))
+    for panel, feature in zip(axes, features, strict=True):
         j = var_names.index(feature)
         r = float(np.corrcoef(x[:, j], y[:, j])[0, 1]) if x[:, j].std() and y[:, j].std() \
             else float("nan")
-        ax.scatter(x[:, j], y[:, j], s=4, alpha=0.5, rasterized=True)
+        panel.scatter(x[:, j], y[:, j], s=4, alpha=0.5, rasterized=True)
         top = max(x[:, j].max(), y[:, j].max())
-        ax.plot([0, top], [0, top], color="grey", lw=0.8, ls="--")
-        ax.set_title(f"{feature} (r = {r:.2f})", fontsize=9)
-        ax.set_xlabel("observed (proportion)")
-        ax.set_ylabel("predicted (proportion)")
-    for ax in axes.ravel()[n:]:
-        fig.delaxes(ax)
-    return finish(fig, path)
+        panel.plot([0, top], [0, top], color="grey", lw=0.8, ls="--")
+        panel.set_title(f"{feature} (r = {r:.2f})", fontsize=9)
+        panel.set_xlabel("observed (proportion)")
+        panel.set_ylabel("predicted (proportion)")
+    return finish(fig, axes, owned=owned, name="predicted_vs_observed", save=save, show=show,
+                  return_fig=return_fig, path=path)

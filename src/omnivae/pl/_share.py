@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING, Any
 import mudata as md
 
 from omnivae.data.setup import obs_column
-from omnivae.pl._utils import finish
+from omnivae.pl._utils import AxesArg, finish, panels
 
 if TYPE_CHECKING:
     from omnivae.model.model import Model
 
 
 def modality_share(
-    mdata: md.MuData, model: Model, *, groupby: str, path: str | Path | None = None,
+    mdata: md.MuData, model: Model, *, groupby: str,
+    ax: AxesArg | None = None, show: bool | None = None, save: str | Path | None = None,
+    return_fig: bool = False, path: str | Path | None = None,
 ) -> Any:
     """Stacked bars: how much of each group's joint posterior comes from each modality.
 
@@ -31,13 +33,20 @@ def modality_share(
         A trained model with one encoder per modality.
     groupby
         Column of ``mdata.obs`` or a modality's ``obs`` grouping the cells (e.g. cell type).
+    ax
+        Draw into this Axes instead of a new figure.
+    show, save, return_fig
+        As in scanpy: show the figure (default: when matplotlib is interactive, e.g. in
+        Jupyter), save it to a path (format from the suffix), return the Figure. The full
+        rule: :mod:`omnivae.pl`.
     path
-        Save the figure there too.
+        Deprecated name of ``save`` (returns the open Figure, as it used to).
 
     Returns
     -------
-    The matplotlib :class:`~matplotlib.figure.Figure` (the per-cell table it averages:
-    :func:`omnivae.model.diagnostics.modality_shares`).
+    The Figure with ``return_fig=True``; the Axes with ``show=False`` or ``ax=``; otherwise
+    None (the figure is closed). The per-cell table it averages:
+    :func:`omnivae.model.diagnostics.modality_shares`.
 
     Examples
     --------
@@ -45,8 +54,8 @@ def modality_share(
     >>> sim = omnivae.datasets.simulate(120, modalities=("rna", "adt"), seed=0)
     >>> model = omnivae.Model(sim, n_latent=3)
     >>> model.train(max_epochs=2, progress_bar=False)
-    >>> fig = omnivae.pl.modality_share(sim, model, groupby="cell_type")
-    >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()], fig.axes[0].get_xlabel()
+    >>> ax = omnivae.pl.modality_share(sim, model, groupby="cell_type", show=False)
+    >>> [t.get_text() for t in ax.get_legend().get_texts()], ax.get_xlabel()
     (['rna', 'adt', 'prior'], 'share of the joint posterior precision')
     """
     import matplotlib.pyplot as plt
@@ -56,16 +65,19 @@ def modality_share(
     shares = modality_shares(model.module, model.cell_data(mdata), mdata.obs_names)
     groups = obs_column(mdata, groupby).astype(str).to_numpy()
     table = shares.groupby(groups).mean().sort_index()
-    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.32 * len(table)))
+    fig, axes, owned = panels(ax, 1, what="modality_share",
+                              figsize=(6.5, 0.9 + 0.32 * len(table)))
+    panel = axes[0]
     left = 0.0
     colors = plt.get_cmap("tab10")
     for k, column in enumerate(table.columns):
         color = "lightgray" if column == "prior" else colors(k % 10)
-        ax.barh(table.index, table[column], left=left, color=color, label=column)
+        panel.barh(table.index, table[column], left=left, color=color, label=column)
         left = left + table[column].to_numpy()
-    ax.set_xlim(0, 1)
-    ax.invert_yaxis()
-    ax.set_xlabel("share of the joint posterior precision")
-    ax.set_title(f"each modality's share, by {groupby}", fontsize=10)
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
-    return finish(fig, path)
+    panel.set_xlim(0, 1)
+    panel.invert_yaxis()
+    panel.set_xlabel("share of the joint posterior precision")
+    panel.set_title(f"each modality's share, by {groupby}", fontsize=10)
+    panel.legend(fontsize=7, frameon=False, loc="lower right")
+    return finish(fig, axes, owned=owned, name="modality_share", save=save, show=show,
+                  return_fig=return_fig, path=path)

@@ -20,10 +20,12 @@ from omnivae.data.inputs import InputOptions, as_mudata
 from omnivae.model.model import Model, QueryModel
 from omnivae.tl.clustering import cluster
 from omnivae.tl.de import differential_expression
+from omnivae.tl.embedding import umap
 from omnivae.tl.imputation import predict
 from omnivae.train.interrupts import TrainingInterrupted, TrainingTerminated
 
-__all__ = ["cluster", "differential_expression", "impute", "integrate", "map_query", "predict"]
+__all__ = ["cluster", "differential_expression", "impute", "integrate", "map_query", "predict",
+           "umap"]
 
 
 def integrate(
