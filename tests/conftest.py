@@ -19,8 +19,9 @@ logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
 @pytest.fixture(autouse=True)
 def _close_figures():
-    """omnivae.pl returns open figures (the user decides when to close them, as in scanpy);
-    the tests close them after each test, so figures do not pile up over the run."""
+    """Some omnivae.pl calls leave figures open on purpose (``return_fig=True``, ``ax=``,
+    ``show=False``, as in scanpy); the tests close them after each test, so figures do not
+    pile up over the run."""
     yield
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:

@@ -29,7 +29,8 @@ FIGURES = Path(os.environ.get("OMNIVAE_TUTORIAL_FIGURES", Path(__file__).parent 
 # %% [markdown]
 # ## Load the data
 # `load` finds the file in `$OMNIVAE_DATA`, `../shared/data` or the user cache, and checks its
-# checksum. Raw counts are in `X` of each modality.
+# checksum; on a machine without it, it downloads the public source files (sha256-checked) and
+# converts them once. Raw counts are in `X` of each modality.
 
 # %%
 mdata = omnivae.datasets.load("neurips2021_bmmc_cite_starter")
