@@ -27,6 +27,7 @@ from omnivae.data.checks import (
     resolve_modalities,
     training_features,
 )
+from omnivae.data.files import read_h5mu
 from omnivae.data.setup import SetupInfo, default_likelihood, setup_info
 from omnivae.data.store import CountsReader, contiguous_runs, store_node
 from omnivae.module.likelihoods import check_likelihood_name
@@ -92,7 +93,7 @@ def open_backed(path: str | Path) -> md.MuData:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; pass the path of an .h5mu file.")
-    return md.read_h5mu(path, backed=True)
+    return read_h5mu(path, backed=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,10 +327,10 @@ def resolve_backed(mdata: md.MuData | str | Path, backed: bool | BackedOptions |
     True
     """
     if isinstance(mdata, (str, Path)):
-        mdata = open_backed(mdata) if backed is not False else md.read_h5mu(Path(mdata))
+        mdata = open_backed(mdata) if backed is not False else read_h5mu(Path(mdata))
     if backed is False:
         if mdata.isbacked and mdata.filename is not None:
-            mdata = md.read_h5mu(mdata.filename)
+            mdata = read_h5mu(mdata.filename)
         return mdata, None
     if backed is None and not mdata.isbacked:
         return mdata, None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +123,62 @@ def check_state_matches(module: torch.nn.Module, state: dict[str, torch.Tensor],
         )
 
 
+@contextlib.contextmanager
+def mudata_defaults() -> Iterator[None]:
+    """Run omnivae's own MuData calls (copy, read, write, ``update()``) with mudata's coming
+    default ``pull_on_update=False``: modality ``obs``/``var`` columns are not pulled into the
+    global ones, and mudata 0.3 does not warn (``FutureWarning``) that this default changes.
+
+    Also silences mudata's notes that feature names repeat across modalities (a gene and a
+    protein both named ``CD4``): omnivae reads every modality on its own, so they are not a
+    problem here.
+
+    Examples
+    --------
+    >>> import omnivae, warnings
+    >>> sim = omnivae.datasets.simulate(20, modalities=("rna", "adt"), seed=0)
+    >>> with warnings.catch_warnings(record=True) as caught, mudata_defaults():
+    ...     warnings.simplefilter("always")
+    ...     copy = sim.copy()
+    >>> copy.n_obs, [str(w.message) for w in caught]
+    (20, [])
+    """
+    with md.set_options(pull_on_update=False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*var_names are intersecting.*")
+        warnings.filterwarnings("ignore", ".*var_names are not unique.*")
+        yield
+
+
+def copy_mudata(mdata: md.MuData) -> md.MuData:
+    """``mdata.copy()`` under :func:`mudata_defaults` (no pulled columns, no warnings).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(20, modalities=("rna",), seed=0)
+    >>> copy = copy_mudata(sim)
+    >>> copy is not sim, list(copy.obs.columns) == list(sim.obs.columns)
+    (True, True)
+    """
+    with mudata_defaults():
+        return mdata.copy()
+
+
+def read_h5mu(path: str | Path, *, backed: bool = False) -> md.MuData:
+    """``mudata.read_h5mu`` under :func:`mudata_defaults` (no pulled columns, no warnings).
+
+    Examples
+    --------
+    >>> import omnivae, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "cells.h5mu")
+    >>> write_h5mu_atomic(omnivae.datasets.simulate(20, modalities=("rna",), seed=0), path)
+    >>> read_h5mu(path).n_obs
+    20
+    """
+    with mudata_defaults():
+        return md.read_h5mu(path, backed=True) if backed else md.read_h5mu(path)
+
+
 def write_h5mu_atomic(mdata: md.MuData, path: str | Path) -> None:
     """Write ``mdata`` to ``path`` via a temporary file and one rename.
 
@@ -137,7 +196,8 @@ def write_h5mu_atomic(mdata: md.MuData, path: str | Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".h5mu", dir=path.parent)
     os.close(fd)
     try:
-        mdata.write_h5mu(tmp)
+        with mudata_defaults():
+            mdata.write_h5mu(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
