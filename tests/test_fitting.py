@@ -109,3 +109,11 @@ def test_trainer_keywords_given_to_train_override_omnivae_defaults():
     assert spy.seen == {"progress_bar": False, "num_sanity_val_steps": 1,
                         "log_every_n_steps": 5, "model_summary": True, "omnivae_callbacks": 1}
     assert len(model.history) == 2  # the sanity check's validation is not an epoch
+
+
+def test_tensorboard_logger_without_tensorboard_says_how_to_install_it(monkeypatch, tmp_path):
+    from omnivae.train.loggers import make_logger
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"omnivae\[tensorboard\]"):
+        make_logger("tensorboard", tmp_path)
