@@ -56,7 +56,7 @@ class TrainConfig:
         the notebook); ``"ddp_spawn"`` is refused with a message. See the
         distributed-training page of the documentation.
     progress_bar
-        Show Lightning's progress bar (one bar, per epoch).
+        Show Lightning's progress bar.
     verbose
         Show Lightning's messages: its info lines (which devices it found and uses, why
         training stopped) and the model summary. Off by default: a normal run prints only the
