@@ -35,10 +35,14 @@ test-all: $(STAMP)
 
 # The fast tests against the NEWEST release of every dependency, in a separate ./.venv-newest
 # (torch stays at TORCH_SPEC, so a CPU-only machine never pulls the CUDA build). Prints the
-# versions it tested.
+# versions it tested. The newest anndata, mudata and scanpy need Python >= 3.12: NEWEST_PYTHON
+# is the newest python3.1x found on the PATH (set it to choose, e.g. NEWEST_PYTHON=python3.13).
 NEWEST := .venv-newest
+NEWEST_PYTHON ?= $(shell for v in 3.14 3.13 3.12; do python$$v -c "" 2>/dev/null && { echo python$$v; exit 0; }; done; echo $(PYTHON))
 test-newest:
-	$(PYTHON) -m venv $(NEWEST)
+	rm -rf $(NEWEST)
+	$(NEWEST_PYTHON) -m venv $(NEWEST)
+	$(NEWEST)/bin/python --version
 	$(NEWEST)/bin/python -m pip install --quiet --upgrade pip
 	$(NEWEST)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(NEWEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
