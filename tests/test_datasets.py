@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
 from omnivae import datasets
+from omnivae.data.files import mudata_defaults
 from omnivae.datasets import ChecksumError, UnknownDatasetError, available, load, locate, simulate
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -172,7 +173,7 @@ def test_invalid_arguments(kwargs):
 def test_h5mu_round_trip(tmp_path):
     mdata = simulate(150, seed=9)
     mdata.write(tmp_path / "sim.h5mu")
-    with md.set_options(pull_on_update=False):
+    with mudata_defaults():
         back = md.read_h5mu(tmp_path / "sim.h5mu")
     assert back.obs_names.equals(mdata.obs_names)
     assert list(back.uns["simulation"]["missing"]["rna"]) == mdata.uns["simulation"]["missing"]["rna"]

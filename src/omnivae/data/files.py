@@ -125,9 +125,10 @@ def check_state_matches(module: torch.nn.Module, state: dict[str, torch.Tensor],
 
 @contextlib.contextmanager
 def mudata_defaults() -> Iterator[None]:
-    """Run omnivae's own MuData calls (copy, read, write, ``update()``) with mudata's coming
-    default ``pull_on_update=False``: modality ``obs``/``var`` columns are not pulled into the
-    global ones, and mudata 0.3 does not warn (``FutureWarning``) that this default changes.
+    """Run omnivae's own MuData calls (copy, read, write, ``update()``) with
+    ``pull_on_update=False`` (mudata's default from 0.4 on): modality ``obs``/``var`` columns
+    are not pulled into the global ones, and mudata 0.3 does not warn (``FutureWarning``)
+    that its default changes.
 
     Also silences mudata's notes that feature names repeat across modalities (a gene and a
     protein both named ``CD4``): omnivae reads every modality on its own, so they are not a
@@ -138,15 +139,28 @@ def mudata_defaults() -> Iterator[None]:
     >>> import omnivae, warnings
     >>> sim = omnivae.datasets.simulate(20, modalities=("rna", "adt"), seed=0)
     >>> with warnings.catch_warnings(record=True) as caught, mudata_defaults():
-    ...     warnings.simplefilter("always")
+    ...     warnings.simplefilter("ignore")
+    ...     for shown in (FutureWarning, UserWarning):  # what a user would see
+    ...         warnings.simplefilter("always", shown)
     ...     copy = sim.copy()
     >>> copy.n_obs, [str(w.message) for w in caught]
     (20, [])
     """
-    with md.set_options(pull_on_update=False), warnings.catch_warnings():
+    with _no_pull_on_update(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*var_names are intersecting.*")
         warnings.filterwarnings("ignore", ".*var_names are not unique.*")
         yield
+
+
+def _no_pull_on_update() -> contextlib.AbstractContextManager[Any]:
+    """``pull_on_update=False`` for the block: ``mudata.set_options`` up to mudata 0.3,
+    ``mudata.settings.override`` from 0.4 on (where it is the default already)."""
+    if hasattr(md, "set_options"):
+        return md.set_options(pull_on_update=False)
+    settings = getattr(md, "settings", None)
+    if settings is not None and hasattr(settings, "override"):
+        return settings.override(pull_on_update=False)
+    return contextlib.nullcontext()
 
 
 def copy_mudata(mdata: md.MuData) -> md.MuData:

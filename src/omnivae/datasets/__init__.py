@@ -22,6 +22,7 @@ import mudata as md
 import numpy as np
 import pandas as pd
 
+from omnivae.data.files import mudata_defaults
 from omnivae.datasets.simulation import simulate
 
 __all__ = ["ChecksumError", "UnknownDatasetError", "available", "load", "locate", "simulate"]
@@ -206,7 +207,7 @@ def load(name: str, *, data_dir: str | os.PathLike[str] | None = None,
     """
     entry = _entry(name)
     path = locate(entry["name"], data_dir=data_dir, download=download)
-    with md.set_options(pull_on_update=False):
+    with mudata_defaults():
         mdata = md.read_h5mu(path)
     keys = [k for k in (entry.get("batch_key"), entry.get("label_key"),
                         *entry.get("extra_label_keys", [])) if k]
