@@ -153,7 +153,7 @@ def lightning_messages(verbose: bool) -> Iterator[None]:
     irrelevant are ignored, here only (never process-wide): single-process loaders (omnivae
     builds its minibatches itself), epoch-level metrics that omnivae reduces itself,
     checkpoint folders that ``resume=True`` expects to exist, the exact ``__len__`` of the
-    block loader, and deprecation notices raised inside Lightning about its own use of
+    block loader, no validation loader with ``validation_fraction=0``, and deprecation notices raised inside Lightning about its own use of
     torch (``all_gather``, ``LeafSpec``), which no omnivae code can change.
 
     Examples
@@ -185,6 +185,7 @@ _IRRELEVANT_WARNINGS = (
     ".*when logging on epoch level in distributed.*",
     ".*all_gather is deprecated.*",
     ".*Your `IterableDataset` has `__len__` defined.*",
+    ".*You defined a `validation_step` but have no `val_dataloader`.*",  # validation_fraction=0
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
 )
 
