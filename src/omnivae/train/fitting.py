@@ -153,8 +153,9 @@ def lightning_messages(verbose: bool) -> Iterator[None]:
     irrelevant are ignored, here only (never process-wide): single-process loaders (omnivae
     builds its minibatches itself), epoch-level metrics that omnivae reduces itself,
     checkpoint folders that ``resume=True`` expects to exist, the exact ``__len__`` of the
-    block loader, no validation loader with ``validation_fraction=0``, and deprecation notices raised inside Lightning about its own use of
-    torch (``all_gather``, ``LeafSpec``), which no omnivae code can change.
+    block loader, no validation loader with ``validation_fraction=0``, and deprecation
+    notices raised inside Lightning about its own use of torch (``all_gather``,
+    ``LeafSpec``), which no omnivae code can change.
 
     Examples
     --------
