@@ -46,7 +46,7 @@ test-newest:
 	$(NEWEST)/bin/python -m pip install --quiet --upgrade pip
 	$(NEWEST)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(NEWEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
-		"$(TORCH_SPEC)" -e ".[test,tensorboard]"
+		"$(TORCH_SPEC)" -e ".[test,tensorboard,docs]"
 	$(NEWEST)/bin/python -m pip list 2>/dev/null | grep -iE \
 		"^(torch|lightning|numpy|scipy|pandas|anndata|mudata|scanpy|scikit-learn|matplotlib|h5py|igraph|tensorboard) "
 	$(NEWEST)/bin/python -m pytest -m "not slow and not gpu" --doctest-modules src tests $(PYTEST_ARGS)
