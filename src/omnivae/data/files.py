@@ -125,7 +125,7 @@ def check_state_matches(module: torch.nn.Module, state: dict[str, torch.Tensor],
 
 @contextlib.contextmanager
 def mudata_defaults() -> Iterator[None]:
-    """Run omnivae's own MuData calls (copy, read, write, ``update()``) with
+    """Run omnivae's own MuData calls (copy, write, ``update()``) with
     ``pull_on_update=False`` (mudata's default from 0.4 on): modality ``obs``/``var`` columns
     are not pulled into the global ones, and mudata 0.3 does not warn (``FutureWarning``)
     that its default changes.
@@ -147,8 +147,8 @@ def mudata_defaults() -> Iterator[None]:
     (20, [])
     """
     with _no_pull_on_update(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*var_names are intersecting.*")
-        warnings.filterwarnings("ignore", ".*var_names are not unique.*")
+        for notice in _NOTICES:
+            warnings.filterwarnings("ignore", notice)
         yield
 
 
@@ -179,7 +179,14 @@ def copy_mudata(mdata: md.MuData) -> md.MuData:
 
 
 def read_h5mu(path: str | Path, *, backed: bool = False) -> md.MuData:
-    """``mudata.read_h5mu`` under :func:`mudata_defaults` (no pulled columns, no warnings).
+    """``mudata.read_h5mu`` without its notices.
+
+    Unlike :func:`mudata_defaults`, reading keeps mudata's own ``pull_on_update`` setting:
+    under mudata 0.3 it decides the order of the cells, which must be the order a user gets
+    from ``mudata.read_h5mu(path)`` (embeddings of ``Model(path)`` are assigned to such a
+    MuData by position). Only its notices are silenced: mudata 0.3's ``FutureWarning`` that
+    the default changes in 0.4 (a decision for the user's own ``mudata.set_options``, not for
+    omnivae) and the feature-name notes silenced by :func:`mudata_defaults`.
 
     Examples
     --------
@@ -189,8 +196,16 @@ def read_h5mu(path: str | Path, *, backed: bool = False) -> md.MuData:
     >>> read_h5mu(path).n_obs
     20
     """
-    with mudata_defaults():
+    with warnings.catch_warnings():
+        for notice in _NOTICES:
+            warnings.filterwarnings("ignore", notice)
+        warnings.filterwarnings("ignore", r"From 0\.4 \.update\(\) will not pull",
+                                FutureWarning)
         return md.read_h5mu(path, backed=True) if backed else md.read_h5mu(path)
+
+
+# mudata's notes that feature names repeat across modalities (see mudata_defaults)
+_NOTICES = (".*var_names are intersecting.*", ".*var_names are not unique.*")
 
 
 def write_h5mu_atomic(mdata: md.MuData, path: str | Path) -> None:
