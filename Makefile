@@ -8,13 +8,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all lint typecheck docs clean
+.PHONY: setup demo test test-all test-newest lint typecheck docs clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet "$(TORCH_SPEC)" -e ".[test,peers,docs]"
+	$(PIP) install --quiet "$(TORCH_SPEC)" -e ".[test,tensorboard,peers,docs]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -33,6 +33,24 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m "not gpu" --doctest-modules src tests
 
+# The fast tests against the NEWEST release of every dependency, in a separate ./.venv-newest
+# (torch stays at TORCH_SPEC, so a CPU-only machine never pulls the CUDA build). Prints the
+# versions it tested. The newest anndata, mudata and scanpy need Python >= 3.12: NEWEST_PYTHON
+# is the newest python3.1x found on the PATH (set it to choose, e.g. NEWEST_PYTHON=python3.13).
+NEWEST := .venv-newest
+NEWEST_PYTHON ?= $(shell for v in 3.14 3.13 3.12; do python$$v -c "" 2>/dev/null && { echo python$$v; exit 0; }; done; echo $(PYTHON))
+test-newest:
+	rm -rf $(NEWEST)
+	$(NEWEST_PYTHON) -m venv $(NEWEST)
+	$(NEWEST)/bin/python --version
+	$(NEWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(NEWEST)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(NEWEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
+		"$(TORCH_SPEC)" -e ".[test,tensorboard,docs]"
+	$(NEWEST)/bin/python -m pip list 2>/dev/null | grep -iE \
+		"^(torch|lightning|numpy|scipy|pandas|anndata|mudata|scanpy|scikit-learn|matplotlib|h5py|igraph|tensorboard) "
+	$(NEWEST)/bin/python -m pytest -m "not slow and not gpu" --doctest-modules src tests $(PYTEST_ARGS)
+
 # Documentation site into ./site (API reference from the docstrings, tutorials, benchmarks).
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
@@ -44,4 +62,4 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) omnivae_demo site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NEWEST) omnivae_demo site .pytest_cache .mypy_cache .ruff_cache

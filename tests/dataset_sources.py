@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from omnivae.data.files import mudata_defaults
+
 ROOT = Path(__file__).resolve().parents[1]
 RAW = "https://raw.githubusercontent.com/"
 # The public source files as fetched from GitHub, laid out as <owner>/<repo>/<commit>/<path>
@@ -45,7 +47,7 @@ def real_sources_present(entry: dict[str, Any]) -> bool:
 
 # ----------------------------------------------------------------------------- rebuilt sources
 def _read(prepared: Path) -> md.MuData:
-    with md.set_options(pull_on_update=False):
+    with mudata_defaults():
         return md.read_h5mu(prepared)
 
 

@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
 from omnivae import datasets
+from omnivae.data.files import mudata_defaults
 from omnivae.datasets import (
     ChecksumError,
     ConversionError,
@@ -186,7 +187,7 @@ def test_invalid_arguments(kwargs):
 def test_h5mu_round_trip(tmp_path):
     mdata = simulate(150, seed=9)
     mdata.write(tmp_path / "sim.h5mu")
-    with md.set_options(pull_on_update=False):
+    with mudata_defaults():
         back = md.read_h5mu(tmp_path / "sim.h5mu")
     assert back.obs_names.equals(mdata.obs_names)
     assert list(back.uns["simulation"]["missing"]["rna"]) == mdata.uns["simulation"]["missing"]["rna"]
@@ -458,7 +459,7 @@ def _served_paths(server, entry) -> set[str]:
 
 
 def _read(path: Path) -> md.MuData:
-    with md.set_options(pull_on_update=False):
+    with mudata_defaults():
         return md.read_h5mu(path)
 
 

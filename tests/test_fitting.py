@@ -7,11 +7,14 @@ import inspect
 import subprocess
 import sys
 
+import lightning.pytorch
 import pytest
+from lightning.pytorch.callbacks import ModelSummary
 
 import omnivae
 from omnivae.model import choices, model
 from omnivae.train import fitting
+from omnivae.train.callbacks import HistoryCallback
 from omnivae.train.config import TrainConfig
 
 TRAINING_LAYER = ["omnivae.train.fitting", "omnivae.train.plan", "omnivae.train.loaders",
@@ -64,3 +67,53 @@ def test_model_train_takes_a_config_and_options_over_it():
 def test_batch_penalty_defaults_still_importable_from_model():
     assert model.DEFAULT_BATCH_PENALTY is choices.DEFAULT_BATCH_PENALTY
     assert model.DEFAULT_PENALTY_WEIGHTS is choices.DEFAULT_PENALTY_WEIGHTS
+
+
+class TrainerSpy(lightning.pytorch.Callback):
+    """Records the Trainer that training built, as it starts fitting."""
+
+    def on_fit_start(self, trainer, pl_module):
+        self.seen = {
+            "progress_bar": trainer.progress_bar_callback is not None,
+            "num_sanity_val_steps": trainer.num_sanity_val_steps,
+            "log_every_n_steps": trainer.log_every_n_steps,
+            "model_summary": any(isinstance(c, ModelSummary) for c in trainer.callbacks),
+            "omnivae_callbacks": sum(isinstance(c, HistoryCallback) for c in trainer.callbacks),
+        }
+
+
+def test_trainer_options_are_omnivae_defaults_overridden_by_trainer_keywords():
+    config = TrainConfig.from_options(num_sanity_val_steps=3, log_every_n_steps=9,
+                                      enable_progress_bar=False, gradient_clip_val=None)
+    options = fitting.trainer_options(config, 4, [])
+    assert (options["num_sanity_val_steps"], options["log_every_n_steps"]) == (3, 9)
+    assert options["enable_progress_bar"] is False and options["gradient_clip_val"] is None
+    defaults = fitting.trainer_options(TrainConfig(), 4, [])
+    assert (defaults["num_sanity_val_steps"], defaults["log_every_n_steps"]) == (0, 1)
+    assert defaults["enable_progress_bar"] is True and defaults["enable_model_summary"] is False
+    assert defaults["gradient_clip_val"] == TrainConfig().gradient_clip_val
+
+
+def test_trainer_keywords_given_to_train_override_omnivae_defaults():
+    # regression: enable_progress_bar / num_sanity_val_steps raised "got multiple values"
+    sim = omnivae.datasets.simulate(80, modalities=("rna",), seed=0)
+    default_spy, spy = TrainerSpy(), TrainerSpy()
+    omnivae.Model(sim, n_latent=2).train(max_epochs=1, progress_bar=True,
+                                          callbacks=[default_spy])
+    assert default_spy.seen == {"progress_bar": True, "num_sanity_val_steps": 0,
+                                "log_every_n_steps": 1, "model_summary": False,
+                                "omnivae_callbacks": 1}
+    model = omnivae.Model(sim, n_latent=2)
+    model.train(max_epochs=2, callbacks=spy, enable_progress_bar=False, num_sanity_val_steps=1,
+                log_every_n_steps=5, enable_model_summary=True)
+    assert spy.seen == {"progress_bar": False, "num_sanity_val_steps": 1,
+                        "log_every_n_steps": 5, "model_summary": True, "omnivae_callbacks": 1}
+    assert len(model.history) == 2  # the sanity check's validation is not an epoch
+
+
+def test_tensorboard_logger_without_tensorboard_says_how_to_install_it(monkeypatch, tmp_path):
+    from omnivae.train.loggers import make_logger
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"omnivae\[tensorboard\]"):
+        make_logger("tensorboard", tmp_path)

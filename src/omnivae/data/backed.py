@@ -28,6 +28,7 @@ from omnivae.data.checks import (
     training_features,
     warn_if_no_counts,
 )
+from omnivae.data.files import read_h5mu
 from omnivae.data.setup import SetupInfo, default_likelihood, setup_info
 from omnivae.data.store import CountsReader, contiguous_runs, store_node
 from omnivae.module.likelihoods import check_likelihood_name
@@ -94,7 +95,7 @@ def open_backed(path: str | Path) -> md.MuData:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; pass the path of an .h5mu file.")
     try:
-        return md.read_h5mu(path, backed=True)
+        return read_h5mu(path, backed=True)
     except (OSError, KeyError) as err:
         raise ValueError(f"{path} cannot be read as an .h5mu file ({type(err).__name__}: "
                          f"{str(err)[:160]}); is it complete (not truncated by an interrupted "
@@ -334,10 +335,10 @@ def resolve_backed(mdata: md.MuData | str | Path, backed: bool | BackedOptions |
     True
     """
     if isinstance(mdata, (str, Path)):
-        mdata = open_backed(mdata) if backed is not False else md.read_h5mu(Path(mdata))
+        mdata = open_backed(mdata) if backed is not False else read_h5mu(Path(mdata))
     if backed is False:
         if mdata.isbacked and mdata.filename is not None:
-            mdata = md.read_h5mu(mdata.filename)
+            mdata = read_h5mu(mdata.filename)
         return mdata, None
     if backed is None and not mdata.isbacked:
         return mdata, None

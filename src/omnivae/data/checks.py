@@ -129,7 +129,7 @@ def counts_matrix(adata: ad.AnnData, layer: str | None, name: str) -> sp.csr_mat
     """
     if layer is not None and layer not in adata.layers:
         raise KeyError(
-            f"Modality {name!r} has no layer {layer!r}; its layers are {list(adata.layers)}. "
+            f"Modality {name!r} has no layer {layer!r}; its layers are {[k for k in adata.layers if k is not None]}. "
             "Pass layer=None to read counts from X."
         )
     matrix = adata.layers[layer] if layer is not None else adata.X

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +220,91 @@ def check_state_matches(module: torch.nn.Module, state: dict[str, torch.Tensor],
         )
 
 
+@contextlib.contextmanager
+def mudata_defaults() -> Iterator[None]:
+    """Run omnivae's own MuData calls (copy, write, ``update()``) with
+    ``pull_on_update=False`` (mudata's default from 0.4 on): modality ``obs``/``var`` columns
+    are not pulled into the global ones, and mudata 0.3 does not warn (``FutureWarning``)
+    that its default changes.
+
+    Also silences mudata's notes that feature names repeat across modalities (a gene and a
+    protein both named ``CD4``): omnivae reads every modality on its own, so they are not a
+    problem here.
+
+    Examples
+    --------
+    >>> import omnivae, warnings
+    >>> sim = omnivae.datasets.simulate(20, modalities=("rna", "adt"), seed=0)
+    >>> with warnings.catch_warnings(record=True) as caught, mudata_defaults():
+    ...     warnings.simplefilter("ignore")
+    ...     for shown in (FutureWarning, UserWarning):  # what a user would see
+    ...         warnings.simplefilter("always", shown)
+    ...     copy = sim.copy()
+    >>> copy.n_obs, [str(w.message) for w in caught]
+    (20, [])
+    """
+    with _no_pull_on_update(), warnings.catch_warnings():
+        for notice in _NOTICES:
+            warnings.filterwarnings("ignore", notice)
+        yield
+
+
+def _no_pull_on_update() -> contextlib.AbstractContextManager[Any]:
+    """``pull_on_update=False`` for the block: ``mudata.set_options`` up to mudata 0.3,
+    ``mudata.settings.override`` from 0.4 on (where it is the default already)."""
+    if hasattr(md, "set_options"):
+        return md.set_options(pull_on_update=False)
+    settings = getattr(md, "settings", None)
+    if settings is not None and hasattr(settings, "override"):
+        return settings.override(pull_on_update=False)
+    return contextlib.nullcontext()
+
+
+def copy_mudata(mdata: md.MuData) -> md.MuData:
+    """``mdata.copy()`` under :func:`mudata_defaults` (no pulled columns, no warnings).
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> sim = omnivae.datasets.simulate(20, modalities=("rna",), seed=0)
+    >>> copy = copy_mudata(sim)
+    >>> copy is not sim, list(copy.obs.columns) == list(sim.obs.columns)
+    (True, True)
+    """
+    with mudata_defaults():
+        return mdata.copy()
+
+
+def read_h5mu(path: str | Path, *, backed: bool = False) -> md.MuData:
+    """``mudata.read_h5mu`` without its notices.
+
+    Unlike :func:`mudata_defaults`, reading keeps mudata's own ``pull_on_update`` setting:
+    under mudata 0.3 it decides the order of the cells, which must be the order a user gets
+    from ``mudata.read_h5mu(path)`` (embeddings of ``Model(path)`` are assigned to such a
+    MuData by position). Only its notices are silenced: mudata 0.3's ``FutureWarning`` that
+    the default changes in 0.4 (a decision for the user's own ``mudata.set_options``, not for
+    omnivae) and the feature-name notes silenced by :func:`mudata_defaults`.
+
+    Examples
+    --------
+    >>> import omnivae, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "cells.h5mu")
+    >>> write_h5mu_atomic(omnivae.datasets.simulate(20, modalities=("rna",), seed=0), path)
+    >>> read_h5mu(path).n_obs
+    20
+    """
+    with warnings.catch_warnings():
+        for notice in _NOTICES:
+            warnings.filterwarnings("ignore", notice)
+        warnings.filterwarnings("ignore", r"From 0\.4 \.update\(\) will not pull",
+                                FutureWarning)
+        return md.read_h5mu(path, backed=True) if backed else md.read_h5mu(path)
+
+
+# mudata's notes that feature names repeat across modalities (see mudata_defaults)
+_NOTICES = (".*var_names are intersecting.*", ".*var_names are not unique.*")
+
+
 def write_h5mu_atomic(mdata: md.MuData, path: str | Path) -> None:
     """Write ``mdata`` to ``path`` via a temporary file and one rename.
 
@@ -234,7 +322,8 @@ def write_h5mu_atomic(mdata: md.MuData, path: str | Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".h5mu", dir=path.parent)
     os.close(fd)
     try:
-        mdata.write_h5mu(tmp)
+        with mudata_defaults():
+            mdata.write_h5mu(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

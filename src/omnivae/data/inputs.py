@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from omnivae.data.files import mudata_defaults, read_h5mu
+
 # 10x ``var["feature_types"]`` (lower case) -> modality name; the modality's name then picks
 # its default likelihood (omnivae.data.setup.default_likelihood).
 FEATURE_TYPE_MODALITIES: dict[str, str] = {
@@ -157,7 +159,7 @@ def read_input(
     if not path.is_file():
         raise FileNotFoundError(f"Input file {path} does not exist.")
     try:
-        data: md.MuData | ad.AnnData = (md.read_h5mu(path) if suffix == ".h5mu" else
+        data: md.MuData | ad.AnnData = (read_h5mu(path) if suffix == ".h5mu" else
                                         ad.read_h5ad(path) if suffix == ".h5ad" else
                                         read_10x(path))
     except (OSError, ValueError, KeyError) as err:  # truncated, not HDF5, another layout
@@ -223,7 +225,7 @@ def _from_anndata(adata: ad.AnnData, options: InputOptions) -> md.MuData:
         for name, part in modalities.items():
             _warn_empty_cells(part, name)
     obsm = {k: v for k, v in adata.obsm.items() if k != options.protein_key}
-    with md.set_options(pull_on_update=False), warnings.catch_warnings():  # cells in order
+    with mudata_defaults(), warnings.catch_warnings():  # cells in order
         # a gene and a protein may share a name (CD4): features are per modality, as in refresh
         warnings.filterwarnings("ignore", ".*var_names are intersecting.*")
         warnings.filterwarnings("ignore", ".*var_names are not unique.*")

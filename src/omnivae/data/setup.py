@@ -7,7 +7,6 @@ Which cells have which modality comes from MuData membership: a cell absent from
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from omnivae.data.checks import (
     training_features,
     warn_if_no_counts,
 )
+from omnivae.data.files import mudata_defaults
 from omnivae.module.likelihoods import check_likelihood_name
 
 # Default likelihood by modality kind. The kind is read from the modality's name or from the
@@ -123,9 +123,7 @@ def refresh(mdata: md.MuData) -> None:
     >>> sim.n_obs, sim["adt"].n_obs
     (40, 30)
     """
-    with md.set_options(pull_on_update=False), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*var_names are intersecting.*")
-        warnings.filterwarnings("ignore", ".*var_names are not unique.*")
+    with mudata_defaults():
         mdata.update()
 
 

@@ -6,6 +6,7 @@ import anndata as ad
 import mudata as md
 import numpy as np
 
+from omnivae.data.files import copy_mudata
 from omnivae.data.setup import refresh
 
 
@@ -50,7 +51,7 @@ def withhold_modality(
     chosen = np.random.default_rng(seed).choice(candidates, size=n, replace=False)
     keep = np.ones(target.n_obs, dtype=bool)
     keep[chosen] = False
-    masked = mdata.copy()
+    masked = copy_mudata(mdata)
     truth = target[~keep].copy()
     masked.mod[modality] = masked[modality][keep].copy()
     refresh(masked)

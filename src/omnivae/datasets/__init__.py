@@ -21,6 +21,7 @@ import mudata as md
 import numpy as np
 import pandas as pd
 
+from omnivae.data.files import mudata_defaults
 from omnivae.datasets.convert import ConversionError, content_sha256, label_keys
 from omnivae.datasets.download import (
     ChecksumError,
@@ -80,7 +81,7 @@ def _content_sha256(path: Path, entry: dict[str, Any]) -> str | None:
     key = ("content", str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASH_CACHE:
         try:
-            with md.set_options(pull_on_update=False):
+            with mudata_defaults():
                 found = content_sha256(md.read_h5mu(path), label_keys(entry))
         except Exception:  # any unreadable file is simply not the dataset
             return None
@@ -282,7 +283,7 @@ def load(name: str, *, data_dir: str | os.PathLike[str] | None = None,
     entry = _entry(name)
     path = locate(entry["name"], data_dir=data_dir, download=download, progress=progress,
                   mirror=mirror)
-    with md.set_options(pull_on_update=False):
+    with mudata_defaults():
         mdata = md.read_h5mu(path)
     _normalise_obs(mdata, label_keys(entry))
     mdata.uns["dataset"] = {"name": entry["name"], "sha256": entry["sha256"],

@@ -22,6 +22,8 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import OldFormatWarning
 
+from omnivae.data.files import mudata_defaults
+
 __all__ = ["CONVERTERS", "ConversionError", "content_sha256", "convert", "label_keys"]
 
 
@@ -50,7 +52,7 @@ def _global_obs(mods: Mapping[str, ad.AnnData], keys: Sequence[str]) -> pd.DataF
 
 
 def _mudata(mods: dict[str, ad.AnnData], keys: Sequence[str]) -> md.MuData:
-    with md.set_options(pull_on_update=False):
+    with mudata_defaults():
         mdata = md.MuData(mods)
     mdata.obs = _global_obs(mods, keys)
     return mdata
@@ -127,7 +129,7 @@ def _totalvi_csv(files: Mapping[str, Path], entry: Mapping[str, Any]) -> md.MuDa
 
 def _prepared_h5mu(files: Mapping[str, Path], entry: Mapping[str, Any]) -> md.MuData:
     """A source that is already the prepared MuData (role: mudata)."""
-    with md.set_options(pull_on_update=False):
+    with mudata_defaults():
         return md.read_h5mu(files["mudata"])
 
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import mudata as md
+from omnivae.data.files import mudata_defaults
 
 __all__ = ["GITHUB_PREFIXES", "MIRROR_ENV", "ChecksumError", "build", "converted_fingerprint",
            "fetch_file", "mark_converted", "mirror_url"]
@@ -181,7 +181,7 @@ def build(entry: Mapping[str, Any], dest: Path, *, mirror: str | os.PathLike[str
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".h5mu", dir=dest.parent)
         os.close(fd)
         try:
-            with md.set_options(pull_on_update=False), warnings.catch_warnings():
+            with mudata_defaults(), warnings.catch_warnings():
                 # modalities may share feature names (genes and proteins, as in the prepared file)
                 warnings.filterwarnings("ignore", "var_names are not unique", UserWarning)
                 convert(files, entry).write_h5mu(tmp, compression="gzip")

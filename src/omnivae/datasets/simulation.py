@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from omnivae.data.files import mudata_defaults
+
 __all__ = ["simulate"]
 
 # kind -> (default n_features, var-name prefix, min digits, 10x feature_types)
@@ -208,7 +210,7 @@ def simulate(n_cells: int = 2000, *, modalities: Sequence[str] = ("rna", "atac",
     if len(mods) > 1:  # each lost cell loses exactly one modality, so keeps at least one
         lost = rng.choice(n, round(missing_fraction * n), replace=False)
         keep[lost, rng.integers(0, len(mods), lost.size)] = False
-    with md.set_options(pull_on_update=False):  # keeps obs_names in cell order
+    with mudata_defaults():  # keeps obs_names in cell order
         mdata = md.MuData({m: truth[m][keep[:, i]].copy() for i, m in enumerate(mods)}, obs=obs)
     mdata.uns["simulation"] = {
         "seed": int(seed), "n_cell_types": k_types, "n_batches": n_b,

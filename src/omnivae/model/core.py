@@ -150,11 +150,14 @@ class ModelCore:
             ``batch_size``, ``lr``, ``weight_decay``, ``kl_warmup_epochs``,
             ``validation_fraction``, ``early_stopping``, ``patience``, ``accelerator``,
             ``devices``, ``num_nodes``, ``strategy`` (``"ddp"`` for several processes),
-            ``progress_bar``, ``batch_probe_every``, ``gradient_clip_val``,
-            ``checkpoint_dir``, ``resume``, ``num_threads``, ``logger``, ``log_dir``,
-            ``precision`` (``"32"`` or ``"bf16"``), ``compile``; their defaults are there.
-            Any other keyword goes to :class:`lightning.pytorch.Trainer` (``callbacks`` are
-            added to omnivae's own).
+            ``progress_bar``, ``verbose`` (Lightning's info lines and model summary; off by
+            default), ``batch_probe_every``, ``gradient_clip_val``, ``checkpoint_dir``,
+            ``resume``, ``num_threads``, ``logger``, ``log_dir``, ``precision`` (``"32"`` or
+            ``"bf16"``), ``compile``; their defaults are there. Any other keyword goes to
+            :class:`lightning.pytorch.Trainer` and overrides omnivae's own Trainer defaults
+            (e.g. ``enable_progress_bar=False``, ``num_sanity_val_steps=2``,
+            ``enable_model_summary=True``, ``log_every_n_steps=10``); ``callbacks`` are
+            added to omnivae's own.
 
         Raises
         ------
@@ -323,7 +326,7 @@ class ModelCore:
         >>> masked, truth = withhold_modality(sim, "adt", fraction=0.5)
         >>> model = omnivae.Model(masked, n_latent=3)
         >>> pred = model.predict("adt", interval=0.9, calibrate_on=truth[:25])
-        >>> sorted(pred.layers), pred.uns["omnivae"]["interval"]["calibrated"]
+        >>> sorted(k for k in pred.layers if k), pred.uns["omnivae"]["interval"]["calibrated"]
         (['lower', 'upper'], True)
         """
         from omnivae.model.prediction.intervals import calibrate

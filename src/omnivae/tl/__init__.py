@@ -76,7 +76,8 @@ def integrate(
     return_model
         Also return the trained :class:`omnivae.Model`.
     **train_kwargs
-        Passed to :meth:`omnivae.Model.train`.
+        Passed to :meth:`omnivae.Model.train`: ``verbose=True`` shows Lightning's messages,
+        and any :class:`lightning.pytorch.Trainer` keyword overrides omnivae's defaults.
 
     Returns
     -------

@@ -60,6 +60,10 @@ class TrainConfig:
         distributed-training page of the documentation.
     progress_bar
         Show Lightning's progress bar.
+    verbose
+        Show Lightning's messages: its info lines (which devices it found and uses, why
+        training stopped) and the model summary. Off by default: a normal run prints only the
+        progress bar.
     batch_probe_every
         Every this many epochs, estimate the information z carries about each batch column
         (the penalised ones, else ``batch_key``) with a held-out linear probe on the
@@ -96,7 +100,14 @@ class TrainConfig:
         network code; the first steps are slow while it compiles, so it pays off on long
         trainings). Same results within float rounding.
     trainer_kwargs
-        Anything else for the Trainer (``callbacks`` are added to omnivae's own).
+        Any other keyword of :class:`lightning.pytorch.Trainer` (e.g.
+        ``enable_progress_bar=False``, ``num_sanity_val_steps=2``, ``enable_model_summary``,
+        ``log_every_n_steps``, ``deterministic``, ``max_time``). They override omnivae's own
+        Trainer defaults (see :func:`omnivae.train.fitting.trainer_options`), except
+        ``callbacks``, which are added to omnivae's own, and ``use_distributed_sampler=True``,
+        which is refused (omnivae's loaders shard the cells themselves). Trainer keywords that
+        are fields here (``max_epochs``, ``accelerator``, ``devices``, ``num_nodes``,
+        ``strategy``, ``gradient_clip_val``, ``logger``, ``precision``) set the field.
 
     Examples
     --------
@@ -122,6 +133,7 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str | Strategy = "auto"
     progress_bar: bool = True
+    verbose: bool = False
     batch_probe_every: int = 5
     gradient_clip_val: float | None = 1e4
     checkpoint_dir: str | Path | None = None

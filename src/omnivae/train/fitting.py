@@ -10,9 +10,10 @@ from a checkpoint when asked and surviving Ctrl-C. No MuData here: the data come
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,8 +116,6 @@ def fit(
     (2, None)
     """
     config = config or TrainConfig()
-    trainer_kwargs = config.lightning_trainer_kwargs()
-    trainer_kwargs["precision"] = training_precision(config.precision, config.accelerator)
     n = data.n_cells
     max_epochs = default_max_epochs(n) if config.max_epochs is None else config.max_epochs
     warmup = max_epochs / 4 if config.kl_warmup_epochs is None else config.kl_warmup_epochs
@@ -129,29 +128,14 @@ def fit(
     train_loader = make_loader(data, train_idx, batch_size, shuffle=True, seed=seed, **blocks)
     val_loader = (make_loader(data, val_idx, max(batch_size, 1024), shuffle=False, **blocks)
                   if len(val_idx) else None)
-    lightning_logs = [logging.getLogger(f"lightning.{name}") for name in ("pytorch", "fabric")]
-    previous_levels = [log.level for log in lightning_logs]
-    for log in lightning_logs:  # no GPU/TPU or process-group banners; restored below
-        log.setLevel(logging.WARNING)
-    try:
+    with lightning_messages(config.verbose):
         trainer, history, best, plan = _make_trainer(
             module, config, max_epochs, train_loader, val_loader, n_cells=n,
-            batch_size=batch_size, warmup=warmup, probe_columns=dict(probe_columns or {}),
-            trainer_kwargs=trainer_kwargs)
+            batch_size=batch_size, warmup=warmup, probe_columns=dict(probe_columns or {}))
         ckpt_path = checkpoints.resume_path(config.checkpoint_dir, config.resume)
         pl.seed_everything(seed, verbose=False)
-        with warnings.catch_warnings(), pinned_threads(config.num_threads):
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            warnings.filterwarnings("ignore", ".*Trying to infer the `batch_size`.*")
-            warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-            warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed.*")
-            warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")
-            # the block loader (backed data) never uses workers, so its __len__ is exact
-            warnings.filterwarnings("ignore", ".*Your `IterableDataset` has `__len__` defined.*")
+        with pinned_threads(config.num_threads):
             stopped_by = checkpoints.fit(trainer, plan, train_loader, val_loader, ckpt_path)
-    finally:
-        for log, level in zip(lightning_logs, previous_levels, strict=True):
-            log.setLevel(level)
     module.to("cpu").eval()
     interruption = None
     if stopped_by is not None:
@@ -165,15 +149,105 @@ def fit(
                      validation_cells=val_idx)
 
 
+@contextlib.contextmanager
+def lightning_messages(verbose: bool) -> Iterator[None]:
+    """What Lightning says during one training run of omnivae.
+
+    Quiet (``verbose=False``): Lightning's info lines (GPU/TPU/HPU available, ``LOCAL_RANK``,
+    "``Trainer.fit`` stopped") are hidden by raising the ``lightning.pytorch`` and
+    ``lightning.fabric`` loggers to WARNING; ``verbose=True`` sets them to INFO. Both are
+    restored afterwards. Either way, the warnings that omnivae's own use of Lightning makes
+    irrelevant are ignored, here only (never process-wide): single-process loaders (omnivae
+    builds its minibatches itself), epoch-level metrics that omnivae reduces itself,
+    checkpoint folders that ``resume=True`` expects to exist, the exact ``__len__`` of the
+    block loader, no validation loader with ``validation_fraction=0``, and deprecation
+    notices raised inside Lightning about its own use of torch (``all_gather``,
+    ``LeafSpec``), which no omnivae code can change.
+
+    Examples
+    --------
+    >>> import logging, warnings
+    >>> with lightning_messages(verbose=False):
+    ...     logging.getLogger("lightning.pytorch").getEffectiveLevel() == logging.WARNING
+    True
+    """
+    loggers = [logging.getLogger(f"lightning.{name}") for name in ("pytorch", "fabric")]
+    levels = [log.level for log in loggers]
+    try:
+        for log in loggers:
+            log.setLevel(logging.INFO if verbose else logging.WARNING)
+        with warnings.catch_warnings():
+            for message in _IRRELEVANT_WARNINGS:
+                warnings.filterwarnings("ignore", message)
+            yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+# Lightning warnings that omnivae's own use of it makes irrelevant (see lightning_messages)
+_IRRELEVANT_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*Trying to infer the `batch_size`.*",
+    ".*Checkpoint directory .* exists and is not empty.*",
+    ".*when logging on epoch level in distributed.*",
+    ".*all_gather is deprecated.*",
+    ".*Your `IterableDataset` has `__len__` defined.*",
+    ".*You defined a `validation_step` but have no `val_dataloader`.*",  # validation_fraction=0
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+)
+
+
+def trainer_options(config: TrainConfig, max_epochs: int,
+                    callbacks: list[pl.Callback]) -> dict[str, Any]:
+    """The keywords of :class:`lightning.pytorch.Trainer` for a run of ``config``: omnivae's
+    defaults, overridden by any Trainer keyword in ``config.trainer_kwargs``; ``callbacks``
+    (omnivae's own) come first, then the ones given in ``trainer_kwargs``.
+
+    Examples
+    --------
+    >>> config = TrainConfig.from_options(progress_bar=False, num_sanity_val_steps=2)
+    >>> options = trainer_options(config, 5, [])
+    >>> options["num_sanity_val_steps"], options["enable_progress_bar"], options["max_epochs"]
+    (2, False, 5)
+    """
+    given = config.lightning_trainer_kwargs()
+    options: dict[str, Any] = {
+        "max_epochs": max_epochs, "accelerator": config.accelerator,
+        "devices": config.trainer_devices, "num_nodes": config.num_nodes,
+        "strategy": config.strategy,
+        "precision": training_precision(config.precision, config.accelerator),
+        "logger": make_logger(config.logger, config.log_dir),
+        "enable_progress_bar": config.progress_bar,
+        "enable_model_summary": config.verbose,
+        "enable_checkpointing": config.checkpoint_dir is not None,
+        "gradient_clip_val": config.gradient_clip_val,
+        "num_sanity_val_steps": 0,  # the first validation is after the first epoch
+        "log_every_n_steps": 1,  # metrics are per epoch anyway
+        "use_distributed_sampler": False,  # omnivae's loaders shard the cells themselves
+    }
+    if config.checkpoint_dir is not None:
+        options["plugins"] = [checkpoints.AtomicCheckpointIO()]
+    options.update(given)
+    options["callbacks"] = [*callbacks, *_as_list(given.get("callbacks"))]
+    return options
+
+
+def _as_list(callbacks: Any) -> list[pl.Callback]:
+    if callbacks is None:
+        return []
+    return [callbacks] if isinstance(callbacks, pl.Callback) else list(callbacks)
+
+
 def _make_trainer(
     module: MultimodalVAE, config: TrainConfig, max_epochs: int, train_loader: DataLoader,
     val_loader: DataLoader | None, *, n_cells: int, batch_size: int, warmup: float,
-    probe_columns: dict[str, int], trainer_kwargs: dict[str, Any],
+    probe_columns: dict[str, int],
 ) -> tuple[pl.Trainer, HistoryCallback, BestAfterWarmup | None, TrainingPlan]:
     """The Lightning Trainer, callbacks and training plan of :func:`fit`."""
     n_train = len(train_loader.dataset.indices)  # type: ignore[attr-defined]
     history = HistoryCallback()
-    callbacks: list[pl.Callback] = [history, *trainer_kwargs.pop("callbacks", [])]
+    callbacks: list[pl.Callback] = [history]
     best = None
     if val_loader is not None:
         best = BestAfterWarmup("validation_elbo", start_epoch=int(warmup),
@@ -181,18 +255,7 @@ def _make_trainer(
         callbacks.append(best)
     if config.checkpoint_dir is not None:
         callbacks.append(checkpoints.checkpoint_callback(config.checkpoint_dir))
-        trainer_kwargs.setdefault("plugins", [checkpoints.AtomicCheckpointIO()])
-    trainer_kwargs["logger"] = make_logger(config.logger, config.log_dir)
-    trainer_kwargs.setdefault("log_every_n_steps", 1)  # metrics are per epoch anyway
-    trainer_kwargs.setdefault("enable_checkpointing", config.checkpoint_dir is not None)
-    trainer_kwargs.setdefault("gradient_clip_val", config.gradient_clip_val)
-    trainer_kwargs.setdefault("enable_model_summary", False)
-    trainer = pl.Trainer(
-        max_epochs=max_epochs, accelerator=config.accelerator, devices=config.trainer_devices,
-        num_nodes=config.num_nodes, strategy=config.strategy, callbacks=callbacks,
-        enable_progress_bar=config.progress_bar, num_sanity_val_steps=0,
-        use_distributed_sampler=False, **trainer_kwargs,
-    )
+    trainer = pl.Trainer(**trainer_options(config, max_epochs, callbacks))
     processes = trainer.world_size
     check_launch(trainer.strategy, processes)
     return_callback_states(trainer.strategy, [c for c in (history, best) if c is not None])

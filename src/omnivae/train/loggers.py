@@ -21,8 +21,9 @@ def make_logger(logger: str | Logger | bool | None, log_dir: str | Path = "omniv
         ``None``/``False``: no logging; ``True`` or ``"csv"``: :class:`CSVLogger`
         (``<log_dir>/<name>/version_<k>/metrics.csv``, one row per epoch with every loss
         term); ``"tensorboard"``: :class:`TensorBoardLogger` (needs the ``tensorboard``
-        package; view with ``tensorboard --logdir <log_dir>``); a
-        :class:`lightning.pytorch.loggers.Logger` instance (MLflow, W&B, ...) is used as is.
+        package: ``pip install "omnivae[tensorboard]"``; view with
+        ``tensorboard --logdir <log_dir>``); a :class:`lightning.pytorch.loggers.Logger`
+        instance (MLflow, W&B, ...) is used as is.
     log_dir, name
         Where the CSV/TensorBoard files go.
 
@@ -45,8 +46,9 @@ def make_logger(logger: str | Logger | bool | None, log_dir: str | Path = "omniv
         try:
             import tensorboard  # noqa: F401
         except ImportError:
-            raise ImportError("logger='tensorboard' needs the tensorboard package: "
-                              "pip install tensorboard (or use logger='csv').") from None
+            raise ImportError("logger='tensorboard' needs the tensorboard package, which is "
+                              "not installed: pip install \"omnivae[tensorboard]\" (or "
+                              "pip install tensorboard), or use logger='csv'.") from None
         return TensorBoardLogger(str(log_dir), name=name)
     raise ValueError(f"Unknown logger {logger!r}: use None, True, one of {LOGGER_NAMES}, or a "
                      "lightning.pytorch.loggers.Logger instance.")
