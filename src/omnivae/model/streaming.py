@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from omnivae.data.files import check_output_file
+from omnivae.data.files import check_output_file, mudata_defaults
 from omnivae.train.threads import pinned_threads
 
 if TYPE_CHECKING:
@@ -149,13 +149,14 @@ def _write_skeleton(path: Path, model: Model, obs: pd.DataFrame, mask: np.ndarra
         mods[f"{target}_imputed"] = ad.AnnData(
             obs=pd.DataFrame({"observed": mask[:, t]}, index=obs.index.copy()),
             var=pd.DataFrame(index=pd.Index(model.setup.var_names[target])))
-    result = md.MuData(mods)
-    result.obs = obs.reindex(result.obs_names)
-    for target in targets:
-        result.uns[f"{target}_imputed"] = {"params": {
-            "target": target, "n_samples": 0, "seed": 0, "normalization": NORMALIZATION}}
-    result.uns.update(uns)
-    result.write_h5mu(path)
+    with mudata_defaults():  # as write_h5mu_atomic: no pulled columns, no mudata notices
+        result = md.MuData(mods)
+        result.obs = obs.reindex(result.obs_names)
+        for target in targets:
+            result.uns[f"{target}_imputed"] = {"params": {
+                "target": target, "n_samples": 0, "seed": 0, "normalization": NORMALIZATION}}
+        result.uns.update(uns)
+        result.write_h5mu(path)
 
 
 def _stream_into(handle: h5py.File, model: Model, data: Any, targets: Sequence[str],
