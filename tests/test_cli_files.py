@@ -263,7 +263,7 @@ def test_no_input_changes_and_no_exit_0_without_the_outputs(
 @pytest.mark.parametrize(("command", "option", "value", "words"), [
     ("fit", "--max-epochs", "0", "max_epochs must be an integer >= 1"),
     ("fit", "--max-epochs", "-1", "max_epochs must be an integer >= 1"),
-    ("fit", "--batch-size", "0", "batch_size must be a positive integer"),
+    ("fit", "--batch-size", "0", "batch_size must be an integer >= 1"),
     ("fit", "--n-latent", "0", "n_latent must be an integer >= 1"),
     ("demo", "--max-epochs", "0", "max_epochs must be an integer >= 1"),
 ])

@@ -4,7 +4,6 @@ CITE-seq starter; models and tl functions on them write their outputs into the A
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import anndata as ad
@@ -19,7 +18,8 @@ import scipy.sparse as sp
 import omnivae
 from omnivae.cli import main
 from omnivae.data.inputs import as_mudata, read_10x, read_input, split_feature_types
-from tests.conftest import ROOT, shared_file
+from tests.conftest import shared_file
+from tests.readme_blocks import python_block_after
 
 pytestmark = pytest.mark.realdata
 PROTEIN_KEY = "protein_expression"
@@ -358,14 +358,6 @@ def test_clear_errors(cite, tmp_path):
 
 
 # README ------------------------------------------------------------------------------------
-def _anndata_block() -> str:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("From an AnnData"):]
-    match = re.search(r"```python\n(.*?)```", section, flags=re.S)
-    assert match is not None, "README has no AnnData quick start block"
-    return match.group(1)
-
-
 @pytest.mark.slow
 def test_readme_anndata_five_lines_run_on_h5ad_and_10x_h5(cite, tmp_path, monkeypatch):
     """The README's five lines give an embedding, Leiden clusters, a UMAP and imputed
@@ -373,7 +365,7 @@ def test_readme_anndata_five_lines_run_on_h5ad_and_10x_h5(cite, tmp_path, monkey
     import scanpy as sc
 
     matplotlib.use("Agg")
-    code = _anndata_block()
+    code = python_block_after("From an AnnData")
     assert len(code.strip().splitlines()) == 5
     _totalvi(cite).write_h5ad(tmp_path / "pbmc.h5ad")
     _write_10x_h5(_tenx(cite), tmp_path / "pbmc.h5")

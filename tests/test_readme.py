@@ -4,12 +4,11 @@ and produces what it promises: clusters, a UMAP, imputed proteins, a mapped quer
 
 from __future__ import annotations
 
-import re
-
 import matplotlib
 import pytest
 
 from tests.conftest import ROOT
+from tests.readme_blocks import python_block_after
 
 FAST = {  # the only edits: shorter training, fewer posterior draws
     "return_model=True)": "return_model=True, max_epochs=3)",
@@ -20,19 +19,11 @@ FAST = {  # the only edits: shorter training, fewer posterior draws
 }
 
 
-def _quick_start() -> str:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Quick start (Python)"):]
-    match = re.search(r"```python\n(.*?)```", section, flags=re.S)
-    assert match is not None, "README has no Python quick start block"
-    return match.group(1)
-
-
 @pytest.mark.realdata
 def test_readme_quick_start_runs_in_a_fresh_folder(tmp_path, monkeypatch, offline_data):
     offline_data("neurips2021_bmmc_cite_starter")  # OMNIVAE_DATA empty: load() downloads
     matplotlib.use("Agg")
-    code = _quick_start()
+    code = python_block_after("## Quick start (Python)")
     for old, new in FAST.items():
         assert old in code, f"README quick start changed: {old!r} not found; update FAST"
         code = code.replace(old, new)

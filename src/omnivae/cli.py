@@ -8,13 +8,19 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from omnivae.module.fusion import FUSIONS
 from omnivae.module.likelihoods import LIKELIHOOD_NAMES
 from omnivae.module.models import MODELS
 from omnivae.module.models.elbo import MIXTURE_SAMPLINGS
 from omnivae.module.penalties import PENALTIES
+
+if TYPE_CHECKING:
+    from omnivae.train.interrupts import TrainingInterrupted, TrainingTerminated
+
+# what stopped a training run early (Ctrl-C or SIGTERM); imported lazily, like all of omnivae
+Stopped = Union["TrainingInterrupted", "TrainingTerminated"]
 
 
 def _likelihood_pairs(values: Sequence[str]) -> dict[str, str]:
@@ -236,19 +242,14 @@ def _distinct(option: str, path: Path, others: dict[str, Path]) -> None:
 
 
 def _read_input(path: Path, protein_key: str | None = None) -> Any:
-    """The MuData of ``path`` (``.h5mu``, ``.h5ad`` or 10x ``.h5``); a file that cannot be
-    read is a clear error."""
+    """The MuData of ``path`` (``.h5mu``, ``.h5ad`` or 10x ``.h5``; an unreadable file is a
+    ValueError naming it, see :func:`omnivae.data.inputs.read_input`)."""
     from omnivae.data.inputs import read_input
 
-    try:
-        return read_input(path, protein_key=protein_key)
-    except OSError as err:
-        raise ValueError(f"{path} cannot be read as a {path.suffix} file ({type(err).__name__}: "
-                         f"{str(err)[:160]}); is it complete (not truncated by an interrupted "
-                         "copy)?") from None
+    return read_input(path, protein_key=protein_key)
 
 
-def _train(model: Any, args: argparse.Namespace) -> BaseException | None:
+def _train(model: Any, args: argparse.Namespace) -> Stopped | None:
     """Train with the command's settings. Returns ``None``, or with --save-on-interrupt the
     Ctrl-C/SIGTERM that stopped training (the outputs are then written and it is raised
     again); without it the interruption propagates and nothing is written."""
@@ -273,12 +274,12 @@ def _train(model: Any, args: argparse.Namespace) -> BaseException | None:
     return None
 
 
-def _interruption_record(stopped: BaseException | None, model: Any) -> dict[str, Any]:
+def _interruption_record(stopped: Stopped | None, model: Any) -> dict[str, Any]:
     """``uns`` entries of outputs written after an interruption (none otherwise)."""
     if stopped is None:
         return {}
     return {"omnivae_interrupted": {
-        "signal": getattr(stopped, "signal_name", "SIGINT"), "message": str(stopped),
+        "signal": stopped.signal_name, "message": str(stopped),
         "epochs_trained": len(model.history)}}
 
 
@@ -356,7 +357,7 @@ def _map(args: argparse.Namespace) -> None:
 
 
 def _finish(args: argparse.Namespace, mdata: Any, model: Any, written: str,
-            stopped: BaseException | None) -> None:
+            stopped: Stopped | None) -> None:
     """Impute every modality (unless --no-impute), save the model if asked, write the .h5mu
     atomically, say what was written; then raise the interruption the outputs were written
     after (--save-on-interrupt), so the exit status still reports it."""

@@ -28,7 +28,7 @@ from omnivae.data.checks import (
     training_features,
     warn_if_no_counts,
 )
-from omnivae.data.files import read_h5mu
+from omnivae.data.files import read_h5mu, unreadable_file
 from omnivae.data.setup import SetupInfo, default_likelihood, setup_info
 from omnivae.data.store import CountsReader, contiguous_runs, store_node
 from omnivae.module.likelihoods import check_likelihood_name
@@ -96,10 +96,8 @@ def open_backed(path: str | Path) -> md.MuData:
         raise FileNotFoundError(f"{path} does not exist; pass the path of an .h5mu file.")
     try:
         return read_h5mu(path, backed=True)
-    except (OSError, KeyError) as err:
-        raise ValueError(f"{path} cannot be read as an .h5mu file ({type(err).__name__}: "
-                         f"{str(err)[:160]}); is it complete (not truncated by an interrupted "
-                         "copy) and written by MuData?") from None
+    except (OSError, KeyError, ValueError) as err:
+        raise unreadable_file(path, "an .h5mu file (MuData)", err) from None
 
 
 @dataclasses.dataclass(frozen=True)

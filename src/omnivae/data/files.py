@@ -141,6 +141,20 @@ def _description_sha256(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
+def unreadable_file(path: str | Path, kind: str, err: BaseException) -> ValueError:
+    """The error for a file that exists but cannot be read as ``kind`` (truncated by an
+    interrupted copy, not HDF5, another layout), naming the file and the cause.
+
+    Examples
+    --------
+    >>> print(unreadable_file("cells.h5mu", "MuData (.h5mu)", OSError("truncated file")))
+    cells.h5mu cannot be read as MuData (.h5mu) (OSError: truncated file); is it complete (not truncated by an interrupted copy) and of that kind?
+    """
+    return ValueError(f"{path} cannot be read as {kind} ({type(err).__name__}: "
+                      f"{str(err)[:160]}); is it complete (not truncated by an interrupted "
+                      "copy) and of that kind?")
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from omnivae.data.files import mudata_defaults, read_h5mu
+from omnivae.data.files import mudata_defaults, read_h5mu, unreadable_file
 
 # 10x ``var["feature_types"]`` (lower case) -> modality name; the modality's name then picks
 # its default likelihood (omnivae.data.setup.default_likelihood).
@@ -163,10 +163,7 @@ def read_input(
                                         ad.read_h5ad(path) if suffix == ".h5ad" else
                                         read_10x(path))
     except (OSError, ValueError, KeyError) as err:  # truncated, not HDF5, another layout
-        raise ValueError(
-            f"{path} cannot be read as a {suffix} file ({INPUT_SUFFIXES[suffix]}; "
-            f"{type(err).__name__}: {str(err)[:160]}); is it complete (not truncated by an "
-            "interrupted copy) and of that kind?") from None
+        raise unreadable_file(path, f"a {suffix} file, {INPUT_SUFFIXES[suffix]}", err) from None
     return as_mudata(data, protein_key=protein_key, protein_names=protein_names,
                      feature_types=feature_types)
 
@@ -225,10 +222,8 @@ def _from_anndata(adata: ad.AnnData, options: InputOptions) -> md.MuData:
         for name, part in modalities.items():
             _warn_empty_cells(part, name)
     obsm = {k: v for k, v in adata.obsm.items() if k != options.protein_key}
-    with mudata_defaults(), warnings.catch_warnings():  # cells in order
-        # a gene and a protein may share a name (CD4): features are per modality, as in refresh
-        warnings.filterwarnings("ignore", ".*var_names are intersecting.*")
-        warnings.filterwarnings("ignore", ".*var_names are not unique.*")
+    # cells in order; a gene and a protein may share a name (CD4): mudata_defaults silences that
+    with mudata_defaults():
         mdata = md.MuData(modalities, obs=adata.obs.copy())
     for key, value in obsm.items():
         mdata.obsm[key] = value

@@ -228,7 +228,7 @@ def setup_mudata(
         where = f"layer {layers.get(name)!r}" if layers.get(name) else "X"
         check_counts(matrix, name, lik, adata.obs_names, where, adata.var_names)
         if reference is None:  # training data; new cells may well lack counts
-            warn_if_no_counts(name, float(abs(matrix).sum()), matrix.shape[0], where)
+            warn_if_no_counts(name, float(matrix.data.sum()), matrix.shape[0], where)  # >= 0: checked
         rows = obs_names.get_indexer(adata.obs_names)
         if (rows < 0).any():
             raise ValueError(f"Modality {name!r} has cells not in mdata.obs_names; call mdata.update().")

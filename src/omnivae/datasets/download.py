@@ -16,7 +16,6 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -181,9 +180,7 @@ def build(entry: Mapping[str, Any], dest: Path, *, mirror: str | os.PathLike[str
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".h5mu", dir=dest.parent)
         os.close(fd)
         try:
-            with mudata_defaults(), warnings.catch_warnings():
-                # modalities may share feature names (genes and proteins, as in the prepared file)
-                warnings.filterwarnings("ignore", "var_names are not unique", UserWarning)
+            with mudata_defaults():  # genes and proteins may share names: no notice
                 convert(files, entry).write_h5mu(tmp, compression="gzip")
             if _file_sha256(Path(tmp)) != entry["sha256"]:  # other library versions
                 mark_converted(Path(tmp), entry["content_sha256"])

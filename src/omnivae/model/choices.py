@@ -18,7 +18,7 @@ from typing import Any
 import mudata as md
 
 from omnivae.data.setup import SetupInfo, obs_column
-from omnivae.module.arguments import check_int
+from omnivae.module.arguments import check_int, check_number
 from omnivae.module.models import OBJECTIVES, resolve_model
 from omnivae.module.penalties import check_penalty_name
 from omnivae.module.priors import check_prior_name
@@ -87,8 +87,9 @@ def resolve_choices(
         check_int(name, value, 1)
     check_int("prior_components", prior_components, 0)
     check_int("seed", seed, 0)
-    if not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+    check_number("dropout", dropout, low=0, high=1, high_open=True)
+    check_number("confidence_penalty", confidence_penalty, low=0)
+    check_number("penalty_weight", penalty_weight, low=0, none="for the estimator's default")
     batch_penalty = resolve_batch_penalty(batch_penalty, mdata, batch_key, penalty_keys)
     keys = check_penalty_keys(batch_penalty, penalty_keys, penalty_label_key, batch_key)
     if penalty_weight is None:
@@ -98,11 +99,10 @@ def resolve_choices(
         model=model_name, fusion=fusion,
         model_options=objective_options(model_name, model_options, mixture_sampling),
         n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout,
-        batch_penalty=batch_penalty, penalty_weight=_non_negative(penalty_weight,
-                                                                  "penalty_weight"),
+        batch_penalty=batch_penalty, penalty_weight=float(penalty_weight),
         penalty_keys=None if keys is None else tuple(keys), penalty_label_key=penalty_label_key,
         prior=check_prior_name(prior), prior_components=prior_components,
-        confidence_penalty=_non_negative(confidence_penalty, "confidence_penalty"), seed=seed,
+        confidence_penalty=float(confidence_penalty), seed=seed,
     )
 
 
@@ -128,12 +128,6 @@ def objective_options(model: str, options: Mapping[str, Any] | None,
                 "mixture_sampling out (or 'stratified').")
         options["mixture_sampling"] = mixture_sampling.lower()
     return options
-
-
-def _non_negative(value: float, name: str) -> float:
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value}.")
-    return float(value)
 
 
 def resolve_batch_penalty(batch_penalty: str | None, mdata: md.MuData, batch_key: str | None,

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 import torch
 
 from omnivae.data.files import check_output_file, mudata_defaults
+from omnivae.module.arguments import check_int
 from omnivae.train.threads import pinned_threads
 
 if TYPE_CHECKING:
@@ -110,8 +111,7 @@ def write_results(
     read_from = getattr(source, "filename", None)  # a backed file the results must not replace
     output = check_output_file(output, overwrite=overwrite,
                                inputs=() if read_from is None else (read_from,))
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
+    check_int("chunk_size", chunk_size)
     unknown = [t for t in targets if t not in model.setup.modalities]
     if unknown:
         raise KeyError(f"Unknown targets {unknown}; the model was trained on modalities "

@@ -218,8 +218,22 @@ def map_query(
 
 def mapping_params(model: QueryModel) -> dict[str, Any]:
     """What :func:`map_query` records in ``uns[key_added]["params"]``: the reference's and
-    the new batches, the parameters fitted, the epochs trained and the cells that measured
-    each modality."""
+    the new batches, the parameters fitted, the epochs trained and, per modality, how many of
+    the reference's features the query measured.
+
+    Examples
+    --------
+    >>> import omnivae
+    >>> ref = omnivae.datasets.simulate(100, modalities=("rna",), n_batches=2, seed=0)
+    >>> query = omnivae.datasets.simulate(30, modalities=("rna",), n_batches=1, seed=1)
+    >>> query.obs["batch"] = "new_lab"
+    >>> reference = omnivae.Model(ref, batch_key="batch", n_latent=3)
+    >>> reference.train(max_epochs=1, progress_bar=False)
+    >>> q = omnivae.Model.load_query(reference, query)
+    >>> params = mapping_params(q)
+    >>> params["reference_batches"], params["new_batches"], params["measured"]
+    (['batch-0', 'batch-1'], ['new_lab'], {'rna': 1000})
+    """
     return {
         "reference_batches": list(model.setup.batch_categories[:model.n_reference_batches]),
         "new_batches": list(model.setup.batch_categories[model.n_reference_batches:]),

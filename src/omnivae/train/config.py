@@ -117,7 +117,7 @@ class TrainConfig:
     >>> TrainConfig(batch_size=0)
     Traceback (most recent call last):
     ...
-    ValueError: batch_size must be a positive integer, got 0.
+    ValueError: batch_size must be an integer >= 1, got 0.
     """
 
     max_epochs: int | None = None
@@ -147,9 +147,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_int("max_epochs", self.max_epochs, 1, none="to choose from the number of cells")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or (
-                self.batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
+        check_int("batch_size", self.batch_size, 1)
         check_number("lr", self.lr, low=0, low_open=True)
         check_number("weight_decay", self.weight_decay, low=0)
         check_number("kl_warmup_epochs", self.kl_warmup_epochs, low=0,
@@ -160,16 +158,14 @@ class TrainConfig:
         check_int("batch_probe_every", self.batch_probe_every, 0)
         check_number("gradient_clip_val", self.gradient_clip_val, low=0, low_open=True,
                      none="for no clipping")
-        if self.num_nodes < 1:
-            raise ValueError(f"num_nodes must be a positive integer, got {self.num_nodes}.")
+        check_int("num_nodes", self.num_nodes, 1)
         if isinstance(self.devices, int) and self.devices < 1 and self.devices != -1:
             raise ValueError(f"devices must be a positive integer, -1 (all), a list of device "
                              f"indices or 'auto'; got {self.devices}.")
         if self.trainer_kwargs.get("use_distributed_sampler", False):
             raise ValueError("use_distributed_sampler=True is not supported: omnivae's loaders "
                              "shard the cells over the processes themselves.")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"num_threads must be a positive integer, got {self.num_threads}.")
+        check_int("num_threads", self.num_threads, 1, none="for $OMP_NUM_THREADS or torch's count")
 
     @classmethod
     def from_options(cls, config: TrainConfig | None = None, **options: Any) -> TrainConfig:
